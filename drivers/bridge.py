@@ -1,0 +1,188 @@
+"""The bridge driver: one Linux bridge per network, one veth pair per endpoint.
+
+The sandbox end of each veth is created directly inside the sandbox's namespace under its final name
+(eth0, eth1, ...): moving a link between namespaces costs ~30 ms of kernel time, creating it there costs
+nothing extra. Firewalling (masquerade, ICC, isolation, published ports) is not done here but derived
+by the controller from the store into netctl's nftables tables (libnetwork/firewall.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from drivers.base import KernelObject, parse_bool_option
+from libnetwork import netns, sysctl
+from libnetwork.errors import AlreadyExists, InvalidArgument
+
+BRIDGE_PREFIX = "nc-"
+VETH_PREFIX = "nv"
+IFNAMSIZ = 15  # usable characters of a Linux interface name
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Docker's option names are accepted too, so `-o com.docker.network.bridge.name=br0` works.
+OPTION_ALIASES = {
+    "com.docker.network.bridge.name": "bridge",
+    "com.docker.network.bridge.enable_icc": "icc",
+    "com.docker.network.bridge.enable_ip_masquerade": "masquerade",
+    "com.docker.network.driver.mtu": "mtu",
+}
+BOOL_OPTIONS = ("icc", "masquerade")
+KNOWN_OPTIONS = ("bridge", "icc", "masquerade", "mtu")
+
+
+def validate_ifname(name: str, what: str) -> str:
+    if not name or len(name) > IFNAMSIZ or not _IFNAME.match(name):
+        raise InvalidArgument(
+            f"{what} {name!r} is not a valid interface name: use 1-{IFNAMSIZ} characters of letters, "
+            "digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def bridge_name(network) -> str:
+    return network.driver_state["bridge"]
+
+
+def host_veth_name(endpoint_id: str) -> str:
+    return VETH_PREFIX + endpoint_id[: IFNAMSIZ - len(VETH_PREFIX)]
+
+
+class BridgeDriver:
+    name = "bridge"
+    scope = "local"
+    uses_ipam = True
+
+    # --- options and planning -------------------------------------------------------------------
+
+    def validate_options(self, options: dict[str, str]) -> dict[str, str]:
+        normalised: dict[str, str] = {}
+        for key, value in options.items():
+            key = OPTION_ALIASES.get(key, key)
+            if key not in KNOWN_OPTIONS:
+                raise InvalidArgument(
+                    f"unknown option {key!r} for driver bridge; known options: {', '.join(KNOWN_OPTIONS)}"
+                )
+            if key in BOOL_OPTIONS:
+                value = parse_bool_option(self.name, key, value)
+            elif key == "bridge":
+                validate_ifname(value, "bridge name")
+            elif key == "mtu" and not value.isdigit():
+                raise InvalidArgument(f"option mtu={value!r} of driver bridge must be a number")
+            normalised[key] = value
+        return normalised
+
+    def plan_network(self, network, others, host) -> None:
+        name = network.options.get("bridge") or BRIDGE_PREFIX + network.id[: IFNAMSIZ - len(BRIDGE_PREFIX)]
+        for other in others:
+            if other.driver_state.get("bridge") == name:
+                raise AlreadyExists(
+                    f"bridge {name} is already used by network {other.name!r}; choose another -o bridge=NAME"
+                )
+        if host.link(name) is not None:
+            raise AlreadyExists(
+                f"a link named {name} already exists on this host; choose another -o bridge=NAME"
+            )
+        network.driver_state = {"bridge": name}
+
+    def icc(self, network) -> bool:
+        return network.options.get("icc", "true") == "true"
+
+    def masquerade(self, network) -> bool:
+        return network.options.get("masquerade", "true") == "true" and not network.internal
+
+    # --- networks -------------------------------------------------------------------------------
+
+    def create_network(self, network, host) -> None:
+        name = bridge_name(network)
+        index = host.add_bridge(name, mtu=network.mtu, up=False)
+        try:
+            for pool in network.pools:
+                prefix = pool.subnet.split("/")[1]
+                host.add_addr(index, f"{pool.gateway}/{prefix}")
+            self._enable_forwarding(network, name)
+            host.set_link(index, up=True)
+        except BaseException:
+            host.del_link(index)
+            raise
+
+    def _enable_forwarding(self, network, bridge: str) -> None:
+        if network.pools_of(4):
+            sysctl.write("net.ipv4.ip_forward", "1")
+            # Published ports reached as 127.0.0.1 from the host itself are DNATed onto the bridge.
+            sysctl.write(f"net.ipv4.conf.{bridge}.route_localnet", "1")
+        if network.pools_of(6):
+            sysctl.write("net.ipv6.conf.all.forwarding", "1")
+
+    def delete_network(self, network, host) -> None:
+        host.del_link(bridge_name(network), missing_ok=True)
+
+    # --- endpoints ------------------------------------------------------------------------------
+
+    def join(self, network, endpoint, sandbox, host) -> None:
+        bridge = host.link(bridge_name(network))
+        if bridge is None:
+            raise InvalidArgument(
+                f"bridge {bridge_name(network)} of network {network.name!r} is missing; "
+                "run `netctl doctor` to see what is out of step"
+            )
+        fd = netns.open_fd(sandbox.netns_path)
+        try:
+            host.add_veth(
+                endpoint.host_ifname,
+                endpoint.ifname,
+                peer_netns_fd=fd,
+                mtu=network.mtu,
+                peer_mac=endpoint.mac,
+                master=bridge.index,
+                up=True,
+            )
+        finally:
+            os.close(fd)
+        try:
+            self._configure_inside(network, endpoint, sandbox)
+        except BaseException:
+            host.del_link(endpoint.host_ifname, missing_ok=True)
+            raise
+
+    def _configure_inside(self, network, endpoint, sandbox) -> None:
+        from libnetwork.netlink import Netlink
+
+        with Netlink(sandbox.netns_path) as inside:
+            link = inside.link(endpoint.ifname)
+            for address in endpoint.addresses:
+                inside.add_addr(link.index, address)
+            inside.set_link(link.index, up=True)
+            if network.internal:
+                return  # Docker's semantics: an internal network gives no default route.
+            for pool_version in (4, 6):
+                pools = network.pools_of(pool_version)
+                if not pools or not endpoint.address_of(pool_version):
+                    continue
+                default = "0.0.0.0/0" if pool_version == 4 else "::/0"
+                family = 2 if pool_version == 4 else 10
+                # The first network that offers a way out provides the default route, as in Docker.
+                if any(r.dst == default for r in inside.routes(family)):
+                    continue
+                inside.add_route(default, gateway=pools[0].gateway, oif=link.index)
+
+    def leave(self, network, endpoint, sandbox, host) -> None:
+        host.del_link(endpoint.host_ifname, missing_ok=True)
+
+    # --- what exists ----------------------------------------------------------------------------
+
+    def network_present(self, network, host) -> bool:
+        link = host.link(bridge_name(network))
+        return link is not None and link.kind == "bridge"
+
+    def endpoint_present(self, network, endpoint, host) -> bool:
+        return host.link(endpoint.host_ifname) is not None
+
+    def marked_objects(self, host) -> list[KernelObject]:
+        found = []
+        for link in host.links():
+            if link.kind == "bridge" and link.name.startswith(BRIDGE_PREFIX):
+                found.append(KernelObject("bridge", link.name))
+            elif link.kind == "veth" and link.name.startswith(VETH_PREFIX):
+                found.append(KernelObject("veth", link.name))
+        return found

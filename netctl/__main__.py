@@ -1,0 +1,3 @@
+from netctl.cli import main
+
+main()

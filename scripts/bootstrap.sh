@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what netctl needs on Debian 12, as root. Idempotent and quiet: it prints only when it
+# installs something. Safe to run before every test run or demo.
+#   - apt packages (checked with dpkg-query first; `apt-get update` only if one is missing)
+#   - .venv with netctl installed editable plus the test extras, redone when pyproject.toml changes
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(iproute2 nftables iputils-ping containernetworking-plugins python3-venv util-linux procps tcpdump)
+VENV=.venv
+MARKER="$VENV/.netctl-installed"  # touched after a successful pip install
+
+say() { echo "bootstrap: $*" >&2; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    say "run me as root: sudo bash scripts/bootstrap.sh (netctl creates kernel objects)"
+    exit 1
+fi
+
+is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The first python3 on PATH if it is recent enough, else Debian 12's own.
+pick_python() {
+    local candidate
+    for candidate in "$(command -v python3 || true)" /usr/bin/python3; do
+        [[ -n $candidate && -x $candidate ]] || continue
+        if "$candidate" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    say "no python3 >= 3.11 with the venv module found (apt-get install python3-venv)"
+    exit 1
+}
+
+if [[ ! -x $VENV/bin/python ]]; then
+    say "creating $VENV"
+    "$(pick_python)" -m venv "$VENV"
+fi
+if [[ ! -e $MARKER || pyproject.toml -nt $MARKER ]]; then
+    say "installing netctl and its test dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    touch "$MARKER"
+fi
