@@ -44,6 +44,11 @@ def bridge_name(network) -> str:
     return network.driver_state["bridge"]
 
 
+def bridge_mac(network_id: str) -> str:
+    """Locally administered, unicast, stable for the network's life."""
+    return "02:" + ":".join(network_id[i : i + 2] for i in range(0, 10, 2))
+
+
 def host_veth_name(endpoint_id: str) -> str:
     return VETH_PREFIX + endpoint_id[: IFNAMSIZ - len(VETH_PREFIX)]
 
@@ -95,7 +100,9 @@ class BridgeDriver:
 
     def create_network(self, network, host) -> None:
         name = bridge_name(network)
-        index = host.add_bridge(name, mtu=network.mtu, up=False)
+        # A fixed MAC: otherwise the kernel gives the bridge the lowest MAC of its ports, and the
+        # gateway's MAC would change under running containers as endpoints come and go.
+        index = host.add_bridge(name, mtu=network.mtu, up=False, mac=bridge_mac(network.id))
         try:
             for pool in network.pools:
                 prefix = pool.subnet.split("/")[1]

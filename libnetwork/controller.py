@@ -75,6 +75,16 @@ def check_address(text: str, version: int, flag: str) -> None:
         raise InvalidArgument(f"{flag} {text!r} is not a valid IPv{version} address")
 
 
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def check_mac(text: str) -> str:
+    mac = text.strip().lower()
+    if not _MAC.match(mac) or int(mac[:2], 16) & 1:
+        raise InvalidArgument(f"MAC address {text!r} is not a unicast address of the form 02:42:ac:11:00:02")
+    return mac
+
+
 def mac_for(endpoint: Endpoint) -> str:
     """A locally administered MAC: 02:42 + the IPv4 address like Docker, else from the endpoint id."""
     v4 = endpoint.address_of(4)
@@ -295,25 +305,40 @@ class Controller:
 
     # --- sandboxes ------------------------------------------------------------------------------
 
-    def create_sandbox(self, name: str = "", *, hostname: str = "", labels: dict[str, str] | None = None) -> Sandbox:
+    def create_sandbox(
+        self,
+        name: str = "",
+        *,
+        hostname: str = "",
+        labels: dict[str, str] | None = None,
+        netns_path: str = "",
+        container_id: str = "",
+    ) -> Sandbox:
+        """A sandbox with a namespace of its own (ROOT/netns/<id>), or — given netns_path — one that
+        adopts an existing namespace (a CNI runtime's) without ever creating or deleting it."""
         from libnetwork import netns
 
         sandbox_id = new_id()
         name = validate_name(name, "sandbox") if name else "sb-" + sandbox_id[:12]
+        if netns_path and not netns.is_netns(netns_path):
+            raise InvalidArgument(f"{netns_path} is not a network namespace; pass a path like /run/netns/NAME")
         sandbox = Sandbox(
             id=sandbox_id,
             name=name,
-            netns_path=os.path.join(self.netns_dir, sandbox_id),
+            netns_path=netns_path or os.path.join(self.netns_dir, sandbox_id),
             hostname=hostname or name,
             labels=dict(labels or {}),
+            container_id=container_id,
             created=now(),
+            external=bool(netns_path),
         )
         with self.store.transaction() as tx:
             clash = tx.get_sandbox(name)
             if clash is not None and clash.name == name:
                 raise AlreadyExists(f"sandbox name {name!r} is already used by sandbox {clash.short_id}")
             tx.put_sandbox(sandbox)
-            netns.create(sandbox.netns_path)
+            if not sandbox.external:
+                netns.create(sandbox.netns_path)
         return sandbox
 
     def delete_sandbox(self, ref: str, *, force: bool = False) -> Sandbox | None:
@@ -333,7 +358,8 @@ class Controller:
                     tx.delete_endpoint(endpoint.id)
                     continue
                 self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
-            netns.delete(sandbox.netns_path)
+            if not sandbox.external:
+                netns.delete(sandbox.netns_path)
             tx.delete_sandbox(sandbox.id)
             if any(e.ports for e in endpoints):
                 self._sync_firewall(tx)
@@ -371,6 +397,7 @@ class Controller:
         aliases: list[str] | None = None,
         ports: list[PortMapping] | None = None,
         ifname: str = "",
+        mac: str = "",
     ) -> Endpoint:
         from drivers.bridge import host_veth_name, validate_ifname
 
@@ -396,7 +423,7 @@ class Controller:
             )
             self._check_ports(tx, network, endpoint)
             self._assign_addresses(tx, network, endpoint, ip, ip6)
-            endpoint.mac = mac_for(endpoint)
+            endpoint.mac = check_mac(mac) if mac else mac_for(endpoint)
             tx.put_endpoint(endpoint)
             checkpoint("connect-before-join")
             driver.join(network, endpoint, sandbox, self.host)
@@ -491,6 +518,12 @@ class Controller:
         else:
             firewall.remove()
 
+    def _firewall_drift(self, tx) -> list[Problem]:
+        from libnetwork import firewall
+
+        nets = firewall_networks(tx, self.driver("bridge"))
+        return [Problem("firewall", "nftables", line + "; `netctl firewall sync` rebuilds it") for line in firewall.drift(nets)]
+
     # --- doctor and gc --------------------------------------------------------------------------
 
     def doctor(self) -> list[Problem]:
@@ -532,6 +565,7 @@ class Controller:
             for entry in sorted(os.listdir(self.netns_dir)):
                 if entry not in known_handles:
                     problems.append(Problem("orphan-netns", os.path.join(self.netns_dir, entry), "network namespace handle with no sandbox record"))
+        problems += self._firewall_drift(tx)
         endpoint_ids = {e.id for e in endpoints}
         for network_id, address, owner in ipam.allocations(tx):
             if owner.startswith(GATEWAY_OWNER_PREFIXES):
@@ -570,7 +604,8 @@ class Controller:
                             self.host.del_link(endpoint.host_ifname, missing_ok=True)
                         ipam.release_addresses(tx, endpoint.id)
                         tx.delete_endpoint(endpoint.id)
-                    netns.delete(sandbox.netns_path)
+                    if not sandbox.external:
+                        netns.delete(sandbox.netns_path)
                     tx.delete_sandbox(sandbox.id)
                 elif problem.kind == "orphan-netns":
                     netns.delete(problem.object)

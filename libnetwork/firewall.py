@@ -31,6 +31,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -314,6 +315,8 @@ def _forward_rules(nets: list[_Checked]) -> list[dict[str, Any]]:
         rules.append(_rule(INET, "forward", [to_open, _CT_DNAT, _ACCEPT]))  # published ports
         rules.append(_rule(INET, "forward", [to_open, _CT_ESTABLISHED, _ACCEPT]))
         rules.append(_rule(INET, "forward", [from_open, _ACCEPT]))
+        # Like Docker: from outside, a container is reachable only through its published ports.
+        rules.append(_counted_drop(INET, "forward", [to_open], "inbound unpublished"))
     return rules
 
 
@@ -454,10 +457,12 @@ def _run_with_libnftables(lib: ctypes.CDLL, text: str) -> tuple[bool, str, str]:
     A new context each time, because the context's netlink socket belongs to the network namespace
     the thread is in when it is created.
     """
+    fds_before = _open_fds()
     ctx = lib.nft_ctx_new(0)
     if not ctx:
         raise KernelError("cannot create an nftables context (out of memory?)")
     try:
+        _keep_sockets_from_children(_open_fds() - fds_before)
         lib.nft_ctx_output_set_flags(ctx, _NFT_CTX_OUTPUT_JSON)  # JSON in (tried first) and JSON out
         lib.nft_ctx_buffer_output(ctx)
         lib.nft_ctx_buffer_error(ctx)
@@ -469,6 +474,27 @@ def _run_with_libnftables(lib: ctypes.CDLL, text: str) -> tuple[bool, str, str]:
         raise
     _free_in_background(lib, ctx)
     return rc == 0, output, error
+
+
+def _open_fds() -> set[int]:
+    listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return {int(fd) for fd in os.listdir(listing)} - {listing}  # not the fd that reads the list
+    finally:
+        os.close(listing)
+
+
+def _keep_sockets_from_children(fds: set[int]) -> None:
+    """Mark the context's netlink socket close-on-exec.
+
+    libnftables opens it without SOCK_CLOEXEC, and it stays open until the context is freed (later,
+    in the background): a container exec'd meanwhile by a fork that did not close its fds would
+    otherwise hold a netfilter socket of the host's namespace.
+    """
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed again meanwhile by another thread
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.set_inheritable(fd, False)
 
 
 def _free_in_background(lib: ctypes.CDLL, ctx: int) -> None:

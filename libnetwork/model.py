@@ -122,6 +122,9 @@ class Sandbox:
     labels: dict[str, str] = field(default_factory=dict)
     container_id: str = ""  # set by the runner or a CNI runtime
     created: str = ""
+    # True when the namespace belongs to someone else (a CNI runtime's CNI_NETNS): netctl joins and
+    # leaves it but never creates or deletes it.
+    external: bool = False
 
     @property
     def short_id(self) -> str:

@@ -141,7 +141,7 @@ def test_apply_list_and_reapply_is_idempotent(host):
     assert ruleset(host) == first
     sync(host, nets, cli=True)  # the nft-binary fallback produces the very same ruleset
     assert ruleset(host) == first
-    assert counters(host) == {"icc a": 0, "internal i": 0, "isolate a": 0, "isolate b": 0, "isolate i": 0}
+    assert counters(host) == {"icc a": 0, "inbound unpublished": 0, "internal i": 0, "isolate a": 0, "isolate b": 0, "isolate i": 0}
 
 
 def drift(host, nets) -> list[str]:
@@ -160,7 +160,7 @@ def test_sync_restores_a_flushed_or_deleted_table(host):
     assert ruleset(host) != wanted
     assert drift(host, nets) == [
         "table bridge netctl is missing",
-        "chain inet netctl forward differs from netctl's ruleset (0 rules, expected 7)",
+        "chain inet netctl forward differs from netctl's ruleset (0 rules, expected 8)",
         "chain inet netctl intruder is not part of netctl's ruleset (added by hand or left over)",
         "chain inet netctl postrouting differs from netctl's ruleset (0 rules, expected 3)",
     ]
@@ -168,7 +168,7 @@ def test_sync_restores_a_flushed_or_deleted_table(host):
     assert ruleset(host) == wanted  # the intruder chain is gone too: the table is replaced, not patched
     assert drift(host, nets) == []
     assert drift(host, [NET_A]) == [  # a network the tables still carry
-        "chain inet netctl forward differs from netctl's ruleset (7 rules, expected 5)",
+        "chain inet netctl forward differs from netctl's ruleset (8 rules, expected 6)",
         "chain inet netctl postrouting differs from netctl's ruleset (3 rules, expected 2)",
         "set inet netctl bridges differs from netctl's ruleset",
         "set inet netctl open_bridges differs from netctl's ruleset",
@@ -227,7 +227,7 @@ def test_netns_path_targets_another_namespace(host):
     firewall(host, f"fw.sync(nets, netns_path={path!r})", [NET_A, NET_B])
     assert netctl_tables(host) == []  # the calling namespace is untouched
     assert netctl_tables(host, "ip", "netns", "exec", "other-host") == ["table bridge netctl", "table inet netctl"]
-    assert counters(host, path) == {"icc a": 0, "isolate a": 0, "isolate b": 0}
+    assert counters(host, path) == {"icc a": 0, "inbound unpublished": 0, "isolate a": 0, "isolate b": 0}
     firewall(host, f"fw.remove(netns_path={path!r})")
     assert netctl_tables(host, "ip", "netns", "exec", "other-host") == []
     # The nft-binary fallback runs its child in the namespace too.
@@ -241,6 +241,24 @@ except NetctlError as err:
     print(err.message)
 """
     assert "/run/netns/missing does not exist" in firewall(host, body, [NET_A]).stdout
+
+
+def test_the_netlink_socket_freed_in_the_background_is_not_inherited(host):
+    # The nft context is freed by a thread after apply() returns; until then its socket must not
+    # leak into a process exec'd from a fork that keeps fds (a container would hold the host's nft).
+    body = """
+import os, stat
+fw.sync(nets)
+sockets = []
+for fd in map(int, os.listdir("/proc/self/fd")):
+    try:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            sockets.append(os.get_inheritable(fd))
+    except OSError:
+        pass
+print(json.dumps(sockets))
+"""
+    assert True not in json.loads(firewall(host, body, [NET_A]).stdout)
 
 
 # ---- packets ---------------------------------------------------------------------------------------------------------
@@ -261,7 +279,7 @@ def test_counters_prove_icc_isolation_and_internal_drops(host):
     assert pings(host, "a1", "10.1.0.3") and pings(host, "a1", "10.2.0.2") and pings(host, "i1", "10.2.0.2")
 
     sync(host, [NET_A, NET_B, NET_I])
-    assert counters(host) == {"icc a": 0, "internal i": 0, "isolate a": 0, "isolate b": 0, "isolate i": 0}
+    assert counters(host) == {"icc a": 0, "inbound unpublished": 0, "internal i": 0, "isolate a": 0, "isolate b": 0, "isolate i": 0}
 
     # ICC off: neighbours on nc-a cannot talk, v4 nor v6, but the gateway (the host) still answers.
     assert not pings(host, "a1", "10.1.0.3")
