@@ -396,6 +396,13 @@ def firewall_sync(ctx):
     controller(ctx).sync_firewall()
 
 
+# --- containers -------------------------------------------------------------------------------
+
+from netctl import containers_cli  # noqa: E402  (its commands import the runner lazily)
+
+containers_cli.register(cli)
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 
