@@ -1,3 +1,3 @@
-from netctl.cli import main
+from netctl.entry import main
 
 main()

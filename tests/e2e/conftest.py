@@ -14,6 +14,21 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools")
 TCP_PEER = os.path.join(TOOLS, "tcp_peer.py")
 
 
+def command_pid(proc, timeout: float = 5.0) -> int:
+    """host.popen runs argv under nsenter, which forks into the host's pid namespace: the command is
+    nsenter's only child. Signals meant for the command go to that PID."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            children = f.read().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.005)
+    raise AssertionError("the command did not start under nsenter")
+
+
 @dataclass
 class SandboxRef:
     name: str

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from e2e.conftest import command_pid
+
 pytestmark = pytest.mark.kernel
 
 TRIALS = 12
@@ -24,19 +26,6 @@ def store_view(lab) -> tuple[set[str], set[str]]:
     """(host veths the store knows, addresses the store has allocated to endpoints)."""
     containers = lab.inspect("crash")["Containers"].values()
     return {c["HostInterface"] for c in containers}, {c["IPv4Address"] for c in containers}
-
-
-def command_pid(proc, timeout: float = 5.0) -> int:
-    """host.popen runs argv under nsenter, which forks into the host's pid namespace: the netctl
-    process is nsenter's only child."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-            children = f.read().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.005)
-    raise AssertionError("netctl did not start under nsenter")
 
 
 def kill9(proc, pid: int) -> None:

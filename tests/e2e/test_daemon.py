@@ -1,0 +1,118 @@
+"""`netctl daemon`: the CLI's thin client gets the same answers from the warm daemon as in-process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from e2e.conftest import command_pid
+from netctl.entry import PROTOCOL, delegable, encode, read_message
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def daemon(lab):
+    proc = lab.host.popen(sys.executable, "-m", "netctl", "daemon", stderr=subprocess.PIPE)
+    assert "listening on /run/netctl/netctl.sock" in proc.stderr.readline()
+    proc.daemon_pid = command_pid(proc)
+    yield proc
+    stop(proc)
+
+
+def stop(proc, sig=signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        os.kill(getattr(proc, "daemon_pid", None) or command_pid(proc), sig)
+    return proc.wait(timeout=10)
+
+
+def served(proc, count: int) -> list[str]:
+    return [proc.stderr.readline().strip() for _ in range(count)]
+
+
+def test_commands_are_served_by_the_daemon_with_identical_results(lab, daemon):
+    lab.network("blue", "--subnet", "10.60.0.0/24")
+    lab.sandbox("a"), lab.sandbox("b")
+    (ip_b,) = lab.connect("blue", "b")
+    assert served(daemon, 4) == [
+        "netctl daemon: served network create --subnet: exit 0",
+        "netctl daemon: served sandbox create --name: exit 0",
+        "netctl daemon: served sandbox create --name: exit 0",
+        "netctl daemon: served network connect blue: exit 0",
+    ]
+    assert lab.ping("a", ip_b) is False  # a is not connected yet; exec ran locally (not served)
+    lab.connect("blue", "a")
+    assert lab.ping("a", ip_b)
+    # Errors: the same single line and exit code as in-process.
+    remote = lab.netctl("network", "connect", "blue", "a", check=False)
+    local = lab.netctl("network", "connect", "blue", "a", check=False, env={"NETCTL_NO_DAEMON": "1"})
+    assert (remote.returncode, remote.stdout, remote.stderr) == (local.returncode, local.stdout, local.stderr)
+    assert remote.returncode == 4 and remote.stderr.count("\n") == 1
+    listing = lab.netctl("network", "inspect", "blue").stdout
+    assert listing == lab.netctl("network", "inspect", "blue", env={"NETCTL_NO_DAEMON": "1"}).stdout
+    assert len(json.loads(listing)[0]["Containers"]) == 2
+
+
+def test_without_the_daemon_the_cli_runs_in_process(lab, daemon):
+    assert stop(daemon) == 0
+    assert "netctl.sock" not in lab.host.run("ls", "/run/netctl").stdout
+    lab.network("after", "--subnet", "10.61.0.0/24")
+    assert lab.inspect("after")["Name"] == "after"
+
+
+def test_a_stale_socket_of_a_killed_daemon_is_ignored_and_replaced(lab, daemon):
+    stop(daemon, signal.SIGKILL)
+    lab.network("still", "--subnet", "10.62.0.0/24")  # connection refused -> in-process
+    again = lab.host.popen(sys.executable, "-m", "netctl", "daemon", stderr=subprocess.PIPE)
+    assert "listening" in again.stderr.readline()
+    lab.netctl("network", "rm", "still")
+    assert served(again, 1) == ["netctl daemon: served network rm still: exit 0"]
+    assert stop(again) == 0
+
+
+def test_second_daemon_on_the_same_root_is_refused(lab, daemon):
+    result = lab.netctl("daemon", check=False, timeout=20)
+    assert result.returncode == 4
+    assert result.stderr.strip() == "netctl: a netctl daemon already serves /run/netctl/netctl.sock; stop it first"
+
+
+def test_daemon_refuses_commands_that_must_run_in_the_client(lab, daemon):
+    # sandbox exec would replace the daemon's own process: a hand-made request for it is refused.
+    code = f"""
+import socket
+from netctl.entry import encode, read_message
+s = socket.socket(socket.AF_UNIX)
+s.connect("/run/netctl/netctl.sock")
+s.sendall(encode(["{PROTOCOL}", "sandbox", "exec", "a", "--", "true"]))
+print(read_message(s))
+"""
+    answer = lab.host.py(code).stdout
+    assert "cannot run in the daemon" in answer
+    assert lab.netctl("network", "ls").returncode == 0  # and it keeps serving
+
+
+def test_which_command_lines_are_delegated(monkeypatch):
+    monkeypatch.setenv("NETCTL_ROOT", "/r")
+    monkeypatch.delenv("NETCTL_NO_DAEMON", raising=False)
+    monkeypatch.delenv("NETCTL_TEST_PAUSE", raising=False)
+    assert delegable(["network", "create", "x"]) == "/r/netctl.sock"
+    assert delegable(["--root", "/other", "network", "ls"]) == "/other/netctl.sock"
+    assert delegable(["--root=/o2", "doctor"]) == "/o2/netctl.sock"
+    for argv in (["sandbox", "exec", "a", "--", "sh"], ["network", "prune", "-f"], ["--debug", "network", "ls"],
+                 ["network", "create", "--help"], ["--help"], ["daemon"], ["--frob", "network", "ls"], []):
+        assert delegable(argv) is None, argv
+    monkeypatch.setenv("NETCTL_NO_DAEMON", "1")
+    assert delegable(["network", "ls"]) is None
+
+
+def test_wire_format_round_trips_any_text():
+    import socket
+
+    left, right = socket.socketpair()
+    with left, right:
+        fields = ["0", "out\nwith\tstuff é", ""]
+        left.sendall(encode(fields))
+        assert read_message(right) == fields
