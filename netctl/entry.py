@@ -2,7 +2,7 @@
 
 A CLI call in a fresh interpreter spends ~90% of its time importing (click alone ~40 ms, the library
 ~30-60 ms) and ~8 ms doing the work. When `netctl daemon` serves ROOT/netctl.sock, this module — which
-imports only os, sys and socket — sends the command line there and prints the answer; the daemon runs
+imports only os, sys and _socket — sends the command line there and prints the answer; the daemon runs
 the very same click CLI in its warm process. Without a daemon (or for commands that need this
 process's terminal, stdin or environment) the CLI runs here, as before. Same code, same output, same
 exit codes either way.
@@ -97,9 +97,10 @@ def _read_exact(sock, size: int) -> bytes | None:
 
 def via_daemon(path: str, argv: list[str]) -> int | None:
     """Run argv in the daemon; None if no daemon listens there (the caller then runs it itself)."""
-    import socket
+    # The C module, not `socket`: that one imports enum & co. and would add ~10 ms to every call.
+    import _socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         try:
             sock.connect(path)
