@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,8 @@ from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 from libnetwork.model import READY, Endpoint, Network, PoolConfig, PortMapping, Sandbox
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from libnetwork.netlink import Netlink
 
 DEFAULT_ROOT = "/var/lib/netctl"
@@ -36,7 +37,7 @@ GATEWAY_OWNER_PREFIXES = ("gateway:", "aux:")
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # not `secrets`: its import (hashlib, random) costs ~10 ms per CLI call
 
 
 def now() -> str:
@@ -107,6 +108,9 @@ class NetworkSpec:
     mtu: int = 0
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # subnet -> (first, last): dynamic allocation limited to that span of addresses, like CNI
+    # host-local's rangeStart/rangeEnd (which need not form a CIDR, so PoolConfig.ip_range cannot say it).
+    pool_ranges: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,6 +168,10 @@ class Controller:
 
     @staticmethod
     def driver(name: str):
+        if name == "external":  # CNI: netctl hands out the addresses, another plugin makes the data plane
+            from drivers.external import ExternalDriver
+
+            return ExternalDriver()
         from drivers.base import load_driver
 
         return load_driver(name)
@@ -236,6 +244,8 @@ class Controller:
                 raise AlreadyExists(f"network name {spec.name!r} is already used by network {clash.short_id}")
             if driver.uses_ipam:
                 network.pools = self._allocate_pools(tx, network, spec, host_routes)
+                for subnet, (first, last) in spec.pool_ranges.items():
+                    _narrow_dynamic_range(tx, network, subnet, first, last)
             driver.plan_network(network, tx.list_networks(), self.host)
             tx.put_network(network)
             driver.create_network(network, self.host)
@@ -399,41 +409,47 @@ class Controller:
         ifname: str = "",
         mac: str = "",
     ) -> Endpoint:
-        from drivers.bridge import host_veth_name, validate_ifname
-
-        ports = list(ports or [])
         with self.store.transaction() as tx:
             network = self._network(tx, network_ref)
             sandbox = self._sandbox(tx, sandbox_ref)
-            driver = self.driver(network.driver)
-            if tx.find_endpoint(network.id, sandbox.id) is not None:
-                raise AlreadyExists(f"sandbox {sandbox.name!r} is already connected to network {network.name!r}")
-            endpoint_id = new_id()
-            endpoint = Endpoint(
-                id=endpoint_id,
-                name=sandbox.name,
-                network_id=network.id,
-                sandbox_id=sandbox.id,
-                aliases=[validate_name(a, "alias") for a in aliases or []],
-                ports=ports,
-                ifname=validate_ifname(ifname, "interface") if ifname else self._next_ifname(tx, sandbox),
-                host_ifname=host_veth_name(endpoint_id) if driver.name == "bridge" else "",
-                state=READY,
-                created=now(),
-            )
-            self._check_ports(tx, network, endpoint)
-            self._assign_addresses(tx, network, endpoint, ip, ip6)
-            endpoint.mac = check_mac(mac) if mac else mac_for(endpoint)
-            tx.put_endpoint(endpoint)
-            checkpoint("connect-before-join")
-            driver.join(network, endpoint, sandbox, self.host)
-            checkpoint("connect-after-join")
-            if endpoint.ports:
-                try:
-                    self._sync_firewall(tx)
-                except BaseException:
-                    driver.leave(network, endpoint, sandbox, self.host)
-                    raise
+            return self._connect(tx, network, sandbox, ip=ip, ip6=ip6, aliases=aliases, ports=ports,
+                                 ifname=ifname, mac=mac)
+
+    def _connect(self, tx, network: Network, sandbox: Sandbox, *, ip: str, ip6: str, aliases: list[str] | None,
+                 ports: list[PortMapping] | None, ifname: str, mac: str) -> Endpoint:
+        """connect() inside the caller's transaction (CNI ADD records its sandbox in the same one)."""
+        from drivers.bridge import host_veth_name, validate_ifname
+
+        ports = list(ports or [])
+        driver = self.driver(network.driver)
+        if tx.find_endpoint(network.id, sandbox.id) is not None:
+            raise AlreadyExists(f"sandbox {sandbox.name!r} is already connected to network {network.name!r}")
+        endpoint_id = new_id()
+        endpoint = Endpoint(
+            id=endpoint_id,
+            name=sandbox.name,
+            network_id=network.id,
+            sandbox_id=sandbox.id,
+            aliases=[validate_name(a, "alias") for a in aliases or []],
+            ports=ports,
+            ifname=validate_ifname(ifname, "interface") if ifname else self._next_ifname(tx, sandbox),
+            host_ifname=host_veth_name(endpoint_id) if driver.name == "bridge" else "",
+            state=READY,
+            created=now(),
+        )
+        self._check_ports(tx, network, endpoint)
+        self._assign_addresses(tx, network, endpoint, ip, ip6)
+        endpoint.mac = check_mac(mac) if mac else mac_for(endpoint)
+        tx.put_endpoint(endpoint)
+        checkpoint("connect-before-join")
+        driver.join(network, endpoint, sandbox, self.host)
+        checkpoint("connect-after-join")
+        if endpoint.ports:
+            try:
+                self._sync_firewall(tx)
+            except BaseException:
+                driver.leave(network, endpoint, sandbox, self.host)
+                raise
         return endpoint
 
     @staticmethod
@@ -500,6 +516,202 @@ class Controller:
             self.host.del_link(endpoint.host_ifname, missing_ok=True)
         ipam.release_addresses(tx, endpoint.id)
         tx.delete_endpoint(endpoint.id)
+
+    # --- CNI attachments ------------------------------------------------------------------------
+    # A CNI runtime owns the container's network namespace. netctl records it as an external sandbox
+    # keyed by the container id (made by the container's first attachment, dropped with its last), so
+    # a CNI attachment is an ordinary endpoint: `network inspect`, doctor and gc see it like any other.
+
+    def find_network(self, name: str) -> Network | None:
+        """The network called exactly `name` (never an id or id prefix, which a CNI name must not hit)."""
+        with self.store.snapshot() as tx:
+            return _network_named(tx, name)
+
+    def ensure_network(self, spec: NetworkSpec, *, exact_pools: bool = True) -> tuple[Network, bool]:
+        """The network called spec.name, created from spec if there is none (True: created by this call).
+
+        An existing network must have spec's settings: the CNI configuration is the source of truth,
+        and a network silently reused with other subnets would hand out wrong addresses. Concurrent
+        callers serialise on the store; the loser of a creation race re-reads and compares.
+        exact_pools=False accepts a network with more subnets than spec names (a delegated IPAM
+        plugin reveals the subnets one address at a time)."""
+        existing = self.find_network(spec.name)
+        if existing is None:
+            try:
+                return self.create_network(spec), True
+            except AlreadyExists:
+                existing = self.find_network(spec.name)
+                if existing is None:
+                    raise  # not a lost race: something else is taken (a bridge or link name)
+        _require_same_settings(existing, spec, exact_pools)
+        return existing, False
+
+    def pool_usage(self, network_name: str) -> list[ipam.PoolUsage]:
+        """How full each subnet of a network is (CNI STATUS); empty for an unknown network."""
+        with self.store.snapshot() as tx:
+            network = _network_named(tx, network_name)
+            return ipam.pool_usage(tx, network.id) if network is not None else []
+
+    def discard_network(self, network: Network) -> None:
+        """Undo ensure_network's creation after the attachment that needed it failed; a network that
+        someone attached to meanwhile stays."""
+        try:
+            self.delete_network(network.id)
+        except (InUse, NotFound):
+            pass
+
+    def attach_container(
+        self,
+        network_name: str,
+        container_id: str,
+        netns_path: str,
+        ifname: str,
+        *,
+        ip: str = "",
+        ip6: str = "",
+        mac: str = "",
+        ports: list[PortMapping] | None = None,
+        aliases: list[str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> tuple[Network, Endpoint]:
+        """CNI ADD: connect the runtime's namespace at netns_path to a network.
+
+        The container's sandbox is found or recorded in the same transaction as the endpoint, so a
+        failure, or a kill -9, leaves no half-recorded attachment; the kernel leftovers of a kill are
+        what a CNI DEL, CNI GC or `netctl gc` remove."""
+        from libnetwork import netns
+
+        if not netns.is_netns(netns_path):
+            raise InvalidArgument(f"{netns_path} is not a network namespace; pass the path of the container's one")
+        with self.store.transaction() as tx:
+            network = _network_named(tx, network_name)
+            if network is None:
+                raise NotFound(f"network {network_name!r} not found; `netctl network ls` lists the networks")
+            sandbox = self._container_sandbox(tx, container_id, netns_path, labels or {})
+            endpoint = self._connect(tx, network, sandbox, ip=ip, ip6=ip6, aliases=aliases, ports=ports,
+                                     ifname=ifname, mac=mac)
+        return network, endpoint
+
+    def _container_sandbox(self, tx, container_id: str, netns_path: str, labels: dict[str, str]) -> Sandbox:
+        from libnetwork import netns
+
+        sandbox = tx.find_sandbox_by_container(container_id)
+        if sandbox is None:
+            sandbox = Sandbox(
+                id=new_id(),
+                name=container_sandbox_name(container_id),
+                netns_path=netns_path,
+                labels=dict(labels),
+                container_id=container_id,
+                created=now(),
+                external=True,
+            )
+            tx.put_sandbox(sandbox)
+            return sandbox
+        if not sandbox.external:
+            raise AlreadyExists(
+                f"container id {container_id!r} belongs to netctl sandbox {sandbox.name!r}, not to a CNI runtime; "
+                "use another container id"
+            )
+        if sandbox.netns_path != netns_path and not _same_netns(sandbox.netns_path, netns_path):
+            # The runtime restarted the container in a new namespace under the same id. A record still
+            # attached in another live namespace is a conflict, not something to overwrite; records of
+            # a namespace that is gone (no DEL came: a crash, a reboot) are stale and go now.
+            endpoints = tx.list_endpoints(sandbox_id=sandbox.id)
+            if endpoints and netns.is_netns(sandbox.netns_path):
+                raise AlreadyExists(
+                    f"container {container_id!r} is attached in network namespace {sandbox.netns_path}, not "
+                    f"{netns_path}; detach it there first (CNI DEL)"
+                )
+            for endpoint in endpoints:
+                network = tx.get_network(endpoint.network_id)
+                if network is not None:
+                    self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
+                else:
+                    ipam.release_addresses(tx, endpoint.id)
+                    tx.delete_endpoint(endpoint.id)
+            if any(e.ports for e in endpoints):
+                self._sync_firewall(tx)
+            sandbox.netns_path = netns_path
+            tx.put_sandbox(sandbox)
+        return sandbox
+
+    def detach_container(
+        self,
+        network_name: str,
+        container_id: str,
+        ifname: str = "",
+        *,
+        remove_links: Callable[[Network, Endpoint, Sandbox], None] | None = None,
+    ) -> Endpoint | None:
+        """CNI DEL: remove the container's attachment to a network; None if there is none (idempotent).
+
+        The container's sandbox record goes with its last attachment (its namespace is the runtime's).
+        By default the driver removes the kernel objects inside the transaction; `remove_links`, called
+        after the commit instead, lets a long-running caller answer first and pay the kernel's ~25 ms
+        per deleted link afterwards (a crash in between leaves an orphan link that gc removes)."""
+        with self.store.transaction() as tx:
+            found = _attachment(tx, network_name, container_id, ifname)
+            if found is None:
+                return None
+            network, endpoint, sandbox = found
+            if remove_links is None:
+                self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
+            else:
+                ipam.release_addresses(tx, endpoint.id)
+                tx.delete_endpoint(endpoint.id)
+            if not tx.list_endpoints(sandbox_id=sandbox.id):
+                tx.delete_sandbox(sandbox.id)
+            if endpoint.ports:
+                self._sync_firewall(tx)
+        if remove_links is not None:
+            remove_links(network, endpoint, sandbox)
+        return endpoint
+
+    def find_attachment(
+        self, network_name: str, container_id: str, ifname: str = ""
+    ) -> tuple[Network, Endpoint, Sandbox] | None:
+        """CNI CHECK: the records of a container's attachment, or None."""
+        with self.store.snapshot() as tx:
+            return _attachment(tx, network_name, container_id, ifname)
+
+    def gc_attachments(self, network_name: str, valid: set[tuple[str, str]]) -> list[Endpoint]:
+        """CNI GC: detach every runtime attachment of the network whose (container id, ifname) is not
+        in `valid`, then delete ports of its bridge that no record owns (an ADD killed half-way).
+        Endpoints of netctl's own sandboxes are never touched. Returns the detached endpoints."""
+        removed = []
+        with self.store.transaction() as tx:
+            network = _network_named(tx, network_name)
+            if network is None:
+                return []
+            driver = self.driver(network.driver)
+            for endpoint in tx.list_endpoints(network_id=network.id):
+                sandbox = tx.get_sandbox(endpoint.sandbox_id)
+                if sandbox is None or not sandbox.external or not sandbox.container_id:
+                    continue
+                if (sandbox.container_id, endpoint.ifname) in valid:
+                    continue
+                self._remove_endpoint(tx, network, endpoint, driver)
+                if not tx.list_endpoints(sandbox_id=sandbox.id):
+                    tx.delete_sandbox(sandbox.id)
+                removed.append(endpoint)
+            if network.driver == "bridge":
+                self._remove_unowned_ports(tx, network)
+            if any(e.ports for e in removed):
+                self._sync_firewall(tx)
+        return removed
+
+    def _remove_unowned_ports(self, tx, network: Network) -> None:
+        from drivers.bridge import VETH_PREFIX
+
+        bridge = self.host.link(network.driver_state["bridge"])
+        if bridge is None:
+            return
+        owned = {e.host_ifname for e in tx.list_endpoints()}
+        for link in self.host.links():
+            if link.master == bridge.index and link.kind == "veth" and link.name.startswith(VETH_PREFIX):
+                if link.name not in owned:
+                    self.host.del_link(link.index)
 
     # --- firewall -------------------------------------------------------------------------------
 
@@ -628,6 +840,106 @@ class Controller:
                     ipam.release_addresses(tx, owner)
             self._sync_firewall(tx)
         return problems
+
+
+def container_sandbox_name(container_id: str) -> str:
+    """The sandbox name of a CNI runtime's container: its id (podman's and containerd's 64 hex digits
+    fit), so `podman ps --no-trunc` and `netctl network inspect` name it alike. A longer id is cut and
+    suffixed with its checksum, so two ids sharing a long prefix still get two names."""
+    import zlib
+
+    if len(container_id) <= MAX_NAME:
+        return container_id
+    return f"{container_id[: MAX_NAME - 9]}-{zlib.crc32(container_id.encode()):08x}"
+
+
+def _network_named(tx, name: str) -> Network | None:
+    """By exact name: tx.get_network also resolves ids and id prefixes, which a CNI name must never hit."""
+    try:
+        network = tx.get_network(name)
+    except InvalidArgument:  # an ambiguous id prefix: certainly not this name
+        return None
+    return network if network is not None and network.name == name else None
+
+
+def _attachment(tx, network_name: str, container_id: str, ifname: str) -> tuple[Network, Endpoint, Sandbox] | None:
+    network = _network_named(tx, network_name)
+    sandbox = tx.find_sandbox_by_container(container_id)
+    if network is None or sandbox is None or not sandbox.external:
+        return None
+    endpoint = tx.find_endpoint(network.id, sandbox.id)
+    if endpoint is None or (ifname and endpoint.ifname != ifname):
+        return None
+    return network, endpoint, sandbox
+
+
+def _same_netns(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _require_same_settings(existing: Network, spec: NetworkSpec, exact_pools: bool) -> None:
+    differences = []
+    if existing.driver != spec.driver:
+        differences.append(f"driver {existing.driver}, not {spec.driver}")
+    wanted_bridge = spec.options.get("bridge")
+    if wanted_bridge and existing.driver_state.get("bridge") != wanted_bridge:
+        differences.append(f"bridge {existing.driver_state.get('bridge')}, not {wanted_bridge}")
+    have = {p.subnet: p.gateway for p in existing.pools}
+    for pool in spec.pools:
+        if pool.subnet not in have:
+            differences.append(f"no subnet {pool.subnet}")
+        elif pool.gateway and have[pool.subnet] != pool.gateway:
+            differences.append(f"gateway {have[pool.subnet]} of {pool.subnet}, not {pool.gateway}")
+    if exact_pools and spec.pools and len(have) != len(spec.pools):
+        differences.append(f"subnets {', '.join(have) or 'none'}, not {', '.join(p.subnet for p in spec.pools)}")
+    if "masquerade" in spec.options and existing.options.get("masquerade", "true") != spec.options["masquerade"]:
+        differences.append(f"masquerade {existing.options.get('masquerade', 'true')}, not {spec.options['masquerade']}")
+    if spec.mtu and existing.mtu != spec.mtu:
+        differences.append(f"MTU {existing.mtu}, not {spec.mtu}")
+    if differences:
+        raise InvalidArgument(
+            f"network {existing.name!r} already exists with other settings ({'; '.join(differences)}); give the "
+            f"CNI network another name, or remove the old one with `netctl network rm {existing.name}`"
+        )
+
+
+def _narrow_dynamic_range(tx, network: Network, subnet: str, first: str, last: str) -> None:
+    """Limit dynamic allocation in one pool of a network being created to [first, last].
+
+    This is IPAM bookkeeping and belongs in libnetwork/ipam.py beside _dynamic_range (it writes that
+    module's ipam_pools columns and keeps its counters exact); it sits here only until ipam.py grows a
+    `set_dynamic_range`. Called in create_network's transaction, before any address is handed out.
+    """
+    import ipaddress
+
+    net = ipaddress.ip_network(subnet)
+    span = []
+    for label, text in (("start", first), ("end", last)):
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise InvalidArgument(f"range {label} {text!r} of subnet {subnet} is not an IP address") from None
+        if address.version != net.version or address not in net:
+            raise InvalidArgument(f"range {label} {address} is outside its subnet {subnet}; pick an address inside it")
+        if address == net.network_address or (net.version == 4 and address == net.broadcast_address):
+            raise InvalidArgument(f"range {label} {address} is not a host address of subnet {subnet}")
+        span.append(int(address).to_bytes(16, "big"))
+    if span[0] > span[1]:
+        raise InvalidArgument(f"range start {first} of subnet {subnet} is after its end {last}; swap them")
+    row = tx.conn.execute("SELECT id FROM ipam_pools WHERE network_id = ? AND subnet = ?", (network.id, str(net))).fetchone()
+    if row is None:
+        raise InvalidArgument(f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not have")
+    in_span = "SELECT COUNT(*) FROM ipam_addresses a WHERE a.pool_id = ? AND a.addr BETWEEN ? AND ?"
+    reserved = " AND (a.owner LIKE 'gateway:%' OR a.owner LIKE 'aux:%')"
+    tx.conn.execute(
+        f"UPDATE ipam_pools SET range_first = ?, range_last = ?, range_used = ({in_span}), "
+        f"reserved_in_range = ({in_span}{reserved}) WHERE id = ?",
+        (span[0], span[1], row[0], span[0], span[1], row[0], span[0], span[1], row[0]),
+    )
 
 
 def firewall_networks(tx, bridge_driver) -> list:

@@ -128,6 +128,15 @@ def via_daemon(path: str, argv: list[str]) -> int | None:
 
 def main() -> None:
     argv = sys.argv[1:]
+    if "run" in argv[:4] or "exec" in argv[:4]:
+        # Container commands have a click-free parser generated from the same option table
+        # (runner/runopts.py); it answers None for anything it does not handle, e.g. --help.
+        from runner.fastcli import main as run_fast
+
+        code = run_fast(argv)
+        if code is not None:
+            sys.stdout.flush()
+            sys.exit(code)
     path = delegable(argv)
     if path is not None:
         code = via_daemon(path, argv)

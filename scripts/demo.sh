@@ -19,28 +19,40 @@ step() {  # show a command (on stderr, so that $(step ...) captures only its out
     "$@"
 }
 
+# cgroups are machine-wide, unlike everything else here: give the demo's containers a parent of their
+# own, and remove it whatever happens (the containers die with the throwaway host at the latest).
+export NETCTL_CGROUP_PARENT="netctl-demo-$$"
+cleanup_cgroups() {
+    local ids
+    ids=$(netctl ps -aq 2>/dev/null || true)
+    [[ -n $ids ]] && netctl rm -f $ids >/dev/null 2>&1 || true
+    for dir in /sys/fs/cgroup/*/"$NETCTL_CGROUP_PARENT" /sys/fs/cgroup/"$NETCTL_CGROUP_PARENT"; do
+        [[ -d $dir ]] || continue
+        find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+}
+trap cleanup_cgroups EXIT
+
 demo() {
+    step netctl image build-busybox                 # a rootfs from Debian's busybox-static, imported
+    step netctl image ls
     step netctl network create -d bridge --subnet 10.77.0.0/24 demo-net
-    step netctl network ls
 
-    step netctl sandbox create --name alpha
-    step netctl sandbox create --name beta
-    step netctl network connect demo-net alpha
-    step netctl network connect demo-net beta
-    step netctl network inspect demo-net
+    step netctl run -d --name alpha --network demo-net busybox sleep 600
+    step netctl run -d --name beta --network demo-net --network-alias db busybox sleep 600
+    step netctl ps
 
-    # beta's address as the kernel has it, then ping it from alpha.
-    BETA_ADDR=$(netctl sandbox exec beta -- ip -4 -o addr show dev eth0 | awk '{ split($4, a, "/"); print a[1] }')
     echo
-    echo "beta has $BETA_ADDR; alpha pings it:"
-    step netctl sandbox exec alpha -- ping -c 3 -W 1 "$BETA_ADDR"
+    echo "alpha knows beta by name (its /etc/hosts is kept up to date from the store):"
+    step netctl exec alpha cat /etc/hosts
+    step netctl exec alpha ping -c 3 -W 1 beta
+    step netctl run --rm --network demo-net busybox ping -c 1 -W 1 db
 
     echo
     echo "cleaning up:"
-    step netctl network disconnect demo-net alpha
-    step netctl network disconnect demo-net beta
-    step netctl sandbox rm alpha beta
+    step netctl rm -f alpha beta                     # endpoints, addresses, netns, cgroups, files
     step netctl network rm demo-net
+    step netctl image rm busybox
     step netctl doctor
     echo
     echo "demo finished; the throwaway host and everything in it are removed now."

@@ -1,0 +1,64 @@
+"""Kernel steps the plugins take around the controller's own: checking CNI_NETNS, cleaning an
+interface a killed ADD left behind, and reading or adding what sits inside the container."""
+
+from __future__ import annotations
+
+import os
+
+from cni_plugins.skel import CNIError, shown
+from libnetwork.errors import CNI_INVALID_ENV, CNI_INVALID_NETNS
+
+THREAD_NETNS = "/proc/thread-self/ns/net"
+
+
+def _ns_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def is_own_netns(path: str) -> bool:
+    """Whether `path` is the namespace the plugin runs in: the host's, never a container's."""
+    return _ns_id(path) == _ns_id(THREAD_NETNS)
+
+
+def require_container_netns(path: str) -> None:
+    """CNI_NETNS must be a network namespace other than our own (spec: the plugin runs in the
+    runtime's namespace; configuring that one as a container's would break the host)."""
+    from libnetwork import netns
+
+    if not netns.is_netns(path):
+        raise CNIError(CNI_INVALID_ENV, f"CNI_NETNS {shown(path)} is not a network namespace",
+                       "pass the container's namespace, e.g. /run/netns/NAME or /proc/PID/ns/net")
+    refuse_own_netns(path)
+
+
+def refuse_own_netns(path: str) -> None:
+    if path and is_own_netns(path):
+        raise CNIError(CNI_INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same",
+                       f"CNI_NETNS {shown(path)} is the host's own network namespace")
+
+
+def usable_netns(path: str) -> bool:
+    """For DEL: a namespace still there to clean up in (gone or empty is fine: nothing to do)."""
+    from libnetwork import netns
+
+    if not path:
+        return False
+    refuse_own_netns(path)
+    return netns.is_netns(path)
+
+
+def remove_leftover_interface(netns_path: str, ifname: str) -> bool:
+    """DEL with no record: an ADD killed after creating the veth leaves CNI_IFNAME in the container.
+    Like the reference bridge, DEL removes it (a veth only; the runtime keys the attachment by this
+    name, so it is ours). True if something was removed."""
+    from libnetwork.netlink import Netlink
+
+    with Netlink(netns_path) as inside:
+        link = inside.link(ifname)
+        if link is None or link.kind != "veth":
+            return False
+        return inside.del_link(link.index)

@@ -1,0 +1,157 @@
+"""`netctl exec`: run a process in a running container, done by the CLI itself (no monitor round trip).
+
+The CLI forks a child that joins the container's cgroup and every namespace of its init (cgroup, ipc,
+uts, net, pid, mnt), then forks the process proper, which gets the container's user, capabilities,
+no_new_privs, rlimits and environment before execve (runner/process.py). With -t the CLI makes a
+terminal, puts ours in raw mode and copies both ways; otherwise the process inherits our stdio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+
+from libnetwork.errors import InUse, NetctlError
+from runner import process
+from runner.cgroups import Cgroup, Hierarchy
+from runner.spec import merge_env
+from runner.state import Container, is_alive
+
+
+def exec_in(
+    container: Container,
+    argv: list[str],
+    *,
+    env: list[str],
+    user: str = "",
+    workdir: str = "",
+    interactive: bool = False,
+    tty: bool = False,
+) -> int:
+    config, state = container.config, container.state
+    if not state.running or not is_alive(state):
+        raise InUse(f"container {config.name!r} is not running; start a new one with netctl run")
+    spec = process.ProcessSpec(
+        argv=argv,
+        env=merge_env(config.env, env),
+        workdir=workdir or config.workdir,
+        user=user or config.user,
+        capabilities=config.capabilities,
+        nofile=config.nofile,
+        tty=tty,
+    )
+    procs = []
+    if config.cgroup_path and config.cgroup:
+        cgroup = Cgroup(Hierarchy.from_dict(config.cgroup), config.cgroup_path)
+        procs = [os.path.join(d, "cgroup.procs") for d in cgroup.directories().values()]
+    process.prepare()
+    namespaces = process.open_namespaces(state.pid)
+    if not is_alive(state):  # the pid could have been recycled between the check and the open
+        for fd, _ in namespaces:
+            os.close(fd)
+        raise InUse(f"container {config.name!r} is not running")
+    master = slave = -1
+    if tty:
+        master, slave = os.openpty()
+        stdio = (slave, slave, slave)
+    else:
+        stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
+        stdio = (stdin, 1, 2)
+    error_r, error_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.close(error_r)
+            if master >= 0:
+                os.close(master)
+            process.exec_child(namespaces, procs, spec, stdio, error_w)
+    finally:
+        os.close(error_w)
+        for fd, _ in namespaces:
+            os.close(fd)
+        if slave >= 0:
+            os.close(slave)
+        if not tty and not interactive:
+            os.close(stdio[0])
+    try:
+        if tty:
+            _copy_terminal(master, pid, interactive)
+        _, status = _wait(pid)
+        error = _read(error_r)
+    finally:
+        os.close(error_r)
+        if master >= 0:
+            os.close(master)
+    if error:
+        raise_exec_error(config.name, error, os.waitstatus_to_exitcode(status))
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def raise_exec_error(name: str, error: bytes, code: int) -> None:
+    err = NetctlError(f"cannot exec in container {name!r}: {error.decode(errors='replace').strip()}")
+    err.exit_code = code if code > 0 else process.EXIT_CANNOT_EXEC
+    raise err
+
+
+def _wait(pid: int) -> tuple[int, int]:
+    """waitpid that forwards ^C and friends to the process instead of dying of them."""
+    forwarded = {}
+
+    def forward(number, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
+
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        forwarded[number] = signal.signal(number, forward)
+    try:
+        return os.waitpid(pid, 0)
+    finally:
+        for number, handler in forwarded.items():
+            signal.signal(number, handler)
+
+
+def _read(fd: int) -> bytes:
+    chunks = []
+    while True:
+        data = os.read(fd, 4096)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def _copy_terminal(master: int, pid: int, interactive: bool) -> None:
+    """Copy our stdin to the terminal and the terminal to our stdout until the process closes it."""
+    import termios
+    import tty as tty_mod
+
+    saved = None
+    if interactive and os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty_mod.setraw(0)
+    try:
+        watched = [master] + ([0] if interactive else [])
+        while master in watched:
+            try:
+                readable, _, _ = select.select(watched, [], [])
+            except InterruptedError:
+                continue
+            if 0 in readable:
+                data = os.read(0, 4096)
+                if data:
+                    os.write(master, data)
+                else:
+                    watched.remove(0)
+            if master in readable:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    watched.remove(master)
+                else:
+                    os.write(1, data)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)

@@ -1,0 +1,108 @@
+"""`netctl run` and `netctl exec` without click: the same options (runner/runopts.py), the same
+requests, the same output and exit codes as the click commands, for the command lines that every
+container start (and every exec) pays.
+
+    main(argv) -> exit code, or None when the full CLI must handle the command line (help, an option
+    this parser does not know, anything but run/exec): the caller then runs netctl.cli as usual.
+
+Entry points call it before importing click (see netctl/entry.py); `python -m runner.fastcli ARGS`
+runs it directly, falling back to the full CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from libnetwork.errors import NetctlError
+
+
+def split_globals(argv: list[str]) -> tuple[str | None, list[str]] | None:
+    """(root, words) from `[--root DIR|--root=DIR] [--debug] WORDS`; None for other global flags."""
+    root = None
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg == "--root" and i + 1 < len(argv):
+            root = argv[i + 1]
+            i += 2
+        elif arg.startswith("--root="):
+            root = arg[len("--root="):]
+            i += 1
+        else:
+            return None  # --debug wants tracebacks, --help wants click: the full CLI
+    return root, argv[i:]
+
+
+def main(argv: list[str]) -> int | None:
+    parsed = split_globals(argv)
+    if parsed is None:
+        return None
+    root, words = parsed
+    if not words or words[0] not in ("run", "exec"):
+        return None
+    from runner import runopts
+
+    table = runopts.RUN_OPTIONS if words[0] == "run" else runopts.EXEC_OPTIONS
+    try:
+        values, first, rest = runopts.parse_run(words[1:], table)
+    except runopts.NotForUs:
+        return None
+    if words[0] == "exec" and not rest:
+        return None  # a missing command: click's usage error
+    try:
+        if words[0] == "exec":
+            return _exec(root, values, first, rest)
+        return _run(root, values, first, rest)
+    except NetctlError as err:
+        sys.stderr.write(f"netctl: {err.message}\n")
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(root: str | None, values: dict, image: str, command: list[str]) -> int:
+    from runner import client, runopts
+    from runner.paths import Layout
+
+    if values["publish"]:  # rare on the hot path: the network CLI's parser, click and all
+        import dataclasses
+
+        from netctl.cli import parse_port
+
+        values["publish"] = [dataclasses.asdict(parse_port(p)) for p in values["publish"]]
+    request = runopts.build_request(values, image, command)
+    sys.stdout.flush()
+    container_id, code = client.run(
+        Layout.of(root), request, detach=values["detach"], interactive=values["interactive"], tty=values["tty"]
+    )
+    if values["detach"]:
+        sys.stdout.write(container_id + "\n")
+        sys.stdout.flush()
+    return code
+
+
+def _exec(root: str | None, values: dict, ref: str, command: list[str]) -> int:
+    from runner import execute, spec
+    from runner.paths import Layout
+    from runner.state import Records
+
+    container = Records(Layout.of(root)).find(ref)
+    sys.stdout.flush()
+    return execute.exec_in(
+        container,
+        command,
+        env=spec.parse_env(list(values["env"])),
+        user=spec.parse_user(values["user"]) if values["user"] else "",
+        workdir=spec.check_workdir(values["workdir"]),
+        interactive=values["interactive"],
+        tty=values["tty"],
+    )
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    if code is None:
+        from netctl.cli import main as full_cli
+
+        full_cli(sys.argv[1:])
+    sys.exit(code)

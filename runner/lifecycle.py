@@ -1,0 +1,389 @@
+"""Making, starting, tearing down and removing containers: the steps, in order, each undone on failure.
+
+    run:  claim the name -> resolve the image (images lock, shared) and write config.json
+          -> sandbox + endpoints (libnetwork controller) -> hostname/hosts/resolv.conf, peers' hosts
+          -> cgroup with limits -> upper/work dirs -> fork the init (runner/process.py) -> running
+    exit: read the OOM flag -> record the exit (durably) -> remove the cgroup -> delete the sandbox
+          (endpoints, addresses, netns) -> refresh peers' hosts files; the container directory (logs,
+          upper dir) stays until rm
+    rm:   the exit steps if still needed -> remove the directory -> release the name
+
+Like a CNI plugin's cmdAdd, `create` reads top to bottom and undoes every earlier step when a later one
+fails, so a failed run leaves nothing behind; teardown and remove are idempotent.
+All of it runs in the monitor's worker thread (one Controller, one store connection, one netlink socket).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from libnetwork.errors import InvalidArgument, NetctlError, NotFound
+from runner import cgroups, hosts, spec
+from runner.images import ImageStore
+from runner.paths import Layout
+from runner.process import InitSpec, ProcessSpec
+from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAttachment, RunRequest
+from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
+
+DEFAULT_NETWORK = "bridge"  # Docker's default; created on first use like Docker's
+SANDBOX_LABEL = "netctl.container"
+_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+               "nimble", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty", "young", "zesty")  # fmt: skip
+_NOUNS = ("ant", "bee", "cat", "dog", "elk", "fox", "gnu", "hen", "ibis", "jay", "kiwi", "lynx", "mole",
+          "newt", "owl", "puma", "quail", "ram", "seal", "toad", "vole", "wren", "yak", "zebu")  # fmt: skip
+
+
+def now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Prepared:
+    """A container made but not started: its config and the init's plan."""
+
+    config: ContainerConfig
+    init: InitSpec
+    cgroup: cgroups.Cgroup
+    netns_path: str  # "" for --network host
+    unshare_flags: int
+
+
+@dataclass
+class Undo:
+    """Steps to undo, in reverse order of doing."""
+
+    steps: list[Callable[[], Any]] = field(default_factory=list)
+
+    def push(self, step: Callable[[], Any]) -> None:
+        self.steps.append(step)
+
+    def run(self) -> None:
+        for step in reversed(self.steps):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - undo as much as possible; the first error is what counts
+                pass
+        self.steps.clear()
+
+
+class Runtime:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.records = Records(layout)
+        self.images = ImageStore(layout)
+        self._controller = None
+        self._hierarchy: cgroups.Hierarchy | None = None
+
+    @property
+    def controller(self):
+        if self._controller is None:
+            from libnetwork.controller import Controller
+
+            self._controller = Controller(self.layout.root)
+        return self._controller
+
+    @property
+    def hierarchy(self) -> cgroups.Hierarchy:
+        if self._hierarchy is None:
+            self._hierarchy = cgroups.detect()
+        return self._hierarchy
+
+    def close(self) -> None:
+        if self._controller is not None:
+            self._controller.close()
+            self._controller = None
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def create(self, request: RunRequest) -> Prepared:
+        """Everything before the process: see the module doc. Raises NetctlError, leaving nothing."""
+        mode, attachments = self._network_plan(request)
+        limits = cgroups.Limits(
+            memory=cgroups.parse_memory(request.memory) if request.memory else 0,
+            cpus=cgroups.parse_cpus(request.cpus) if request.cpus else 0.0,
+            pids=cgroups.parse_pids(request.pids_limit) if request.pids_limit else 0,
+        )
+        volumes = [spec.parse_volume(v) for v in request.volumes]
+        capabilities = spec.capability_set(request.cap_add, request.cap_drop)
+        user = spec.parse_user(request.user)
+        workdir = spec.check_workdir(request.workdir)
+        hostname = spec.check_hostname(request.hostname) if request.hostname else ""
+        cgroup_parent = cgroups.parent_name(request.cgroup_parent)
+        container_id = new_id()
+        undo = Undo()
+        try:
+            name = self._claim_name(request.name, container_id, undo)
+            config = self._config(request, container_id, name, mode, attachments, limits, volumes, capabilities,
+                                  user, workdir, hostname, undo)  # fmt: skip
+            config.cgroup_path = f"{cgroup_parent}/{container_id}"
+            config.cgroup = self.hierarchy.to_dict()
+            netns_path = self._network(config, undo)
+            self._etc_files(config)
+            self.records.write_config(config)
+            cgroup = cgroups.Cgroup(self.hierarchy, config.cgroup_path)
+            cgroup.create(limits)
+            undo.push(cgroup.remove)
+            directory = self.records.directory(container_id)
+            for sub in ("upper", "work", "rootfs"):
+                os.makedirs(os.path.join(directory, sub), mode=0o755, exist_ok=True)
+            init = self._init_spec(config)
+        except BaseException:
+            undo.run()
+            raise
+        flags = _unshare_flags(mode)
+        return Prepared(config=config, init=init, cgroup=cgroup, netns_path=netns_path, unshare_flags=flags)
+
+    def _network_plan(self, request: RunRequest) -> tuple[str, list[NetworkAttachment]]:
+        names = list(dict.fromkeys(request.networks)) or [DEFAULT_NETWORK]
+        special = [n for n in names if n in (NETWORK_NONE, NETWORK_HOST)]
+        if special and len(names) > 1:
+            raise InvalidArgument(f"--network {special[0]} cannot be combined with other networks")
+        if special:
+            if request.ip or request.publish or request.network_aliases:
+                raise InvalidArgument(f"--ip, -p and --network-alias need a netctl network, not --network {special[0]}")
+            return special[0], []
+        attachments = [NetworkAttachment(network=n, aliases=list(request.network_aliases)) for n in names]
+        attachments[0].ip = request.ip
+        attachments[0].ports = [dict(p) for p in request.publish]  # parsed by the CLI into PortMapping dicts
+        return "bridge", attachments
+
+    def _claim_name(self, wanted: str, container_id: str, undo: Undo) -> str:
+        if wanted:
+            name = check_name(wanted)
+            self.records.claim_name(name, container_id)
+        else:
+            name = ""
+            for _ in range(20):
+                candidate = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}_{secrets.token_hex(2)}"
+                try:
+                    self.records.claim_name(candidate, container_id)
+                    name = candidate
+                    break
+                except NetctlError:
+                    continue
+            if not name:
+                raise NetctlError("cannot find a free container name; give one with --name")
+        undo.push(lambda: self.records.release_name(name, container_id))
+        return name
+
+    def _config(self, request, container_id, name, mode, attachments, limits, volumes, capabilities, user, workdir,
+                hostname, undo) -> ContainerConfig:  # fmt: skip
+        directory = self.records.directory(container_id)
+        with self.images.locked(exclusive=False):  # image rm waits until config.json records the use
+            image = self.images.get(request.image)
+            run = image.run_config
+            argv = spec.resolve_argv(run.get("Entrypoint"), run.get("Cmd"), request)
+            if mode == NETWORK_HOST:
+                import socket
+
+                hostname = hostname or socket.gethostname()
+            hostname = hostname or container_id[:12]
+            env = spec.merge_env(
+                [f"PATH={_default_path()}"], run.get("Env") or [], [f"HOSTNAME={hostname}"], request.env
+            )
+            if request.tty:
+                env = spec.merge_env(["TERM=xterm"], env)
+            config = ContainerConfig(
+                id=container_id,
+                name=name,
+                created=now(),
+                image=request.image,
+                image_id=image.id,
+                layers=list(image.layers),
+                argv=argv,
+                env=env,
+                workdir=workdir or run.get("WorkingDir") or "/",
+                user=user or run.get("User") or "",
+                hostname=hostname,
+                tty=request.tty,
+                interactive=request.interactive,
+                auto_remove=request.auto_remove,
+                read_only=request.read_only,
+                volumes=volumes,
+                capabilities=capabilities,
+                limits=limits,
+                network_mode=mode,
+                networks=attachments,
+                nofile=spec.nofile_limit(_caller_hard_nofile(request)),
+            )
+            self.images.lowerdirs(image)  # every layer present, or NotFound now
+            os.makedirs(directory, mode=0o700)
+            undo.push(lambda: shutil.rmtree(directory, ignore_errors=True))
+            self.records.write_state(container_id, ContainerState())
+            self.records.write_config(config)
+        return config
+
+    def _network(self, config: ContainerConfig, undo: Undo) -> str:
+        if config.network_mode == NETWORK_HOST:
+            return ""
+        ctl = self.controller
+        for attachment in config.networks:
+            self._ensure_network(attachment.network)
+        sandbox = ctl.create_sandbox(
+            config.name, hostname=config.hostname, labels={SANDBOX_LABEL: config.id}, container_id=config.id
+        )
+        undo.push(lambda: self._delete_sandbox(sandbox.id))
+        config.sandbox_id = sandbox.id
+        from libnetwork.model import PortMapping
+
+        for attachment in config.networks:
+            ctl.connect(
+                attachment.network,
+                sandbox.id,
+                ip=attachment.ip,
+                aliases=attachment.aliases,
+                ports=[PortMapping(**p) for p in attachment.ports],
+            )
+        return sandbox.netns_path
+
+    def _ensure_network(self, name: str) -> None:
+        with self.controller.store.snapshot() as tx:
+            if tx.get_network(name) is not None:
+                return
+        if name != DEFAULT_NETWORK:
+            raise NotFound(f"network {name!r} not found; `netctl network ls` lists the networks")
+        from libnetwork.controller import NetworkSpec
+        from libnetwork.errors import AlreadyExists
+
+        try:
+            self.controller.create_network(NetworkSpec(name=DEFAULT_NETWORK))
+        except AlreadyExists:
+            pass  # made by a concurrent run
+
+    def _delete_sandbox(self, sandbox_id: str) -> None:
+        networks = hosts.networks_of(self.controller, sandbox_id)
+        self.controller.delete_sandbox(sandbox_id, force=True)
+        if networks:
+            hosts.refresh(self.controller, self.layout, networks=networks)
+
+    def _etc_files(self, config: ContainerConfig) -> None:
+        directory = self.records.directory(config.id)
+        with open(os.path.join(directory, "hostname"), "w") as f:
+            f.write(config.hostname + "\n")
+        if config.network_mode == NETWORK_HOST:
+            shutil.copyfile("/etc/hosts", os.path.join(directory, "hosts"))
+            shutil.copyfile("/etc/resolv.conf", os.path.join(directory, "resolv.conf"))
+            return
+        with open(os.path.join(directory, "hosts"), "w") as f:
+            f.write(hosts.HOSTS_HEADER)
+        with open(os.path.join(directory, "resolv.conf"), "w") as f:
+            f.write(hosts.resolv_conf())
+        networks = hosts.networks_of(self.controller, config.sandbox_id) if config.sandbox_id else set()
+        if networks:  # this container's own entries and its peers', and its name in theirs
+            hosts.refresh(self.controller, self.layout, networks=networks)
+
+    def _init_spec(self, config: ContainerConfig) -> InitSpec:
+        directory = self.records.directory(config.id)
+        lowerdirs = [self.layout.layer_diff(d) for d in reversed(config.layers)]
+        return InitSpec(
+            process=ProcessSpec(
+                argv=config.argv,
+                env=config.env,
+                workdir=config.workdir,
+                user=config.user,
+                capabilities=config.capabilities,
+                nofile=config.nofile,
+                tty=config.tty,
+            ),
+            rootfs=os.path.join(directory, "rootfs"),
+            lowerdirs=lowerdirs,
+            upper=os.path.join(directory, "upper"),
+            work=os.path.join(directory, "work"),
+            etc_files={name: os.path.join(directory, name) for name in ("hostname", "hosts", "resolv.conf")},
+            volumes=config.volumes,
+            hostname="" if config.network_mode == NETWORK_HOST else config.hostname,
+            read_only=config.read_only,
+        )
+
+    def network_views(self, config: ContainerConfig) -> dict[str, dict]:
+        """{network name: endpoint facts} for inspect, read once the container runs."""
+        if not config.sandbox_id:
+            return {}
+        from libnetwork.controller import endpoint_view
+
+        views = {}
+        with self.controller.store.snapshot() as tx:
+            for endpoint in tx.list_endpoints(sandbox_id=config.sandbox_id):
+                network = tx.get_network(endpoint.network_id)
+                if network is None:
+                    continue
+                view = endpoint_view(endpoint)
+                pools = network.pools_of(4)
+                view["Gateway"] = pools[0].gateway if pools else ""
+                view["NetworkID"] = network.id
+                views[network.name] = view
+        return views
+
+    # --- exit and removal -----------------------------------------------------------------------
+
+    @staticmethod
+    def _cgroup(config: ContainerConfig) -> cgroups.Cgroup | None:
+        if not (config.cgroup_path and config.cgroup):
+            return None
+        return cgroups.Cgroup(cgroups.Hierarchy.from_dict(config.cgroup), config.cgroup_path)
+
+    def oom_killed(self, config: ContainerConfig) -> bool:
+        """Read before teardown: the OOM counter goes with the cgroup."""
+        cgroup = self._cgroup(config)
+        return cgroup.oom_killed() if cgroup is not None else False
+
+    def teardown(self, config: ContainerConfig) -> None:
+        """Release what only a running container needs: cgroup, sandbox. Idempotent."""
+        cgroup = self._cgroup(config)
+        if cgroup is not None:
+            cgroup.kill_all()
+            cgroup.remove()
+        if config.sandbox_id:
+            self._delete_sandbox(config.sandbox_id)
+
+    def remove(self, container: Container) -> None:
+        """Teardown, then the directory and the name. Idempotent."""
+        self.teardown(container.config)
+        shutil.rmtree(self.records.directory(container.id), ignore_errors=True)
+        self.records.release_name(container.name, container.id)
+
+    def record_exit(self, container_id: str, state: ContainerState, code: int, oom: bool, error: str = "") -> None:
+        state.status = EXITED
+        state.exit_code = code
+        state.oom_killed = oom
+        state.finished = now()
+        state.pid = 0
+        state.error = error or state.error
+        self.records.write_state(container_id, state)
+
+    def record_running(self, container_id: str, state: ContainerState, pid: int, pid_start: int, networks: dict) -> None:
+        state.status = RUNNING
+        state.pid = pid
+        state.pid_start = pid_start
+        state.started = now()
+        state.monitor_pid = os.getpid()
+        state.networks = networks
+        self.records.write_state(container_id, state)
+
+
+def _unshare_flags(mode: str) -> int:
+    from runner import linux
+
+    flags = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID | linux.CLONE_NEWCGROUP
+    if mode != NETWORK_HOST:
+        flags |= linux.CLONE_NEWUTS  # with the host's network, the host's name too (as Docker does)
+    return flags
+
+
+def _default_path() -> str:
+    from runner.images import DEFAULT_PATH
+
+    return DEFAULT_PATH
+
+
+def _caller_hard_nofile(request: RunRequest) -> int:
+    """The CLI sends its hard RLIMIT_NOFILE (the monitor's may differ); default to ours."""
+    import resource
+
+    return request.caller_nofile or resource.getrlimit(resource.RLIMIT_NOFILE)[1]

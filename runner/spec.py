@@ -1,0 +1,246 @@
+"""What a container is asked to be (RunRequest, from the command line) and what it was made as
+(ContainerConfig, written to ROOT/containers/<id>/config.json), with the validation of every flag.
+
+Everything here is pure: parsing and checking, no kernel and no store, so it is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from libnetwork.errors import InvalidArgument
+from runner.cgroups import Limits
+from runner.runopts import parse_env, read_env_file  # noqa: F401  (defined where `run` needs them cheaply)
+
+# Docker's default capability set for containers.
+DEFAULT_CAPS = (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+    "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+)  # fmt: skip
+CAPABILITIES = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5, "SETGID": 6,
+    "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10, "NET_BROADCAST": 11,
+    "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15, "SYS_MODULE": 16, "SYS_RAWIO": 17,
+    "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20, "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23,
+    "SYS_RESOURCE": 24, "SYS_TIME": 25, "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29,
+    "AUDIT_CONTROL": 30, "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}  # fmt: skip
+NETWORK_NONE = "none"
+NETWORK_HOST = "host"
+DEFAULT_NOFILE = 1048576  # what Docker asks for; clipped to the caller's hard limit
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+@dataclass
+class Volume:
+    host: str
+    container: str
+    read_only: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
+
+
+@dataclass
+class NetworkAttachment:
+    network: str  # name or id as given
+    ip: str = ""
+    aliases: list[str] = field(default_factory=list)
+    ports: list[dict] = field(default_factory=list)  # PortMapping.__dict__
+
+
+@dataclass
+class RunRequest:
+    """`netctl run` flags, as typed (validated by build_config)."""
+
+    image: str
+    command: list[str] = field(default_factory=list)
+    name: str = ""
+    hostname: str = ""
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    read_only: bool = False
+    volumes: list[str] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    memory: str = ""
+    cpus: str = ""
+    pids_limit: str = ""
+    networks: list[str] = field(default_factory=list)
+    ip: str = ""
+    network_aliases: list[str] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)
+    tty: bool = False
+    interactive: bool = False
+    detach: bool = False
+    auto_remove: bool = False
+    entrypoint: str | None = None
+    cgroup_parent: str = ""
+    caller_nofile: int = 0  # the CLI's hard RLIMIT_NOFILE: the container never gets more
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunRequest":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class ContainerConfig:
+    """A container as made: immutable after creation."""
+
+    id: str
+    name: str
+    created: str
+    image: str  # as the user named it
+    image_id: str
+    layers: list[str]  # diff ids, bottom first
+    argv: list[str]
+    env: list[str]
+    workdir: str
+    user: str
+    hostname: str
+    tty: bool = False
+    interactive: bool = False
+    auto_remove: bool = False
+    read_only: bool = False
+    volumes: list[Volume] = field(default_factory=list)
+    capabilities: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    network_mode: str = "bridge"  # bridge (netctl networks) | none | host
+    networks: list[NetworkAttachment] = field(default_factory=list)
+    sandbox_id: str = ""
+    cgroup_path: str = ""
+    cgroup: dict = field(default_factory=dict)  # Hierarchy.to_dict()
+    nofile: int = 0
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return data
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ContainerConfig":
+        d = dict(d)
+        d["volumes"] = [Volume(**v) for v in d.get("volumes", [])]
+        d["networks"] = [NetworkAttachment(**n) for n in d.get("networks", [])]
+        d["limits"] = Limits.from_dict(d.get("limits") or {})
+        return cls(**d)
+
+
+# --- parsing of individual flags ---------------------------------------------------------------------
+
+
+def merge_env(*layers: list[str]) -> list[str]:
+    """Later KEY=VALUE entries override earlier ones; order of first appearance is kept."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for entry in layer:
+            key, _, value = entry.partition("=")
+            merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def parse_volume(spec: str) -> Volume:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise InvalidArgument(f"-v {spec!r} must have the form HOST:CONTAINER[:ro]")
+    host, container = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise InvalidArgument(f"-v {spec!r}: mode must be ro or rw, not {mode!r}")
+    if not host.startswith("/"):
+        raise InvalidArgument(f"-v {spec!r}: the host path must be absolute (named volumes are not supported)")
+    if not container.startswith("/") or ".." in container.split("/"):
+        raise InvalidArgument(f"-v {spec!r}: the container path must be absolute and without '..'")
+    if os.path.normpath(container) == "/":
+        raise InvalidArgument(f"-v {spec!r}: cannot mount over the container's root")
+    if not os.path.exists(host):
+        raise InvalidArgument(f"-v {spec!r}: host path {host} does not exist")
+    return Volume(host=os.path.realpath(host), container=os.path.normpath(container), read_only=mode == "ro")
+
+
+def parse_user(text: str) -> str:
+    """-u UID[:GID] or NAME[:GROUP] (names are looked up in the container's /etc/passwd at start)."""
+    if not text:
+        return ""
+    user, _, group = text.partition(":")
+    for part, what in ((user, "user"), (group, "group")):
+        if part and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", part):
+            raise InvalidArgument(f"-u {text!r}: {what} {part!r} is not a valid name or number")
+        if part.isdigit() and int(part) > 0xFFFFFFFE:
+            raise InvalidArgument(f"-u {text!r}: {what} id {part} is out of range")
+    if not user:
+        raise InvalidArgument(f"-u {text!r}: give a user, e.g. -u 1000 or -u 1000:1000")
+    return text
+
+
+def capability_set(add: list[str], drop: list[str]) -> list[str]:
+    """Docker's default set with --cap-add/--cap-drop applied; ALL works on either side."""
+
+    def names(values: list[str], flag: str) -> list[str]:
+        out = []
+        for value in values:
+            name = value.upper().removeprefix("CAP_")
+            if name != "ALL" and name not in CAPABILITIES:
+                raise InvalidArgument(f"{flag} {value!r} is not a capability (e.g. NET_ADMIN, SYS_TIME, ALL)")
+            out.append(name)
+        return out
+
+    adds, drops = names(add, "--cap-add"), names(drop, "--cap-drop")
+    caps = set(DEFAULT_CAPS)
+    if "ALL" in drops:
+        caps = set()
+    caps -= set(drops)
+    if "ALL" in adds:
+        caps = set(CAPABILITIES)
+    caps |= {a for a in adds if a != "ALL"}
+    return sorted(caps, key=lambda n: CAPABILITIES[n])
+
+
+def check_hostname(text: str) -> str:
+    if len(text) > 64 or not _HOSTNAME.match(text):
+        raise InvalidArgument(f"--hostname {text!r} is not a valid host name (letters, digits, '-' and '.', at most 64)")
+    return text
+
+
+def check_workdir(text: str) -> str:
+    if text and not text.startswith("/"):
+        raise InvalidArgument(f"-w {text!r} must be an absolute path")
+    return os.path.normpath(text) if text else ""
+
+
+def nofile_limit(hard: int) -> int:
+    """RLIMIT_NOFILE for the container: Docker's value, but never above the caller's hard limit."""
+    import resource
+
+    if hard == resource.RLIM_INFINITY:
+        return DEFAULT_NOFILE
+    return min(DEFAULT_NOFILE, hard)
+
+
+def resolve_argv(entrypoint: list[str] | None, cmd: list[str] | None, request: RunRequest) -> list[str]:
+    """Docker's rule: ENTRYPOINT + (the command given, else the image's CMD); --entrypoint replaces
+    the image's entrypoint and drops its CMD."""
+    if request.entrypoint is not None:
+        entry = [request.entrypoint] if request.entrypoint else []
+        argv = entry + list(request.command)
+    else:
+        argv = list(entrypoint or []) + (list(request.command) if request.command else list(cmd or []))
+    if not argv:
+        raise InvalidArgument(
+            f"no command given and image {request.image!r} has none; add it after the image, e.g. "
+            f"netctl run {request.image} sh -c 'echo hello'"
+        )
+    return argv
