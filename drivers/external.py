@@ -9,42 +9,14 @@ remove.
 
 from __future__ import annotations
 
-from drivers.base import KernelObject
-from libnetwork.errors import InvalidArgument
+from drivers.null import NullDriver
 
 
-class ExternalDriver:
+class ExternalDriver(NullDriver):
+    """Like null in the kernel (nothing to make, find or remove), but its endpoints get addresses."""
+
     name = "external"
-    scope = "local"
     uses_ipam = True
-
-    def validate_options(self, options: dict[str, str]) -> dict[str, str]:
-        if options:
-            raise InvalidArgument(
-                f"driver external takes no options (got {', '.join(sorted(options))}); remove the -o flags"
-            )
-        return {}
 
     def plan_network(self, network, others, host) -> None:
         network.driver_state = {}
-
-    def create_network(self, network, host) -> None:
-        pass
-
-    def delete_network(self, network, host) -> None:
-        pass
-
-    def join(self, network, endpoint, sandbox, host) -> None:
-        pass
-
-    def leave(self, network, endpoint, sandbox, host) -> None:
-        pass
-
-    def network_present(self, network, host) -> bool:
-        return True
-
-    def endpoint_present(self, network, endpoint, host) -> bool:
-        return True
-
-    def marked_objects(self, host) -> list[KernelObject]:
-        return []

@@ -14,7 +14,7 @@ class NullDriver:
     def validate_options(self, options: dict[str, str]) -> dict[str, str]:
         if options:
             raise InvalidArgument(
-                f"driver null takes no options (got {', '.join(sorted(options))}); remove the -o flags"
+                f"driver {self.name} takes no options (got {', '.join(sorted(options))}); remove the -o flags"
             )
         return {}
 
