@@ -13,6 +13,7 @@ import sys
 import click
 
 from libnetwork.errors import InvalidArgument, NetctlError
+from netctl.output import emit_json, print_table
 
 
 # --- shared helpers -----------------------------------------------------------------------------
@@ -69,18 +70,6 @@ def parse_port(spec: str):
         except ValueError:
             raise InvalidArgument(f"port {spec!r}: host address {host_ip!r} is not an IP address") from None
     return PortMapping(host_port=numbers[0], container_port=numbers[1], protocol=protocol, host_ip=host_ip)
-
-
-def emit_json(data) -> None:
-    import json
-
-    click.echo(json.dumps(data, indent=2))
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    for row in [headers] + rows:
-        click.echo("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
 
 
 format_option = click.option(

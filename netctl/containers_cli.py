@@ -8,29 +8,19 @@ first use); `ps`, `inspect` and `logs` read the records directly; `exec` joins t
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
 from libnetwork.errors import InvalidArgument
+from netctl.output import emit_json, print_table
 
 
 def _layout(ctx: click.Context):
     from runner.paths import Layout
 
     return Layout.of(ctx.find_root().obj["root"])
-
-
-def _emit_json(data) -> None:
-    click.echo(json.dumps(data, indent=2))
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    for row in [headers] + rows:
-        click.echo("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
 
 
 def _signal_number(text: str) -> int:
@@ -149,7 +139,7 @@ def ps(ctx, show_all, quiet, fmt):
         for c in containers:
             click.echo(c.id[:12])
     elif fmt == "json":
-        _emit_json([_inspect_view(c) for c in containers])
+        emit_json([_inspect_view(c) for c in containers])
     else:
         rows = []
         for c in containers:
@@ -158,7 +148,7 @@ def ps(ctx, show_all, quiet, fmt):
             networks = ",".join(a.network for a in c.config.networks) or c.config.network_mode
             rows.append([c.id[:12], c.config.image, f'"{command}"', f"{_ago(c.config.created)} ago", _status_text(c.state),
                          networks, c.name])  # fmt: skip
-        _table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NETWORKS", "NAMES"], rows)
+        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NETWORKS", "NAMES"], rows)
 
 
 def _inspect_view(container) -> dict:
@@ -249,7 +239,7 @@ def inspect(ctx, refs):
         view = _inspect_view(container)
         view["LogPath"] = os.path.join(records.directory(container.id), "container.log")
         views.append(view)
-    _emit_json(views)
+    emit_json(views)
 
 
 # --- lifecycle ------------------------------------------------------------------------------------
@@ -404,14 +394,14 @@ def image_ls(ctx, quiet, fmt):
         for img in images:
             click.echo(img.short_id)
     elif fmt == "json":
-        _emit_json([dict(img.to_dict(), tags=img.tags) for img in images])
+        emit_json([dict(img.to_dict(), tags=img.tags) for img in images])
     else:
         rows = []
         for img in images:
             for tag in img.tags or ["<none>:<none>"]:
                 repository, _, version = tag.rpartition(":")
                 rows.append([repository, version, img.short_id, f"{_ago(img.imported)} ago", image_size_text(img.size), str(len(img.layers))])
-        _table(["REPOSITORY", "TAG", "IMAGE ID", "IMPORTED", "SIZE", "LAYERS"], rows)
+        print_table(["REPOSITORY", "TAG", "IMAGE ID", "IMPORTED", "SIZE", "LAYERS"], rows)
 
 
 @image.command("inspect")
@@ -434,7 +424,7 @@ def image_inspect(ctx, refs):
             "Config": img.run_config,
             "RootFS": {"Type": "layers", "Layers": [f"sha256:{d}" for d in img.layers]},
         })  # fmt: skip
-    _emit_json(views)
+    emit_json(views)
 
 
 @image.command("rm")
@@ -462,7 +452,7 @@ def monitor_stats(ctx):
     """The monitor's pid, memory and container count (JSON); for benchmarks."""
     from runner import client
 
-    _emit_json(client.call(_layout(ctx), {"op": "stats"}))
+    emit_json(client.call(_layout(ctx), {"op": "stats"}))
 
 
 # --- network hooks --------------------------------------------------------------------------------
