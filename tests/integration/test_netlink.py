@@ -6,18 +6,14 @@ nothing it creates can reach the machine's own namespaces, and everything vanish
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pytest
 
+from integration.snippets import run_in_throwaway_ns
+
 pytestmark = pytest.mark.kernel
 
-SNIPPET_TIMEOUT = 60  # seconds
 _PRELUDE = """
 import dataclasses, errno, json, os, socket, subprocess
 from libnetwork import netns
@@ -33,19 +29,7 @@ def ipj(*argv):
 
 
 def in_throwaway_ns(code: str) -> Any:
-    """Run `code` inside a fresh network + private mount namespace; return the JSON of its `result`."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is not installed")
-    program = _PRELUDE + textwrap.dedent(code) + (
-        "\nprint('@@result@@' + json.dumps(result, default=lambda o: dataclasses.asdict(o)))\n"
-    )
-    argv = ["unshare", "--net", "--mount", "--propagation", "private", "--kill-child", "--",
-            "sh", "-c", 'mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" -c "$1"', sys.executable, program]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=SNIPPET_TIMEOUT)
-    if proc.returncode != 0:
-        pytest.fail(f"snippet failed (rc {proc.returncode}):\n{proc.stderr}\n{proc.stdout}", pytrace=False)
-    marker = [line for line in proc.stdout.splitlines() if line.startswith("@@result@@")]
-    return json.loads(marker[-1][len("@@result@@"):])
+    return run_in_throwaway_ns(_PRELUDE, code)
 
 
 def test_veth_peer_is_created_inside_the_netns_with_name_mtu_mac_and_master():
