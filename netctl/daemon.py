@@ -75,7 +75,10 @@ def handle(conn: socket.socket, root: str) -> None:
         conn.sendall(encode(["2", "", "netctl: the daemon does not understand this client's protocol\n"]))
         return
     argv = request[1:]
-    if delegable(argv) != socket_path(root):
+    # The client chose this socket by its root (--root or NETCTL_ROOT, which the daemon's own
+    # environment need not share); judge the command as if run with the daemon's root, which a
+    # different --root in argv still overrides.
+    if delegable(["--root", root, *argv]) != socket_path(root):
         # Never run what the client must run itself (exec would replace the daemon) or another root's.
         conn.sendall(encode(["2", "", "netctl: this command cannot run in the daemon\n"]))
         return

@@ -116,3 +116,18 @@ def test_wire_format_round_trips_any_text():
         fields = ["0", "out\nwith\tstuff é", ""]
         left.sendall(encode(fields))
         assert read_message(right) == fields
+
+
+def test_daemon_with_root_flag_serves_a_client_that_names_the_root_by_environment(lab):
+    """`netctl --root R daemon` in an environment without NETCTL_ROOT, clients with NETCTL_ROOT=R."""
+    proc = lab.host.popen(
+        "env", "-u", "NETCTL_ROOT", sys.executable, "-m", "netctl", "--root", "/run/other", "daemon",
+        stderr=subprocess.PIPE,
+    )
+    assert "listening on /run/other/netctl.sock" in proc.stderr.readline()
+    try:
+        out = lab.netctl("network", "ls", "-q", env={"NETCTL_ROOT": "/run/other"})
+        assert out.returncode == 0 and out.stderr == ""
+        assert served(proc, 1) == ["netctl daemon: served network ls -q: exit 0"]
+    finally:
+        stop(proc)
