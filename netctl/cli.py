@@ -391,19 +391,32 @@ def firewall_sync(ctx):
 
 
 @cli.command()
+@click.option("--store", "store", default="", metavar="URL",
+              help="Global store etcd://HOST:PORT (default: NETCTL_STORE, then ROOT/global.json); none: local only.")
+@click.option("--vtep", default="", metavar="ADDR",
+              help="This host's underlay address for VXLAN (default: the source address towards etcd).")
+@click.option("--host-name", "host_name", default="", metavar="NAME",
+              help="This host's name in the global store (default: NETCTL_HOST_NAME, ROOT/global.json, hostname).")
+@click.option("--lease-ttl", type=click.IntRange(min=2), default=10, show_default=True, metavar="S",
+              help="Seconds without the daemon after which other hosts drop this host's containers.")
 @click.pass_context
-def daemon(ctx):
+def daemon(ctx, store, vtep, host_name, lease_ttl):
     """Serve CLI commands from a warm process on ROOT/netctl.sock (foreground; stop with SIGTERM).
 
     While it runs, `netctl network ...`, `sandbox create/rm/ls/inspect`, `doctor`, `gc` and `firewall
-    sync` are answered by it (~4x faster); without it they run in-process, with the same results."""
+    sync` are answered by it (~4x faster); without it they run in-process, with the same results.
+    With a global store it also registers this host there (ROOT/global.json records the choice) and
+    keeps its overlay networks' VXLAN tables and containers' /etc/hosts in step with the other hosts."""
     import logging
 
     from netctl import daemon as daemon_module
 
     logging.basicConfig(level=logging.INFO, format="netctl daemon: %(message)s", stream=sys.stderr)
-    root = ctx.find_root().obj["root"]
-    daemon_module.serve(root, on_ready=lambda path: click.echo(f"netctl daemon listening on {path}", err=True))
+    obj = ctx.find_root().obj
+    options = daemon_module.GlobalOptions(store=store or obj.get("store") or "", vtep=vtep,
+                                          host_name=host_name or obj.get("host_name") or "", lease_ttl=lease_ttl)
+    daemon_module.serve(obj["root"], options=options,
+                        on_ready=lambda path: click.echo(f"netctl daemon listening on {path}", err=True))
 
 
 # --- containers -------------------------------------------------------------------------------
