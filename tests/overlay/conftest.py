@@ -1,15 +1,21 @@
 """Fixtures of the overlay tests: a real etcd on loopback (one per session, wiped before each test;
-private ones for tests that stop or kill it)."""
+private ones for tests that stop or kill it), and multi-host labs with etcd inside the lab's switch
+(`overlay_lab`; for a module-scoped lab use `overlay.lab.netctl_lab` as a context manager)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from overlay.etcd_server import ETCD, EtcdServer, etcdctl
+
+if TYPE_CHECKING:
+    from overlay.lab import NetctlLab
 
 
 def _require_etcd() -> None:
@@ -55,3 +61,24 @@ def etcd_server() -> Iterator[Callable[[], EtcdServer]]:
     finally:
         for server in made:
             server.close()
+
+
+@pytest.fixture
+def overlay_lab() -> Iterator[Callable[..., "NetctlLab"]]:
+    """Factory of multi-host labs with etcd INSIDE the switch namespace (198.18.0.254:2379):
+    `overlay_lab(3)` -> NetctlLab with .switch, .hosts (h1..h3, registered), .etcd_url, .etcd (stop/
+    start/kill), .netctl(host, ...). Everything is removed after the test, also when it fails."""
+    import harness
+
+    missing = harness.missing_host_prerequisites()
+    if missing:
+        pytest.skip(missing)
+    _require_etcd()
+    from overlay.lab import netctl_lab
+
+    with contextlib.ExitStack() as stack:
+
+        def make(n: int = 3, **kw) -> "NetctlLab":
+            return stack.enter_context(netctl_lab(n, **kw))
+
+        yield make

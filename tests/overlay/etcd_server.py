@@ -1,5 +1,12 @@
-"""A real etcd for tests: one member on 127.0.0.1 (loopback only), random free ports, a private data
-directory, stopped and killed by its PID. No other address is ever listened on or contacted.
+"""A real etcd for tests, stopped and killed by its PID, with a private data directory.
+
+Two kinds:
+- EtcdServer: one member on the machine's 127.0.0.1 (loopback only), random free ports; for tests
+  that talk to etcd from the test process itself.
+- LabEtcdServer: one member INSIDE a throwaway host (the lab's switch), listening on an address of
+  that host's namespace (the underlay's 198.18.0.254:2379), so the lab's hosts reach it over the
+  underlay the way real hosts would. Started with host.popen, probed and stopped from inside.
+No other address is ever listened on or contacted.
 """
 
 from __future__ import annotations
@@ -122,6 +129,117 @@ class EtcdServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LabEtcdServer:
+    """etcd inside `host` (a harness.Host), listening on ADDRESS:2379 (clients) and 127.0.0.1:2380
+    (its own peer port, loopback of that namespace). Same life cycle as EtcdServer: start(), stop()
+    (SIGTERM), kill() (SIGKILL), start() again on the same data directory (same revision), close().
+
+    The process runs as `nsenter ... -- etcd` in its own process group (host.popen): stop and kill
+    signal that group by its PID, so nothing else is ever touched."""
+
+    def __init__(self, host, address: str, *, port: int = 2379, name: str = "netctl-lab"):
+        self.host = host
+        self.address = address
+        self.port = port
+        self.name = name
+        self.data_dir = tempfile.mkdtemp(prefix="netctl-lab-etcd-", dir=_fast_tmp())
+        self.log_path = os.path.join(self.data_dir, "etcd.log")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    @property
+    def store_url(self) -> str:
+        """The form netctl's --store takes."""
+        return f"etcd://{self.address}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> "LabEtcdServer":
+        if self.running:
+            return self
+        peer = "http://127.0.0.1:2380"
+        argv = [
+            ETCD, "--name", self.name, "--data-dir", os.path.join(self.data_dir, "data"),
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
+            "--log-outputs", self.log_path, "--logger", "zap",
+        ]  # fmt: skip
+        self.proc = self.host.popen(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not self._wait_ready():
+            self.kill()
+            raise RuntimeError(f"etcd did not become ready on {self.url} inside {self.host.name}; its log:\n{self.log()}")
+        return self
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not self.running:
+                return False
+            probe = self.host.run("etcdctl", f"--endpoints={self.url}", "--dial-timeout=1s", "--command-timeout=1s",
+                                  "endpoint", "health", check=False, timeout=10, env={"ETCDCTL_API": "3"})
+            if probe.returncode == 0:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        self._terminate(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._terminate(signal.SIGKILL)
+
+    def _terminate(self, sig: int) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)  # nsenter and etcd: one group, started by us
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        """etcdctl against this server, run inside its host."""
+        proc = self.host.run("etcdctl", f"--endpoints={self.url}", *args, check=check, timeout=30,
+                             env={"ETCDCTL_API": "3"})
+        return proc.stdout
+
+    def dump(self, prefix: str = "/netctl/") -> dict[str, str]:
+        """Every key under prefix with its value (the before/after picture of a test)."""
+        import base64
+        import json
+
+        out = self.ctl("get", "--prefix", prefix, "-w", "json")
+        kvs = json.loads(out).get("kvs", []) if out.strip() else []
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode() for kv in kvs}
+
+    def wipe(self, prefix: str = "/netctl/") -> None:
+        self.ctl("del", "--prefix", prefix)
+
+    def log(self) -> str:
+        with contextlib.suppress(OSError), open(self.log_path) as f:
+            return f.read()[-4000:]
+        return ""
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def etcdctl(url: str, *args: str) -> str:

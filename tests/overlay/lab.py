@@ -8,17 +8,29 @@
 are created from the switch's network namespace straight into each host's (nsenter --net only), so
 no link ever exists in the machine's own namespace, even for a moment.
 
-The store lives on the machine's loopback, which hosts cannot reach, so the lab plays the daemon's
-part: it reads peers from etcd and hands them to `host_agent.py` inside each host to reconcile.
+Two labs share that underlay:
+
+- OverlayLab: the store lives on the machine's loopback, which hosts cannot reach, so the lab plays
+  the daemon's part: it reads peers from etcd and hands them to `host_agent.py` inside each host to
+  reconcile (the driver's own tests).
+- NetctlLab: etcd runs INSIDE the switch's namespace on 198.18.0.254:2379 (the switch's bridge `ul`
+  carries 198.18.0.254/24), so every host reaches it over the underlay and runs `netctl` against it
+  as a real host would (NETCTL_STORE / NETCTL_HOST_NAME, or ROOT/global.json). `register(host)`
+  does what `netctl daemon --store` does for registration: writes ROOT/global.json and keeps the
+  host's lease alive from a process inside the host, stopped by its PID.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from harness import Host
@@ -29,12 +41,36 @@ AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host_agent.py"
 UNDERLAY_PREFIX = "198.18.0."
 SWITCH_BRIDGE = "ul"
 AGENT_TIMEOUT_S = 60
+SWITCH_ADDRESS = UNDERLAY_PREFIX + "254"  # the switch's own address on the underlay: where etcd listens
+REGISTER_TIMEOUT_S = 30
 
 
 def mac_for(address: str) -> str:
     """Docker's MAC: 02:42 + the IPv4 address (libnetwork/controller.py does the same)."""
     octets = [int(o) for o in address.split("/")[0].split(".")]
     return "02:42:" + ":".join(f"{o:02x}" for o in octets)
+
+
+def build_underlay(switch: Host, hosts: list[Host], mtu: int = 1500, *, switch_address: str = "") -> dict[str, str]:
+    """Bridge `ul` in the switch, one veth per host (eth0 198.18.0.N/24 inside host N). Returns {host
+    name: VTEP address}. `switch_address` also puts that address on the bridge (where etcd listens)."""
+    switch.run("ip", "link", "add", SWITCH_BRIDGE, "type", "bridge")
+    switch.run("ip", "link", "set", SWITCH_BRIDGE, "mtu", str(mtu), "up")
+    if switch_address:
+        switch.run("ip", "addr", "add", f"{switch_address}/24", "dev", SWITCH_BRIDGE)
+    vteps = {}
+    for i, host in enumerate(hosts, start=1):
+        port, vtep = f"ul{i}", f"{UNDERLAY_PREFIX}{i}"
+        subprocess.run(
+            ["nsenter", f"--net=/proc/{switch.pid}/ns/net", "--", "ip", "link", "add", port, "mtu",
+             str(mtu), "type", "veth", "peer", "name", "eth0", "mtu", str(mtu), "netns", str(host.pid)],
+            check=True, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        switch.run("ip", "link", "set", port, "master", SWITCH_BRIDGE, "up")
+        host.run("ip", "addr", "add", f"{vtep}/24", "dev", "eth0")
+        host.run("ip", "link", "set", "eth0", "up")
+        vteps[host.name] = vtep
+    return vteps
 
 
 @dataclass
@@ -69,20 +105,9 @@ class OverlayLab:
     def build(cls, switch: Host, hosts: list[Host], etcd_url: str, *, underlay_mtu: int = 1500,
               lease_ttl: int = 30) -> "OverlayLab":
         lab = cls(switch, hosts, etcd_url, underlay_mtu)
-        switch.run("ip", "link", "add", SWITCH_BRIDGE, "type", "bridge")
-        switch.run("ip", "link", "set", SWITCH_BRIDGE, "mtu", str(underlay_mtu), "up")
-        for i, host in enumerate(hosts, start=1):
-            port, vtep = f"ul{i}", f"{UNDERLAY_PREFIX}{i}"
-            subprocess.run(
-                ["nsenter", f"--net=/proc/{switch.pid}/ns/net", "--", "ip", "link", "add", port, "mtu",
-                 str(underlay_mtu), "type", "veth", "peer", "name", "eth0", "mtu", str(underlay_mtu),
-                 "netns", str(host.pid)],
-                check=True, capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
-            switch.run("ip", "link", "set", port, "master", SWITCH_BRIDGE, "up")
-            host.run("ip", "addr", "add", f"{vtep}/24", "dev", "eth0")
-            host.run("ip", "link", "set", "eth0", "up")
-            lab.vteps[host.name] = vtep
+        lab.vteps.update(build_underlay(switch, hosts, underlay_mtu))
+        for host in hosts:
+            vtep = lab.vteps[host.name]
             store = EtcdStore(etcd_url, host=host.name)
             lab.stores[host.name] = store
             store.start_keepalive(vtep, ttl=lease_ttl)  # what each host's daemon does
@@ -206,3 +231,189 @@ class OverlayLab:
         argv += ["-6"] if ":" in address else []
         proc = source.host.in_netns(source.sandbox.netns_path, *argv, address, check=False, timeout=30)
         return proc.returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# NetctlLab: etcd inside the switch, netctl run on each host as a user would
+# ---------------------------------------------------------------------------------------------------
+
+# Runs inside a host: what `netctl daemon --store URL --vtep ADDR --host-name NAME` does for
+# registration. Writes ROOT/global.json, registers the host with a lease, keeps it alive until its
+# stdin (a pipe from the test) closes, then revokes the lease (unless told to leave it to expire).
+REGISTER_SCRIPT = r"""
+import json, os, sys
+from libnetwork.store.etcd import EtcdStore
+url, name, vtep, ttl, revoke = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+root = os.environ["NETCTL_ROOT"]
+os.makedirs(root, exist_ok=True)
+tmp = os.path.join(root, "global.json.tmp")
+with open(tmp, "w") as f:
+    json.dump({"store": url, "host": name, "vtep": vtep}, f)
+os.replace(tmp, os.path.join(root, "global.json"))
+store = EtcdStore(url, host=name)
+store.start_keepalive(vtep, ttl=ttl)
+print("registered", flush=True)
+sys.stdin.read()
+if revoke:
+    store.unregister_host()
+store.close()
+"""
+
+
+@dataclass
+class NetctlLab:
+    """A switch host with etcd on 198.18.0.254:2379 and N hosts on the underlay (VTEPs 198.18.0.N)."""
+
+    switch: Host
+    hosts: list[Host]
+    etcd: "LabEtcdServer"
+    underlay_mtu: int = 1500
+    vteps: dict[str, str] = field(default_factory=dict)
+    registrations: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def etcd_url(self) -> str:
+        """What --store / NETCTL_STORE take: etcd://198.18.0.254:2379."""
+        return self.etcd.store_url
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    # ---- netctl on a host ----------------------------------------------------------------------
+
+    def env(self, host: Host, **extra: str) -> dict[str, str]:
+        """The environment a netctl call on `host` gets: its store and its name (as the daemon's
+        global.json would give them), plus `extra`."""
+        return {"NETCTL_STORE": self.etcd_url, "NETCTL_HOST_NAME": host.name, **extra}
+
+    def netctl(self, host: Host, *args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+        """`netctl ARGS` on `host` with NETCTL_STORE and NETCTL_HOST_NAME set (env adds/overrides)."""
+        return host.netctl(*args, env={**self.env(host), **(env or {})}, **kw)
+
+    def netctl_json(self, host: Host, *args: str, **kw):
+        return json.loads(self.netctl(host, *args, **kw).stdout)
+
+    def py(self, host: Host, code: str, **kw) -> subprocess.CompletedProcess:
+        env = {**self.env(host), **kw.pop("env", {})}
+        return host.py(code, env=env, **kw)
+
+    def reconcile(self, host: Host, network: str = "") -> dict:
+        """What the daemon's loop does after a change: Controller.reconcile_overlay() on `host`
+        (for one network, by name or id, or for every network built there). Returns {network id:
+        ReconcileResult as a dict}."""
+        code = (
+            "import dataclasses, json, sys\n"
+            "from libnetwork.controller import Controller\n"
+            "with Controller() as c:\n"
+            "    ref = sys.argv[1]\n"
+            "    nid = c.resolve_network(ref).id if ref else None\n"
+            "    print(json.dumps({k: dataclasses.asdict(v) for k, v in c.reconcile_overlay(nid).items()}))\n"
+        )
+        return json.loads(host.run(sys.executable, "-c", code, network, env=self.env(host)).stdout)
+
+    def reconcile_all(self, hosts: list[Host] | None = None) -> None:
+        for host in hosts or self.hosts:
+            self.reconcile(host)
+
+    # ---- registration (the daemon's part) ------------------------------------------------------
+
+    def register(self, host: Host, *, ttl: int = 10) -> subprocess.Popen:
+        """Write ROOT/global.json on `host` and keep its lease alive from a process inside it."""
+        if host.name in self.registrations:
+            return self.registrations[host.name]
+        proc = host.popen(sys.executable, "-c", REGISTER_SCRIPT, self.etcd_url, host.name, self.vteps[host.name],
+                          str(ttl), "1", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ready, _, _ = select.select([proc.stdout], [], [], REGISTER_TIMEOUT_S)
+        line = proc.stdout.readline() if ready else ""
+        if line.strip() != "registered":
+            _stop_group(proc, signal.SIGKILL)
+            err = proc.stderr.read() if proc.poll() is not None else "(no answer)"
+            raise RuntimeError(f"registering host {host.name} failed: {err}")
+        self.registrations[host.name] = proc
+        return proc
+
+    def unregister(self, host: Host, *, revoke: bool = True) -> None:
+        """Stop keeping `host`'s lease alive: revoked at once, or (revoke=False: a crash) left to expire."""
+        proc = self.registrations.pop(host.name, None)
+        if proc is None:
+            return
+        if revoke:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the script revokes its lease and exits
+            try:
+                proc.wait(timeout=REGISTER_TIMEOUT_S)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        _stop_group(proc, signal.SIGKILL)
+
+    def write_global(self, host: Host, *, store: str = "", vtep: str = "") -> None:
+        """ROOT/global.json as the daemon writes it, without registering (an unregistered host)."""
+        content = json.dumps({"store": store or self.etcd_url, "host": host.name, "vtep": vtep or self.vteps[host.name]})
+        host.run("sh", "-c", f'mkdir -p "$NETCTL_ROOT" && cat > "$NETCTL_ROOT/global.json"', input=content)
+
+    # ---- looking at things ---------------------------------------------------------------------
+
+    def etcd_dump(self) -> dict[str, str]:
+        """Every /netctl/ key with its value, read inside the switch."""
+        return self.etcd.dump("/netctl/")
+
+    def overlay_netns(self, host: Host) -> list[str]:
+        """Ids of the networks whose kernel side is built on `host` (ROOT/overlay/<id>)."""
+        directory = host.path(f"{host.root}/overlay")
+        return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+    def in_sandbox(self, host: Host, sandbox: str, *argv: str, **kw) -> subprocess.CompletedProcess:
+        """Run argv in a sandbox's network namespace on `host` (the sandbox by name)."""
+        path = self.netctl_json(host, "sandbox", "inspect", sandbox)[0]["netns_path"]
+        return host.in_netns(path, *argv, **kw)
+
+    def ping(self, host: Host, sandbox: str, address: str, *, count: int = 1, wait_s: int = 1) -> bool:
+        argv = ["ping", "-n", "-q", "-c", str(count), "-W", str(wait_s)] + (["-6"] if ":" in address else [])
+        return self.in_sandbox(host, sandbox, *argv, address, check=False, timeout=30).returncode == 0
+
+    # ---- life cycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for name in list(self.registrations):
+            self.unregister(self.host(name), revoke=False)
+        self.etcd.close()
+
+
+def _stop_group(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+@contextlib.contextmanager
+def netctl_lab(n: int = 3, *, underlay_mtu: int = 1500, register: bool = True, lease_ttl: int = 10,
+               names: list[str] | None = None) -> Iterator[NetctlLab]:
+    """A switch ("sw") running etcd on 198.18.0.254:2379 and n hosts h1..hn, each registered (unless
+    register=False). Everything is removed on exit, also on failure: etcd by its PID, hosts with it."""
+    from overlay.etcd_server import LabEtcdServer
+
+    made: list[Host] = []
+    lab = None
+    try:
+        for name in ["sw", *(names or [f"h{i}" for i in range(1, n + 1)])]:
+            made.append(Host.start(name))
+        switch, hosts = made[0], made[1:]
+        vteps = build_underlay(switch, hosts, underlay_mtu, switch_address=SWITCH_ADDRESS)
+        lab = NetctlLab(switch, hosts, LabEtcdServer(switch, SWITCH_ADDRESS), underlay_mtu, vteps)
+        lab.etcd.start()
+        if register:
+            for host in hosts:
+                lab.register(host, ttl=lease_ttl)
+        yield lab
+    finally:
+        if lab is not None:
+            lab.close()
+        for host in made:
+            host.close()
