@@ -240,6 +240,7 @@ class OverlayAgent:
     def _work(self) -> None:
         controller = None
         backoff = Backoff()
+        last_error = ""
         try:
             while not self._stop.is_set():
                 got, networks = self.dirty.take(self.settings.resync_interval_s)
@@ -251,15 +252,23 @@ class OverlayAgent:
                     if controller is None:
                         controller = self._controller()
                     self.reconcile(controller, networks)
-                    backoff.succeeded()
                 except Exception as err:  # etcd away, kernel refused, or a bug: keep the entries, retry
                     self.failures += 1
                     delay = backoff.failed()
-                    log.warning("reconcile failed: %s; retrying in %.1f s", _one_line(err), delay)
+                    if not _is_netctl_error(err):
+                        log.exception("reconcile failed (a bug); retrying in %.1f s", delay)
+                        controller = _close(controller)  # start over with fresh connections
+                    elif _one_line(err) != last_error:  # one line per cause, not one per retry
+                        log.warning("reconcile failed: %s; kernel entries kept as they are, retrying",
+                                    _one_line(err))
+                    last_error = _one_line(err)
                     self.dirty.mark(networks)
-                    if controller is not None and not _is_netctl_error(err):
-                        controller = _close(controller)  # start over with fresh connections after a bug
                     self._stop.wait(delay)
+                    continue
+                if last_error:
+                    log.info("reconcile works again")
+                    last_error = ""
+                backoff.succeeded()
         finally:
             _close(controller)
 
