@@ -399,8 +399,10 @@ def firewall_sync(ctx):
               help="This host's name in the global store (default: NETCTL_HOST_NAME, ROOT/global.json, hostname).")
 @click.option("--lease-ttl", type=click.IntRange(min=2), default=10, show_default=True, metavar="S",
               help="Seconds without the daemon after which other hosts drop this host's containers.")
+@click.option("--resync-interval", type=click.FloatRange(min=0.1), default=30.0, hidden=True,
+              help="Seconds between full reconciles when nothing changes (tests shorten it).")
 @click.pass_context
-def daemon(ctx, store, vtep, host_name, lease_ttl):
+def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval):
     """Serve CLI commands from a warm process on ROOT/netctl.sock (foreground; stop with SIGTERM).
 
     While it runs, `netctl network ...`, `sandbox create/rm/ls/inspect`, `doctor`, `gc` and `firewall
@@ -414,7 +416,8 @@ def daemon(ctx, store, vtep, host_name, lease_ttl):
     logging.basicConfig(level=logging.INFO, format="netctl daemon: %(message)s", stream=sys.stderr)
     obj = ctx.find_root().obj
     options = daemon_module.GlobalOptions(store=store or obj.get("store") or "", vtep=vtep,
-                                          host_name=host_name or obj.get("host_name") or "", lease_ttl=lease_ttl)
+                                          host_name=host_name or obj.get("host_name") or "", lease_ttl=lease_ttl,
+                                          resync_interval=resync_interval)
     daemon_module.serve(obj["root"], options=options,
                         on_ready=lambda path: click.echo(f"netctl daemon listening on {path}", err=True))
 

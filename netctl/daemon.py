@@ -84,6 +84,7 @@ class GlobalOptions:
     vtep: str = ""
     host_name: str = ""
     lease_ttl: int = DEFAULT_LEASE_TTL_S
+    resync_interval: float = 30.0  # seconds between full reconciles when nothing changes
 
 
 @dataclass
@@ -271,7 +272,7 @@ def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None) -> 
             write_global_config(root, config)
         server = bind(root)
         if config is not None:
-            overlay = Overlay(root, config, (options or GlobalOptions()).lease_ttl)
+            overlay = Overlay(root, config, options or GlobalOptions())
             overlay.start()
         _serve_requests(root, server, on_ready)
     finally:
@@ -287,14 +288,14 @@ def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None) -> 
 class Overlay:
     """The daemon's overlay side: the host's lease and the agent, started and stopped together."""
 
-    def __init__(self, root: str, config: GlobalConfig, lease_ttl: int):
+    def __init__(self, root: str, config: GlobalConfig, options: GlobalOptions):
         from netctl.agent import AgentSettings, HostLease, OverlayAgent
 
         self.config = config
         self.agent = OverlayAgent(AgentSettings(root=os.path.abspath(root), store_url=config.store,
-                                                host_name=config.host))
+                                                host_name=config.host, resync_interval_s=options.resync_interval))
         # After a re-registration (the lease was lost: etcd away too long) reconcile everything.
-        self.lease = HostLease(config.store, config.host, config.vtep, lease_ttl,
+        self.lease = HostLease(config.store, config.host, config.vtep, options.lease_ttl,
                                on_registered=lambda record: self.agent.mark_all())
 
     def start(self) -> None:
