@@ -427,6 +427,7 @@ def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval):
 from netctl import containers_cli  # noqa: E402  (its commands import the runner lazily)
 
 containers_cli.register(cli)
+cli.add_command(__import__("netctl.lab_cli", fromlist=["lab"]).lab)  # `netctl lab`: netctl/lab_cli.py
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""`netctl lab` end to end, nested in a throwaway host: up -> test -> status -> down leaves the host as
+it was (links, addresses, routes, nftables, mounts, processes, cgroups, files); bad input and failures
+half-way leave nothing either."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from lab.conftest import LabHost
+from harness import diff_snapshots
+
+pytestmark = pytest.mark.kernel
+
+BRIDGES = """
+name: bridges
+hosts:
+  h1:
+  h2:
+networks:
+  web: {driver: bridge, host: h1, subnet: 10.20.0.0/24}
+  db: {driver: bridge, host: h1, subnet: 10.21.0.0/24}
+  other: {driver: bridge, host: h2, subnet: 10.22.0.0/24}
+containers:
+  w1: {host: h1, networks: [web]}
+  w2: {host: h1, networks: [web, db]}
+  d1: {host: h1, networks: [db]}
+  o1: {host: h2, networks: [other]}
+expect:
+  reach: [[w1, w2], [w2, d1]]
+  isolated: [[w1, d1], [[w1, w2, d1], [o1]]]
+"""
+
+
+def write(tmp_path, text: str, name: str = "lab.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def assert_same(lab_host: LabHost, before: dict) -> None:
+    diff = diff_snapshots(before, lab_host.state())
+    assert not diff, f"the lab left something behind:\n{diff}"
+
+
+def one_line_error(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("netctl: "), proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return lines[-1]
+
+
+def full_cycle(lab_host: LabHost, path: str) -> dict:
+    """up, test, status, down; returns the status report."""
+    before = lab_host.state()
+    try:
+        up = lab_host.lab("up", path)
+        assert "is up" in up.stdout
+        tested = lab_host.lab("test", path, check=False)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert "PASS" in tested.stdout and "MISMATCH" not in tested.stdout
+        report = json.loads(lab_host.lab("status", "--format", "json", path).stdout)
+    finally:
+        lab_host.lab("down", path, check=False)
+    assert_same(lab_host, before)
+    return report
+
+
+def test_bridge_lab_lifecycle(lab_host, tmp_path):
+    path = write(tmp_path, BRIDGES)
+    before = lab_host.state()
+    lab_host.lab("up", path)
+    try:
+        again = lab_host.lab("up", path, check=False)
+        assert again.returncode == 4 and "already up" in one_line_error(again)
+        report = json.loads(lab_host.lab("status", "--format", "json", path).stdout)
+        assert {c["name"]: c["state"] for c in report["containers"]} == dict.fromkeys(["w1", "w2", "d1", "o1"], "running")
+        assert all(h["daemon_alive"] and h["lease"] and h["link_up"] for h in report["hosts"]), report["hosts"]
+        w2 = next(c for c in report["containers"] if c["name"] == "w2")
+        assert set(w2["addresses"]) == {"web", "db"}
+        table = lab_host.lab("status", path).stdout
+        assert "HOST" in table and "198.18.0.1" in table and "w2" in table
+        tested = lab_host.lab("test", path, check=False)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert "PASS: 25/25 rows" in tested.stdout, tested.stdout
+        as_json = json.loads(lab_host.lab("test", "--format", "json", "--settle", "0", path).stdout)
+        assert as_json["ok"] and len(as_json["sections"][0]["rows"]) == 25
+    finally:
+        down = lab_host.lab("down", path)
+    assert "removed" in down.stdout
+    assert_same(lab_host, before)
+    again = lab_host.lab("down", path)
+    assert "not up" in again.stdout
+    status = lab_host.lab("status", path, check=False)
+    assert status.returncode == 3 and "is not up" in one_line_error(status)
+
+
+def test_expectation_that_fails_is_reported(lab_host, tmp_path):
+    """A topology whose expectation is wrong: `lab test` exits 1 and marks the row."""
+    path = write(tmp_path, """
+        name: wrong
+        hosts: {h1: }
+        networks: {a: {driver: bridge, host: h1, subnet: 10.60.0.0/24}}
+        containers: {x: {host: h1, networks: [a]}, y: {host: h1, networks: [a]}}
+        expect: {isolated: [[x, y]]}
+    """)
+    lab_host.lab("up", path)
+    try:
+        tested = lab_host.lab("test", "--failures-only", path, check=False)
+    finally:
+        lab_host.lab("down", path)
+    assert tested.returncode == 1
+    assert "MISMATCH" in tested.stdout and "FAIL: 0/4 rows" in tested.stdout
+
+
+BAD_FILES = {
+    "unknown-key": "name: bad\nhosts: {h1: }\ncontainer: {}\n",
+    "unknown-host": "name: bad\nhosts: {h1: }\nnetworks: {n: {driver: overlay}}\ncontainers: {c: {host: h2, networks: [n]}}\n",
+    "duplicate": "name: bad\nhosts:\n  h1:\n  h1:\n",
+    "bad-subnet": "name: bad\nhosts: {h1: }\nnetworks: {n: {driver: overlay, subnet: 10.1.0.0/33}}\n",
+}
+
+
+def test_bad_topologies_create_nothing(lab_host, tmp_path):
+    before = lab_host.state()
+    for name, text in BAD_FILES.items():
+        proc = lab_host.lab("up", write(tmp_path, text, f"{name}.yaml"), check=False)
+        assert proc.returncode == 2, (name, proc.stderr)
+        line = one_line_error(proc)
+        assert len(proc.stderr.strip().splitlines()) == 1 and f"{name}.yaml" in line, (name, proc.stderr)
+    assert_same(lab_host, before)
+
+
+def test_failure_half_way_removes_everything(lab_host, tmp_path):
+    """The second host's container names an image nobody has: everything made before is removed."""
+    path = write(tmp_path, BRIDGES.replace("o1: {host: h2, networks: [other]}",
+                                           "o1: {host: h2, networks: [other], image: no-such-image}"))
+    before = lab_host.state()
+    proc = lab_host.lab("up", path, check=False)
+    assert proc.returncode != 0
+    line = one_line_error(proc)
+    assert "lab bridges did not come up" in line and "o1" in line, proc.stderr
+    assert_same(lab_host, before)
