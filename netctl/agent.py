@@ -92,6 +92,7 @@ class Dirty:
         self._first = 0.0  # clock() of the first mark of the pending batch
         self._last = 0.0  # clock() of the latest mark
         self._closed = False
+        self.taken_since = 0.0  # clock() of the first mark of the batch take() returned last (one consumer)
 
     def mark(self, networks: set[str] | None) -> None:
         if networks is not EVERYTHING and not networks:
@@ -134,6 +135,7 @@ class Dirty:
             if self._closed:
                 return False, set()
             batch, self._pending, self._any = self._pending, set(), False
+            self.taken_since = self._first
             return True, batch
 
 
@@ -160,7 +162,7 @@ def describe(network_id: str, result: Any) -> str:
                          ("+neigh", result.neighbours_added), ("-neigh", result.neighbours_removed)):
         if items:
             parts.append(f"{label} {len(items)}")
-    return f"reconciled network {network_id[:12]}: {', '.join(parts) or 'removed from this host'}"
+    return f"reconciled network {network_id[:12]}: {', '.join(parts) or 'nothing changed'}"
 
 
 # --- the agent ----------------------------------------------------------------------------------
@@ -246,12 +248,13 @@ class OverlayAgent:
                 got, networks = self.dirty.take(self.settings.resync_interval_s)
                 if self._stop.is_set():
                     break
+                since = self.dirty.taken_since if got else time.monotonic()
                 if not got:
                     networks = EVERYTHING  # quiet for a while: the periodic safety net
                 try:
                     if controller is None:
                         controller = self._controller()
-                    self.reconcile(controller, networks)
+                    self.reconcile(controller, networks, since=since)
                 except Exception as err:  # etcd away, kernel refused, or a bug: keep the entries, retry
                     self.failures += 1
                     delay = backoff.failed()
@@ -278,24 +281,29 @@ class OverlayAgent:
         s = self.settings
         return Controller(s.root, store_url=s.store_url, host_name=s.host_name)
 
-    def reconcile(self, controller, networks: set[str] | None) -> dict[str, Any]:
+    def reconcile(self, controller, networks: set[str] | None, *, since: float = 0.0) -> dict[str, Any]:
         """One pass: the kernel tables of `networks` (EVERYTHING: all built here) := the store's peers,
         then the hosts files of local containers on them. Raises on a store error, before any kernel
-        change of the network it was reading."""
+        change of the network it was reading. `since`: time.monotonic() of the event that asked for
+        it (logged as the delay from event to kernel)."""
+        before = self._built_here()
         if networks is EVERYTHING:
             results = controller.reconcile_overlay(None)
         else:
             results = {}
-            here = self._built_here()
-            for network_id in sorted(networks):
-                if network_id in here:
-                    results.update(controller.reconcile_overlay(network_id))
+            for network_id in sorted(networks & before):  # events of networks not built here cost nothing
+                results.update(controller.reconcile_overlay(network_id))
         self.reconciles += 1
+        after = self._built_here()
         for network_id, result in sorted(results.items()):
-            if result is None or getattr(result, "changed", True):
-                log.info("%s", describe(network_id, result) if result is not None else
-                         f"reconciled network {network_id[:12]}: removed from this host")
-        self._refresh_names(controller, networks)
+            if network_id in before and network_id not in after:
+                log.info("removed network %s from this host (deleted, or its last local endpoint left)",
+                         network_id[:12])
+            elif result.changed:
+                delay = f" ({(time.monotonic() - since) * 1000:.0f} ms after the event)" if since else ""
+                log.info("%s%s", describe(network_id, result), delay)
+        # Local containers are only on networks built here: the others have no hosts file to change.
+        self._refresh_names(controller, networks if networks is EVERYTHING else networks & before)
         return results
 
     def _built_here(self) -> set[str]:
@@ -313,6 +321,8 @@ class OverlayAgent:
         from runner.paths import Layout
 
         layout = Layout.of(self.settings.root)
+        if networks is not EVERYTHING and not networks:
+            return
         if not os.path.isdir(layout.containers):
             return  # no container on this host: nothing resolves names here
         changed = hosts.refresh(controller, layout, networks=None if networks is EVERYTHING else networks)
