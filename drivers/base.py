@@ -75,4 +75,10 @@ def load_driver(name: str) -> Driver:
         from drivers.null import NullDriver
 
         return NullDriver()
-    raise InvalidArgument(f"unknown network driver {name!r}; available drivers: bridge, null")
+    if name == "overlay":
+        # Global scope: the controller builds its own instance with this host's VTEP and root; this
+        # one (VTEP unknown) can validate options and plan, not build.
+        from drivers.overlay import OverlayDriver
+
+        return OverlayDriver()
+    raise InvalidArgument(f"unknown network driver {name!r}; available drivers: bridge, null, overlay")

@@ -11,10 +11,29 @@ it. That gives the crash-safety rule the rest of netctl relies on:
     reports exactly those, and `gc` removes them.
 
 Concurrent processes serialise on the store's write lock; nothing depends on timing.
+
+Global networks (scope "global": the overlay driver) live in the global store (etcd, see
+store/etcd.py), which every host shares; local ones stay in SQLite, and a name is unique across both.
+The SQLite write transaction still wraps every operation — it orders the operations of THIS host —
+while etcd's compare-and-swap (EtcdStore.atomic) orders hosts. Kernel work never happens inside an
+atomic() body, which may run more than once: an overlay connect is
+
+    atomic(allocate addresses, endpoint CREATING on this host) -> build the network here if needed
+    -> join -> atomic(endpoint READY, which publishes its peer on this host's lease)
+    -> local copy of the endpoint in SQLite -> reconcile this network's FDB/ARP entries once
+
+and every step is undone on failure. The local copy (same endpoints table, network_id of the global
+network) is what makes a host's own view — its sandboxes' interfaces, `rm`, doctor — work without
+asking etcd; doctor compares it with etcd's records of this host. A kill -9 half-way leaves an etcd
+record in CREATING (or READY) with no local copy: doctor reports it, gc releases it.
+
+Nothing of this costs a local-only host anything: with no store configured (no --store, no
+NETCTL_STORE, no ROOT/global.json) the etcd client is never imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,18 +41,43 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from libnetwork import ipam
-from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NotFound
-from libnetwork.model import READY, Endpoint, Network, PoolConfig, PortMapping, Sandbox
+from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NetctlError, NotFound, StoreError
+from libnetwork.model import CREATING, READY, Endpoint, Network, PoolConfig, PortMapping, Sandbox
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from drivers.overlay import OverlayDriver, ReconcileResult
     from libnetwork.netlink import Netlink
+    from libnetwork.store.etcd import EtcdStore
 
 DEFAULT_ROOT = "/var/lib/netctl"
+GLOBAL_CONFIG = "global.json"  # under ROOT: {"store", "host", "vtep"}, written by `netctl daemon --store`
+OVERLAY_NETNS_DIR = "overlay"  # under ROOT: drivers/overlay.py's per-network namespaces
+OVERLAY_VETH_PREFIX = "ny"  # drivers/overlay.py's host-side veth names: marks a local copy of a global endpoint
 MAX_NAME = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 GATEWAY_OWNER_PREFIXES = ("gateway:", "aux:")
+
+
+def _warn(message: str) -> None:
+    import logging  # lazy: the local hot path never warns, and never pays for the import
+
+    logging.getLogger(__name__).warning("%s", message)
+
+
+def overlay_stand_in(network_id: str) -> Network:
+    """A global network known only by its id: the device names drivers/overlay.py derives from it."""
+    from drivers.overlay import BRIDGE_PREFIX, IFNAMSIZ, VXLAN_PREFIX
+
+    suffix = network_id[: IFNAMSIZ - len(BRIDGE_PREFIX)]
+    return Network(id=network_id, name=network_id[:12], driver="overlay", scope="global",
+                   driver_state={"bridge": BRIDGE_PREFIX + suffix, "vxlan": VXLAN_PREFIX + suffix})
+
+
+def is_global_copy(endpoint: Endpoint) -> bool:
+    """Whether a local endpoint record is this host's copy of an endpoint of a global network."""
+    return endpoint.host_ifname.startswith(OVERLAY_VETH_PREFIX)
 
 
 def new_id() -> str:
@@ -117,7 +161,10 @@ class NetworkSpec:
 class Problem:
     """One thing `doctor` found out of step between the store and the kernel."""
 
-    kind: str  # orphan-link | orphan-netns | stale-network | stale-endpoint | stale-sandbox | leaked-address | firewall
+    # orphan-link | orphan-netns | stale-network | stale-endpoint | stale-sandbox | leaked-address | firewall;
+    # global networks: stale-overlay-endpoint | orphan-overlay-netns | orphan-overlay-link | stale-peer |
+    # leaked-global-address | store (etcd unreachable: the global part was not checked)
+    kind: str
     object: str
     detail: str
 
@@ -126,11 +173,19 @@ class Problem:
 
 
 class Controller:
-    def __init__(self, root: str | None = None):
+    """`store_url` (etcd://HOST:PORT) and `host_name` select the global store and this host's name in
+    it; each defaults to NETCTL_STORE / NETCTL_HOST_NAME, then to ROOT/global.json (written by
+    `netctl daemon --store`), and the host name finally to socket.gethostname()."""
+
+    def __init__(self, root: str | None = None, *, store_url: str | None = None, host_name: str | None = None):
         self.root = root or os.environ.get("NETCTL_ROOT") or DEFAULT_ROOT
         self.netns_dir = os.path.join(self.root, "netns")
         self._store = None
         self._host: "Netlink | None" = None
+        self._store_url = store_url
+        self._host_name = host_name
+        self._global_config: dict[str, str] | None = None
+        self._global_store: "EtcdStore | None" = None
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -159,6 +214,9 @@ class Controller:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._global_store is not None:
+            self._global_store.close()
+            self._global_store = None
 
     def __enter__(self) -> "Controller":
         return self
@@ -176,12 +234,131 @@ class Controller:
 
         return load_driver(name)
 
-    @staticmethod
-    def _network(tx, ref: str) -> Network:
+    def _network(self, tx, ref: str) -> Network:
+        """A network by name, id or id prefix: this host's local networks first, then the global ones."""
         network = tx.get_network(ref)
+        if network is None:
+            network = self._global_network(ref)
         if network is None:
             raise NotFound(f"network {ref!r} not found; `netctl network ls` lists the networks")
         return network
+
+    def resolve_network(self, ref: str) -> Network:
+        """The network `ref` names (local or global), or NotFound."""
+        with self.store.snapshot() as tx:
+            return self._network(tx, ref)
+
+    # --- the global store -----------------------------------------------------------------------
+
+    def _global_file(self) -> dict[str, str]:
+        """ROOT/global.json, read once ({} when there is none: a host that never ran a daemon with a store)."""
+        if self._global_config is None:
+            import json
+
+            path = os.path.join(self.root, GLOBAL_CONFIG)
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+            except FileNotFoundError:
+                data = {}
+            except (OSError, ValueError) as err:
+                raise StoreError(f"{path} is unreadable ({err}); restart `netctl daemon --store URL` to rewrite it") from None
+            self._global_config = {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return self._global_config
+
+    @property
+    def store_url(self) -> str:
+        """The global store's URL, "" when none is configured (a local-only host)."""
+        if self._store_url is None:
+            self._store_url = os.environ.get("NETCTL_STORE") or self._global_file().get("store", "")
+        return self._store_url
+
+    @property
+    def host_name(self) -> str:
+        """This host's name in the global store."""
+        if not self._host_name:
+            self._host_name = os.environ.get("NETCTL_HOST_NAME") or self._global_file().get("host", "")
+            if not self._host_name:
+                import socket
+
+                self._host_name = socket.gethostname()
+        return self._host_name
+
+    @property
+    def global_store(self) -> "EtcdStore | None":
+        """The global store (opened on first use), or None when none is configured."""
+        if self._global_store is None and self.store_url:
+            from libnetwork.store.etcd import EtcdStore
+
+            self._global_store = EtcdStore(self.store_url, host=self.host_name)
+        return self._global_store
+
+    def _require_global_store(self, what: str) -> "EtcdStore":
+        store = self.global_store
+        if store is None:
+            raise InvalidArgument(
+                f"{what} needs a global store; pass --store etcd://HOST:PORT (or set NETCTL_STORE), or start "
+                "`netctl daemon --store etcd://HOST:PORT` on this host"
+            )
+        return store
+
+    def _global_network(self, ref: str) -> Network | None:
+        if not self.store_url:
+            return None
+        with self.global_store.snapshot() as g:
+            return g.get_network(ref)
+
+    def _global_networks(self) -> list[Network]:
+        if not self.store_url:
+            return []
+        with self.global_store.snapshot() as g:
+            return g.list_networks()
+
+    def vtep(self) -> str:
+        """This host's underlay address: the daemon's (ROOT/global.json), else the source address of
+        the route towards the store's host (a UDP connect sends nothing; it only asks the routing table)."""
+        configured = self._global_file().get("vtep", "")
+        if configured:
+            return configured
+        import socket
+
+        from libnetwork.store.etcd import parse_url
+
+        _, address, port = parse_url(self.store_url)
+        try:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((address, port))
+                return probe.getsockname()[0]
+        except OSError as err:
+            raise StoreError(
+                f"cannot tell this host's VTEP address: no route to the store's host {address} ({err.strerror}); "
+                "start `netctl daemon --store URL --vtep ADDR`"
+            ) from None
+
+    def _overlay_driver(self, vtep: str = "") -> "OverlayDriver":
+        from drivers.overlay import OverlayDriver
+
+        return OverlayDriver(vtep, self.root)
+
+    def _overlay_dirs(self) -> list[str]:
+        """Ids of the global networks whose kernel side is built on this host (ROOT/overlay/<id>)."""
+        try:
+            return sorted(os.listdir(os.path.join(self.root, OVERLAY_NETNS_DIR)))
+        except FileNotFoundError:
+            return []
+
+    def _global_network_for(self, network_id: str) -> Network:
+        """The global network record, or — when etcd cannot say (unreachable, or the network is gone) —
+        a stand-in carrying the names the overlay driver derives from the id, enough to remove its
+        kernel side."""
+        network = None
+        if self.store_url:
+            try:
+                network = self._global_network(network_id)
+            except StoreError as err:
+                _warn(err.message)
+        return network if network is not None and network.id == network_id else overlay_stand_in(network_id)
 
     @staticmethod
     def _sandbox(tx, ref: str) -> Sandbox:
@@ -214,6 +391,8 @@ class Controller:
 
     def create_network(self, spec: NetworkSpec) -> Network:
         validate_name(spec.name, "network")
+        if spec.driver == "overlay":
+            return self._create_global_network(spec)
         driver = self.driver(spec.driver)
         options = driver.validate_options(spec.options)
         if "mtu" in options:
@@ -242,6 +421,7 @@ class Controller:
             clash = tx.get_network(spec.name)
             if clash is not None and clash.name == spec.name:
                 raise AlreadyExists(f"network name {spec.name!r} is already used by network {clash.short_id}")
+            self._refuse_global_name(spec.name)
             if driver.uses_ipam:
                 network.pools = self._allocate_pools(tx, network, spec, host_routes)
                 for subnet, (first, last) in spec.pool_ranges.items():
@@ -256,6 +436,83 @@ class Controller:
                 raise
         return network
 
+    def _refuse_global_name(self, name: str) -> None:
+        """A local network may not take the name of a global one. With etcd unreachable the check is
+        skipped (a warning says so): a host must stay able to manage its own networks."""
+        if not self.store_url:
+            return
+        try:
+            with self.global_store.snapshot() as g:
+                clash = g.network_named(name)
+        except StoreError as err:
+            _warn(f"{err.message}; network name {name!r} was not checked against the global networks")
+            return
+        if clash is not None:
+            raise AlreadyExists(f"network name {name!r} is already used by global network {clash.short_id}; choose another name")
+
+    def _create_global_network(self, spec: NetworkSpec) -> Network:
+        """An overlay network: VNI, subnets and name in ONE etcd transaction, planned on this host
+        (device names, MTU from this host's underlay). Nothing is built in the kernel: a host builds
+        the network when its first local endpoint joins. A failure leaves nothing in etcd."""
+        store = self._require_global_store(f"overlay network {spec.name!r}")
+        driver = self._overlay_driver()
+        options = driver.validate_options(spec.options)
+        vni = int(options.pop("vni", "0"))
+        if "mtu" in options:
+            spec.mtu = spec.mtu or int(options.pop("mtu"))
+        if spec.mtu and not 68 <= spec.mtu <= 65535:
+            raise InvalidArgument(f"MTU {spec.mtu} of network {spec.name!r} is out of range (68-65535)")
+        if spec.pool_ranges:
+            raise InvalidArgument(f"network {spec.name!r}: address ranges that are not a CIDR are not supported by overlay networks; use --ip-range")
+        if any(p.version == 6 for p in spec.pools):
+            spec.ipv6 = True
+        with self.store.snapshot() as tx:
+            clash = tx.get_network(spec.name)
+            if clash is not None and clash.name == spec.name:
+                raise AlreadyExists(f"network name {spec.name!r} is already used by local network {clash.short_id}")
+        network = Network(
+            id=new_id(),
+            name=spec.name,
+            driver="overlay",
+            scope="global",
+            options=options,
+            labels=dict(spec.labels),
+            internal=spec.internal,
+            ipv6=spec.ipv6,
+            created=now(),
+        )
+        network.mtu = spec.mtu or self._overlay_default_mtu()
+
+        def allocate(g) -> None:
+            # Runs again on a conflict: starts from scratch each time, and touches nothing outside etcd.
+            network.driver_state = {"vni": str(g.allocate_vni(network, vni))}
+            network.pools = []
+            for version in (4, 6):
+                if version == 6 and not spec.ipv6:
+                    continue
+                for request in [p for p in spec.pools if p.version == version] or [None]:
+                    # No host routes: the segment lives in a namespace of its own on every host, so
+                    # only other global networks can clash with it.
+                    network.pools.append(g.allocate_pool(network, request, version, []))
+            driver.plan_network(network, [], self.host)  # names and port; the MTU is set already
+            g.put_network(network)
+
+        store.atomic(allocate)
+        return network
+
+    def _overlay_default_mtu(self) -> int:
+        """This host's underlay MTU minus VXLAN's 50 bytes; the uplink's when the VTEP is not on a
+        link of this host (e.g. the store on loopback)."""
+        from drivers.overlay import VXLAN_OVERHEAD
+
+        vtep = self.vtep()
+        if not vtep.startswith("127.") and vtep != "::1":
+            try:
+                return self._overlay_driver(vtep).default_mtu(self.host)
+            except InvalidArgument:
+                pass
+        return self._uplink_mtu() - VXLAN_OVERHEAD
+
     @staticmethod
     def _allocate_pools(tx, network: Network, spec: NetworkSpec, host_routes) -> list[PoolConfig]:
         pools = []
@@ -269,11 +526,14 @@ class Controller:
 
     def delete_network(self, ref: str, *, force: bool = False) -> Network | None:
         with self.store.transaction() as tx:
-            network = tx.get_network(ref)
+            network = tx.get_network(ref) or self._global_network(ref)
             if network is None:
                 if force:
                     return None
                 self._network(tx, ref)
+            if network.scope == "global":
+                self._delete_global_network(tx, network, force)
+                return network
             driver = self.driver(network.driver)
             endpoints = tx.list_endpoints(network_id=network.id)
             if endpoints and not force:
@@ -289,13 +549,44 @@ class Controller:
             self._sync_firewall(tx)
         return network
 
+    def _delete_global_network(self, tx, network: Network, force: bool) -> None:
+        """Refused while any host has endpoints on it (-f disconnects this host's own first); then its
+        VNI, subnets, addresses and name go in one etcd transaction, and its kernel side here, if any."""
+        store = self._require_global_store(f"removing overlay network {network.name!r}")
+        local = tx.list_endpoints(network_id=network.id)
+        if local and not force:
+            names = ", ".join(sorted(e.name for e in local))
+            raise InUse(f"network {network.name!r} has active endpoints on this host ({names}); disconnect them first or use -f")
+        for endpoint in local:
+            self._remove_global_endpoint(tx, network, endpoint, strict=True)
+
+        def remove(g) -> None:
+            placed = g.list_placed_endpoints(network_id=network.id)
+            if placed:
+                where = ", ".join(f"{e.name} on {host}" for host, e in placed[:10]) + (" and more" if len(placed) > 10 else "")
+                raise InUse(f"network {network.name!r} has endpoints on other hosts ({where}); disconnect them there first")
+            g.delete_network(network.id)
+
+        store.atomic(remove)
+        self._overlay_driver().delete_network(network, self.host)  # a leftover of a crash, if any
+
     def list_networks(self) -> list[Network]:
+        """This host's local networks, then the global ones (when a store is configured)."""
         with self.store.snapshot() as tx:
-            return tx.list_networks()
+            local = tx.list_networks()
+        return local + self._global_networks()
 
     def inspect_network(self, ref: str) -> dict[str, Any]:
         with self.store.snapshot() as tx:
             network = self._network(tx, ref)
+            if network.scope == "global":
+                with self.global_store.snapshot() as g:
+                    placed = g.list_placed_endpoints(network_id=network.id)
+                endpoints = [e for _, e in placed]
+                hosts = {e.id: host for host, e in placed}
+                mine = [e for e in endpoints if hosts[e.id] == self.host_name]
+                sandboxes = {e.sandbox_id: tx.get_sandbox(e.sandbox_id) for e in mine}
+                return network_view(network, endpoints, sandboxes, hosts)
             endpoints = tx.list_endpoints(network_id=network.id)
             sandboxes = {e.sandbox_id: tx.get_sandbox(e.sandbox_id) for e in endpoints}
         return network_view(network, endpoints, sandboxes)
@@ -363,6 +654,12 @@ class Controller:
             endpoints = tx.list_endpoints(sandbox_id=sandbox.id)
             for endpoint in endpoints:
                 network = tx.get_network(endpoint.network_id)
+                if network is None and is_global_copy(endpoint):
+                    # Removing a sandbox must work while etcd is away: its records there are then
+                    # left for `netctl gc` (doctor reports them), the kernel side goes now.
+                    network = self._global_network_for(endpoint.network_id)
+                    self._remove_global_endpoint(tx, network, endpoint, strict=False)
+                    continue
                 if network is None:
                     ipam.release_addresses(tx, endpoint.id)
                     tx.delete_endpoint(endpoint.id)
@@ -388,6 +685,9 @@ class Controller:
             sandbox = self._sandbox(tx, ref)
             endpoints = tx.list_endpoints(sandbox_id=sandbox.id)
             networks = {e.network_id: tx.get_network(e.network_id) for e in endpoints}
+        for network_id in [n for n, network in networks.items() if network is None and self.store_url]:
+            with contextlib.suppress(StoreError):
+                networks[network_id] = self._global_network(network_id)
         view = sandbox.to_dict()
         view["endpoints"] = [
             dict(endpoint_view(e), network=networks[e.network_id].name if networks[e.network_id] else "")
@@ -420,6 +720,9 @@ class Controller:
         """connect() inside the caller's transaction (CNI ADD records its sandbox in the same one)."""
         from drivers.bridge import host_veth_name, validate_ifname
 
+        if network.scope == "global":
+            return self._connect_global(tx, network, sandbox, ip=ip, ip6=ip6, aliases=aliases, ports=ports,
+                                        ifname=ifname, mac=mac)
         ports = list(ports or [])
         driver = self.driver(network.driver)
         if tx.find_endpoint(network.id, sandbox.id) is not None:
@@ -451,6 +754,164 @@ class Controller:
                 driver.leave(network, endpoint, sandbox, self.host)
                 raise
         return endpoint
+
+    def _connect_global(self, tx, network: Network, sandbox: Sandbox, *, ip: str, ip6: str,
+                        aliases: list[str] | None, ports: list[PortMapping] | None, ifname: str, mac: str) -> Endpoint:
+        """Connect to an overlay network (see the module doc for the order). Inside the caller's SQLite
+        transaction: this host's operations stay ordered; the local copy commits with it."""
+        from drivers.bridge import validate_ifname
+        from drivers.overlay import host_veth_name
+
+        if ports:
+            raise InvalidArgument(f"network {network.name!r} (driver {network.driver}) cannot publish ports")
+        if ip:
+            check_address(ip, 4, "--ip")
+        if ip6:
+            check_address(ip6, 6, "--ip6")
+        store = self._require_global_store(f"connecting to overlay network {network.name!r}")
+        if tx.find_endpoint(network.id, sandbox.id) is not None:
+            raise AlreadyExists(f"sandbox {sandbox.name!r} is already connected to network {network.name!r}")
+        endpoint_id = new_id()
+        endpoint = Endpoint(
+            id=endpoint_id,
+            name=sandbox.name,
+            network_id=network.id,
+            sandbox_id=sandbox.id,
+            aliases=[validate_name(a, "alias") for a in aliases or []],
+            ifname=validate_ifname(ifname, "interface") if ifname else self._next_ifname(tx, sandbox),
+            host_ifname=host_veth_name(endpoint_id),
+            state=CREATING,
+            op_pid=os.getpid(),
+            created=now(),
+        )
+        wanted_mac = check_mac(mac) if mac else ""
+        registered = []
+
+        def allocate(g) -> None:
+            host = g.get_host(self.host_name)
+            if host is None:
+                raise NotFound(
+                    f"host {self.host_name!r} is not registered in the global store at {self.store_url}; start "
+                    f"`netctl daemon --store {self.store_url}` on this host first"
+                )
+            current = g.get_network(network.id)
+            if current is None:
+                raise NotFound(f"network {network.name!r} was removed meanwhile; `netctl network ls` lists the networks")
+            endpoint.addresses = []
+            for version, wanted in ((4, ip), (6, ip6)):
+                if not current.pools_of(version):
+                    if wanted:
+                        raise InvalidArgument(f"network {network.name!r} has no IPv{version} subnet for address {wanted}")
+                    continue
+                endpoint.addresses.append(g.allocate_address(current, version, endpoint.id, wanted))
+            endpoint.mac = wanted_mac or mac_for(endpoint)
+            g.put_endpoint(endpoint)
+            registered[:] = [host]
+
+        store.atomic(allocate)
+        driver = self._overlay_driver(registered[0].vtep)
+        try:
+            checkpoint("connect-overlay-after-allocate")
+            driver.ensure_network(network, self.host)
+            driver.join(network, endpoint, sandbox, self.host)
+            checkpoint("connect-overlay-after-join")
+            endpoint.state, endpoint.op_pid = READY, 0
+            store.atomic(lambda g: g.put_endpoint(endpoint))  # publishes the peer on this host's lease
+        except BaseException:
+            self._undo_global_connect(tx, network, endpoint, sandbox, driver)
+            raise
+        tx.put_endpoint(endpoint)
+        self._reconcile_network(network, driver)
+        return endpoint
+
+    def _undo_global_connect(self, tx, network: Network, endpoint: Endpoint, sandbox: Sandbox, driver) -> None:
+        """Every step of a failed overlay connect, undone as far as possible; what cannot be (etcd gone
+        meanwhile) is left as a CREATING record of this host, which doctor reports and gc removes."""
+        try:
+            driver.leave(network, endpoint, sandbox, self.host)
+            self._drop_network_here_if_unused(tx, network, driver)
+        except Exception as err:  # noqa: BLE001 - the original error is what the user must see
+            _warn(f"undoing the connect of {sandbox.name!r} to {network.name!r}: {err}; `netctl gc` removes what is left")
+        try:
+            self.global_store.atomic(lambda g: _release_global_endpoint(g, endpoint))
+        except StoreError as err:
+            _warn(f"{err.message}; endpoint {endpoint.short_id} stays in etcd until `netctl gc` removes it")
+
+    def _drop_network_here_if_unused(self, tx, network: Network, driver) -> None:
+        """Remove the network's kernel side from this host once no local endpoint uses it."""
+        if not tx.list_endpoints(network_id=network.id):
+            driver.delete_network(network, self.host)
+
+    def _remove_global_endpoint(self, tx, network: Network, endpoint: Endpoint, *, strict: bool) -> None:
+        """leave -> release in etcd -> drop the local copy -> the network's kernel side if it was the
+        last. strict: an etcd failure raises (the caller's transaction rolls back; retrying is safe,
+        leave is idempotent); otherwise it is logged and left for gc."""
+        driver = self._overlay_driver()
+        sandbox = tx.get_sandbox(endpoint.sandbox_id)
+        driver.leave(network, endpoint, sandbox, self.host)  # needs only the network's namespace
+        try:
+            store = self._require_global_store(f"disconnecting from overlay network {network.name!r}")
+            store.atomic(lambda g: _release_global_endpoint(g, endpoint))
+        except (StoreError, InvalidArgument) as err:
+            if strict:
+                raise
+            _warn(f"{err.message}; endpoint {endpoint.short_id} of {network.name!r} stays in etcd until `netctl gc` removes it")
+        tx.delete_endpoint(endpoint.id)
+        self._drop_network_here_if_unused(tx, network, driver)
+
+    # --- overlay: what the daemon calls ---------------------------------------------------------
+
+    def overlay_networks_here(self) -> list[Network]:
+        """Global networks whose kernel side is built on this host (and still exist in etcd)."""
+        built = set(self._overlay_dirs())
+        if not built or not self.store_url:
+            return []
+        return [n for n in self._global_networks() if n.id in built]
+
+    def reconcile_overlay(self, network_id: str | None = None) -> "dict[str, ReconcileResult]":
+        """Make every network built here (or just `network_id`) agree with etcd: FDB and neighbour
+        entries := the peers of the other hosts; the kernel side of a network deleted from etcd, or with
+        no local endpoint left, is removed (its result is then empty). Returns {network id: result}.
+
+        Reads etcd first, then applies under this host's store lock, so it never removes a network a
+        connect is building right now. A network that fails is logged and left out; the others go on."""
+        from drivers.overlay import ReconcileResult
+
+        store = self.global_store
+        built = [n for n in self._overlay_dirs() if network_id is None or n == network_id]
+        if store is None or not built:
+            return {}
+        with store.snapshot() as g:
+            networks = {n.id: n for n in g.list_networks() if n.id in built}
+            peers = {nid: self._remote_peers(g, nid) for nid in networks}
+            host = g.get_host(self.host_name)
+        driver = self._overlay_driver(host.vtep if host is not None else "")
+        results: dict[str, ReconcileResult] = {}
+        with self.store.transaction() as tx:
+            for nid in built:
+                network = networks.get(nid)
+                try:
+                    if network is None or not tx.list_endpoints(network_id=nid):
+                        driver.delete_network(network or overlay_stand_in(nid), self.host)
+                        results[nid] = ReconcileResult()
+                    else:
+                        results[nid] = driver.reconcile(network, peers[nid], self.host)
+                except NetctlError as err:
+                    _warn(f"reconciling overlay network {nid[:12]}: {err.message}")
+        return results
+
+    def _remote_peers(self, g, network_id: str) -> list:
+        return [p for p in g.list_peers(network_id) if p.host != self.host_name]
+
+    def _reconcile_network(self, network: Network, driver) -> None:
+        """One network, right after a local connect: the new container reaches the existing remote ones
+        without waiting for a daemon. Best effort: the daemon's loop repairs whatever this misses."""
+        try:
+            with self.global_store.snapshot() as g:
+                peers = self._remote_peers(g, network.id)
+            driver.reconcile(network, peers, self.host)
+        except NetctlError as err:
+            _warn(f"reconciling overlay network {network.name!r}: {err.message}; the daemon will retry")
 
     @staticmethod
     def _next_ifname(tx, sandbox: Sandbox) -> str:
@@ -509,6 +970,9 @@ class Controller:
         return endpoint
 
     def _remove_endpoint(self, tx, network: Network, endpoint: Endpoint, driver) -> None:
+        if network.scope == "global":
+            self._remove_global_endpoint(tx, network, endpoint, strict=True)
+            return
         sandbox = tx.get_sandbox(endpoint.sandbox_id)
         if sandbox is not None:
             driver.leave(network, endpoint, sandbox, self.host)
@@ -525,7 +989,15 @@ class Controller:
     def find_network(self, name: str) -> Network | None:
         """The network called exactly `name` (never an id or id prefix, which a CNI name must not hit)."""
         with self.store.snapshot() as tx:
-            return _network_named(tx, name)
+            return self._network_named(tx, name)
+
+    def _network_named(self, tx, name: str) -> Network | None:
+        """By exact name: this host's local networks, then the global ones."""
+        network = _network_named(tx, name)
+        if network is None and self.store_url:
+            with self.global_store.snapshot() as g:
+                network = g.network_named(name)
+        return network
 
     def ensure_network(self, spec: NetworkSpec, *, exact_pools: bool = True) -> tuple[Network, bool]:
         """The network called spec.name, created from spec if there is none (True: created by this call).
@@ -584,7 +1056,7 @@ class Controller:
         if not netns.is_netns(netns_path):
             raise InvalidArgument(f"{netns_path} is not a network namespace; pass the path of the container's one")
         with self.store.transaction() as tx:
-            network = _network_named(tx, network_name)
+            network = self._network_named(tx, network_name)
             if network is None:
                 raise NotFound(f"network {network_name!r} not found; `netctl network ls` lists the networks")
             sandbox = self._container_sandbox(tx, container_id, netns_path, labels or {})
@@ -625,7 +1097,9 @@ class Controller:
                 )
             for endpoint in endpoints:
                 network = tx.get_network(endpoint.network_id)
-                if network is not None:
+                if network is None and is_global_copy(endpoint):
+                    self._remove_global_endpoint(tx, self._global_network_for(endpoint.network_id), endpoint, strict=False)
+                elif network is not None:
                     self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
                 else:
                     ipam.release_addresses(tx, endpoint.id)
@@ -651,11 +1125,14 @@ class Controller:
         after the commit instead, lets a long-running caller answer first and pay the kernel's ~25 ms
         per deleted link afterwards (a crash in between leaves an orphan link that gc removes)."""
         with self.store.transaction() as tx:
-            found = _attachment(tx, network_name, container_id, ifname)
+            found = _attachment(tx, self._network_named(tx, network_name), container_id, ifname)
             if found is None:
                 return None
             network, endpoint, sandbox = found
-            if remove_links is None:
+            if network.scope == "global":  # etcd holds its records: always the whole removal here
+                self._remove_endpoint(tx, network, endpoint, None)
+                remove_links = None
+            elif remove_links is None:
                 self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
             else:
                 ipam.release_addresses(tx, endpoint.id)
@@ -664,7 +1141,7 @@ class Controller:
                 tx.delete_sandbox(sandbox.id)
             if endpoint.ports:
                 self._sync_firewall(tx)
-        if remove_links is not None:
+        if remove_links is not None and network.scope != "global":
             remove_links(network, endpoint, sandbox)
         return endpoint
 
@@ -673,7 +1150,7 @@ class Controller:
     ) -> tuple[Network, Endpoint, Sandbox] | None:
         """CNI CHECK: the records of a container's attachment, or None."""
         with self.store.snapshot() as tx:
-            return _attachment(tx, network_name, container_id, ifname)
+            return _attachment(tx, self._network_named(tx, network_name), container_id, ifname)
 
     def gc_attachments(self, network_name: str, valid: set[tuple[str, str]]) -> list[Endpoint]:
         """CNI GC: detach every runtime attachment of the network whose (container id, ifname) is not
@@ -681,7 +1158,7 @@ class Controller:
         Endpoints of netctl's own sandboxes are never touched. Returns the detached endpoints."""
         removed = []
         with self.store.transaction() as tx:
-            network = _network_named(tx, network_name)
+            network = self._network_named(tx, network_name)
             if network is None:
                 return []
             driver = self.driver(network.driver)
@@ -763,6 +1240,8 @@ class Controller:
             network = by_id.get(endpoint.network_id)
             sandbox = sandboxes.get(endpoint.sandbox_id)
             what = f"endpoint {endpoint.short_id} ({endpoint.name})"
+            if network is None and is_global_copy(endpoint):
+                continue  # checked against etcd below
             if network is None:
                 problems.append(Problem("stale-endpoint", endpoint.id, f"{what} belongs to no network"))
             elif sandbox is None:
@@ -778,6 +1257,7 @@ class Controller:
                 if entry not in known_handles:
                     problems.append(Problem("orphan-netns", os.path.join(self.netns_dir, entry), "network namespace handle with no sandbox record"))
         problems += self._firewall_drift(tx)
+        problems += self._diagnose_global(tx, [e for e in endpoints if e.network_id not in by_id and is_global_copy(e)], sandboxes)
         endpoint_ids = {e.id for e in endpoints}
         for network_id, address, owner in ipam.allocations(tx):
             if owner.startswith(GATEWAY_OWNER_PREFIXES):
@@ -786,6 +1266,135 @@ class Controller:
             elif owner not in endpoint_ids:
                 problems.append(Problem("leaked-address", address, f"address {address} allocated to endpoint {owner[:12]} which does not exist"))
         return problems
+
+    def _diagnose_global(self, tx, copies: list[Endpoint], sandboxes: dict[str, Sandbox]) -> list[Problem]:
+        """This host's part of the global networks: its endpoints in etcd against its local copies,
+        sandboxes and kernel; the networks built here; peers and addresses nobody owns. Runs under the
+        store's write lock, so no connect of this host is half-way while it looks."""
+        built = self._overlay_dirs()
+        if not copies and not built and not self.store_url:
+            return []
+        if not self.store_url:
+            return [Problem("store", "global store", "overlay state exists on this host but no global store is "
+                            "configured; pass --store or start `netctl daemon --store URL`")]
+        try:
+            with self.global_store.snapshot() as g:
+                networks = {n.id: n for n in g.list_networks()}
+                placed = g.list_placed_endpoints()
+                peers = g.list_peers()
+                allocations = g.allocations()
+        except StoreError as err:
+            return [Problem("store", self.store_url, f"{err.message}; the overlay part was not checked")]
+        problems: list[Problem] = []
+        mine = {e.id: e for host, e in placed if host == self.host_name}
+        every = {e.id for _, e in placed}
+        copy_ids = {e.id for e in copies}
+        flagged: set[str] = set()
+
+        def stale(endpoint: Endpoint, why: str) -> None:
+            if endpoint.id not in flagged:
+                flagged.add(endpoint.id)
+                problems.append(Problem("stale-overlay-endpoint", endpoint.id,
+                                        f"endpoint {endpoint.short_id} ({endpoint.name}) of overlay network {why}"))
+
+        for endpoint in mine.values():
+            name = networks[endpoint.network_id].name if endpoint.network_id in networks else endpoint.network_id[:12]
+            if endpoint.id not in copy_ids:
+                state = "is stuck in creating (a connect was interrupted)" if endpoint.state == CREATING else "has no record"
+                stale(endpoint, f"{name!r} {state} on this host")
+        for endpoint in copies:
+            network = networks.get(endpoint.network_id)
+            if network is None:
+                stale(endpoint, f"{endpoint.network_id[:12]} belongs to a network gone from the global store")
+            elif endpoint.id not in mine:
+                stale(endpoint, f"{network.name!r} has no record of this host in the global store")
+            elif endpoint.sandbox_id not in sandboxes:
+                stale(endpoint, f"{network.name!r} belongs to no sandbox")
+            elif not self._overlay_driver().endpoint_present(network, endpoint):
+                stale(endpoint, f"{network.name!r} has no {endpoint.host_ifname} in the kernel")
+        users = {e.network_id for e in copies if e.id not in flagged}
+        for network_id in built:
+            if network_id not in networks:
+                problems.append(Problem("orphan-overlay-netns", network_id, f"namespace of overlay network {network_id[:12]} "
+                                        "which is gone from the global store"))
+            elif network_id not in users:
+                problems.append(Problem("orphan-overlay-netns", network_id, f"namespace of overlay network "
+                                        f"{networks[network_id].name!r} with no endpoint on this host"))
+            else:
+                problems += self._orphan_overlay_links(networks[network_id], {e.host_ifname for e in copies} | {
+                    e.host_ifname for e in mine.values()})
+        for peer in peers:
+            if peer.host == self.host_name and peer.endpoint_id not in every:
+                problems.append(Problem("stale-peer", f"{peer.network_id}/{peer.endpoint_id}",
+                                        f"peer record of endpoint {peer.endpoint_id[:12]} ({peer.name}) which no longer exists"))
+        for network_id, address, owner in allocations:
+            if ipam.is_reserved_owner(owner):
+                if network_id not in networks:
+                    problems.append(Problem("leaked-global-address", f"{network_id}/{owner}",
+                                            f"global address {address} reserved for a network that no longer exists"))
+            elif owner not in every:
+                problems.append(Problem("leaked-global-address", f"{network_id}/{owner}",
+                                        f"global address {address} allocated to endpoint {owner[:12]} which does not exist"))
+        return problems
+
+    def _orphan_overlay_links(self, network: Network, known: set[str]) -> list[Problem]:
+        from libnetwork.netlink import Netlink
+
+        driver = self._overlay_driver()
+        try:
+            with Netlink(driver.netns_path(network)) as inside:
+                links = inside.links()
+        except NetctlError:
+            return []
+        return [Problem("orphan-overlay-link", f"{network.id}/{link.name}",
+                        f"veth {link.name} in overlay network {network.name!r} has no endpoint")
+                for link in links if link.name.startswith(OVERLAY_VETH_PREFIX) and link.name not in known]
+
+    def _gc_global(self, tx, problems: list[Problem]) -> None:
+        """Remove what _diagnose_global reported: endpoints first (kernel, etcd, local copy), then stray
+        links and namespaces, then records nobody owns. etcd failures stop it with a clear error."""
+        from libnetwork.netlink import Netlink
+
+        driver = self._overlay_driver()
+        for problem in problems:
+            if problem.kind == "stale-overlay-endpoint":
+                self._gc_overlay_endpoint(tx, problem.object)
+        for problem in problems:
+            if problem.kind == "orphan-overlay-link":
+                network_id, name = problem.object.split("/", 1)
+                with contextlib.suppress(NetctlError), Netlink(driver.netns_path(overlay_stand_in(network_id))) as inside:
+                    inside.del_link(name, missing_ok=True)
+            elif problem.kind == "orphan-overlay-netns":
+                if not tx.list_endpoints(network_id=problem.object):
+                    driver.delete_network(self._global_network_for(problem.object), self.host)
+            elif problem.kind == "stale-peer":
+                network_id, endpoint_id = problem.object.split("/", 1)
+                self.global_store.atomic(lambda g: g.delete_peer(network_id, endpoint_id))
+            elif problem.kind == "leaked-global-address":
+                network_id, owner = problem.object.split("/", 1)
+
+                def release(g, network_id=network_id, owner=owner) -> None:
+                    if ipam.is_reserved_owner(owner) or g.get_endpoint(owner, network_id) is None:
+                        g.release_addresses(owner, network_id)
+
+                self.global_store.atomic(release)
+
+    def _gc_overlay_endpoint(self, tx, endpoint_id: str) -> None:
+        copy = tx.get_endpoint(endpoint_id)
+        with self.global_store.snapshot() as g:
+            record = g.get_endpoint(endpoint_id)
+            host = g.endpoint_host(endpoint_id) if record is not None else ""
+        endpoint = copy or record
+        if endpoint is None:
+            return
+        network = self._global_network_for(endpoint.network_id)
+        driver = self._overlay_driver()
+        driver.leave(network, endpoint, tx.get_sandbox(endpoint.sandbox_id), self.host)
+        if record is not None and host == self.host_name:
+            self.global_store.atomic(lambda g: _release_global_endpoint(g, endpoint))
+        if copy is not None:
+            tx.delete_endpoint(endpoint_id)
+        self._drop_network_here_if_unused(tx, network, driver)
 
     def gc(self) -> list[Problem]:
         """Remove everything doctor reports, in an order that never strands anything."""
@@ -812,6 +1421,9 @@ class Controller:
                         continue
                     for endpoint in tx.list_endpoints(sandbox_id=sandbox.id):
                         network = tx.get_network(endpoint.network_id)
+                        if network is None and is_global_copy(endpoint):
+                            self._gc_overlay_endpoint(tx, endpoint.id)
+                            continue
                         if endpoint.host_ifname:
                             self.host.del_link(endpoint.host_ifname, missing_ok=True)
                         ipam.release_addresses(tx, endpoint.id)
@@ -831,6 +1443,7 @@ class Controller:
                     driver.delete_network(network, self.host)
                     ipam.release_pools(tx, network.id)
                     tx.delete_network(network.id)
+            self._gc_global(tx, problems)
             # Leaked addresses last: removing stale records above may already have freed them.
             for network_id, address, owner in ipam.allocations(tx):
                 if owner.startswith(GATEWAY_OWNER_PREFIXES):
@@ -853,6 +1466,12 @@ def container_sandbox_name(container_id: str) -> str:
     return f"{container_id[: MAX_NAME - 9]}-{zlib.crc32(container_id.encode()):08x}"
 
 
+def _release_global_endpoint(g, endpoint: Endpoint) -> None:
+    """In one etcd transaction: the endpoint's addresses, its record, its name and its peer. Idempotent."""
+    g.release_addresses(endpoint.id, endpoint.network_id)
+    g.delete_endpoint(endpoint.id, endpoint.network_id)
+
+
 def _network_named(tx, name: str) -> Network | None:
     """By exact name: tx.get_network also resolves ids and id prefixes, which a CNI name must never hit."""
     try:
@@ -862,8 +1481,7 @@ def _network_named(tx, name: str) -> Network | None:
     return network if network is not None and network.name == name else None
 
 
-def _attachment(tx, network_name: str, container_id: str, ifname: str) -> tuple[Network, Endpoint, Sandbox] | None:
-    network = _network_named(tx, network_name)
+def _attachment(tx, network: Network | None, container_id: str, ifname: str) -> tuple[Network, Endpoint, Sandbox] | None:
     sandbox = tx.find_sandbox_by_container(container_id)
     if network is None or sandbox is None or not sandbox.external:
         return None
@@ -992,8 +1610,18 @@ def endpoint_view(endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
-def network_view(network: Network, endpoints: list[Endpoint], sandboxes: dict[str, Sandbox | None]) -> dict[str, Any]:
-    """`network inspect` output, shaped like `docker network inspect` so existing habits carry over."""
+def network_view(network: Network, endpoints: list[Endpoint], sandboxes: dict[str, Sandbox | None],
+                 hosts: dict[str, str] | None = None) -> dict[str, Any]:
+    """`network inspect` output, shaped like `docker network inspect` so existing habits carry over.
+    `hosts` ({endpoint id: host name}, global networks): each endpoint also says where it lives and
+    its state; a sandbox of another host is named by its endpoint."""
+    def container(e: Endpoint) -> dict[str, Any]:
+        sandbox = sandboxes.get(e.sandbox_id)
+        view = endpoint_view(e) | {"Sandbox": sandbox.name if sandbox else (e.name if hosts is not None else "")}
+        if hosts is not None:
+            view |= {"Host": hosts.get(e.id, ""), "State": e.state}
+        return view
+
     return {
         "Name": network.name,
         "Id": network.id,
@@ -1016,10 +1644,8 @@ def network_view(network: Network, endpoints: list[Endpoint], sandboxes: dict[st
         "Internal": network.internal,
         "MTU": network.mtu,
         "Bridge": network.driver_state.get("bridge", ""),
+        **({"VNI": int(network.driver_state["vni"])} if network.driver_state.get("vni", "").isdigit() else {}),
         "Options": dict(network.options),
         "Labels": dict(network.labels),
-        "Containers": {
-            e.sandbox_id: endpoint_view(e) | {"Sandbox": (sandboxes.get(e.sandbox_id).name if sandboxes.get(e.sandbox_id) else "")}
-            for e in endpoints
-        },
+        "Containers": {e.sandbox_id: container(e) for e in endpoints},
     }

@@ -24,7 +24,8 @@ def controller(ctx: click.Context):
 
     obj = ctx.find_root().obj
     if "controller" not in obj:
-        obj["controller"] = ctx.find_root().with_resource(Controller(obj["root"]))
+        ctl = Controller(obj["root"], store_url=obj.get("store"), host_name=obj.get("host_name"))
+        obj["controller"] = ctx.find_root().with_resource(ctl)
     return obj["controller"]
 
 
@@ -88,11 +89,24 @@ format_option = click.option(
     show_default=True,
     help="State directory of this host (env NETCTL_ROOT).",
 )
+@click.option(
+    "--store",
+    envvar="NETCTL_STORE",
+    default=None,
+    metavar="URL",
+    help="Global store for overlay networks, etcd://HOST:PORT (env NETCTL_STORE; default: the daemon's, from ROOT/global.json).",
+)
+@click.option(
+    "--host-name",
+    envvar="NETCTL_HOST_NAME",
+    default=None,
+    help="This host's name in the global store (env NETCTL_HOST_NAME; default: the daemon's, else the hostname).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
-def cli(ctx: click.Context, root: str, debug: bool) -> None:
-    """netctl: container networks (bridge, null) with sandboxes, IPAM and an nftables firewall."""
-    ctx.obj = {"root": root, "debug": debug}
+def cli(ctx: click.Context, root: str, store: str | None, host_name: str | None, debug: bool) -> None:
+    """netctl: container networks (bridge, null, overlay across hosts) with sandboxes, IPAM and an nftables firewall."""
+    ctx.obj = {"root": root, "debug": debug, "store": store or None, "host_name": host_name or None}
     if debug:
         import logging
 
@@ -108,15 +122,16 @@ def network() -> None:
 
 
 @network.command("create")
-@click.option("-d", "--driver", default="bridge", show_default=True, help="Network driver: bridge or null.")
+@click.option("-d", "--driver", default="bridge", show_default=True,
+              help="Network driver: bridge, null, or overlay (global: spans hosts, needs --store).")
 @click.option("--subnet", multiple=True, help="Subnet in CIDR form (repeatable; IPv4 and/or IPv6).")
 @click.option("--gateway", multiple=True, help="Gateway of the matching --subnet (repeatable, in order).")
 @click.option("--ip-range", multiple=True, help="Allocate container addresses from this sub-range of the matching --subnet.")
 @click.option("--aux-address", multiple=True, metavar="NAME=IP", help="Reserve an address so it is never handed out.")
 @click.option("--ipv6", is_flag=True, help="Give the network an IPv6 subnet too (a default one unless --subnet gives it).")
 @click.option("--internal", is_flag=True, help="No way in or out: no masquerade, no default route, no published ports.")
-@click.option("--mtu", type=int, default=0, help="MTU of the bridge and both ends of every veth (default: the uplink's).")
-@click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE", help="Driver option, e.g. bridge=br0, icc=false, masquerade=false.")
+@click.option("--mtu", type=int, default=0, help="MTU of the bridge and both ends of every veth (default: the uplink's; overlay: the underlay's - 50).")
+@click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE", help="Driver option, e.g. bridge=br0, icc=false, masquerade=false; overlay: vni=N, port=P.")
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="Metadata label.")
 @click.argument("name")
 @click.pass_context
@@ -199,7 +214,7 @@ def network_ls(ctx, fmt, quiet):
         for n in networks:
             click.echo(n.short_id)
     elif fmt == "json":
-        emit_json([n.to_dict() for n in networks])
+        emit_json([n.to_dict() for n in networks])  # each carries its "scope": local or global
     else:
         print_table(
             ["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNETS"],

@@ -526,6 +526,16 @@ class EtcdReadTxn:
         networks = [Network.from_dict(kv.value) for kv in self._list(Keys.NETWORKS)]
         return sorted(networks, key=lambda n: (n.created, n.id))
 
+    def network_named(self, name: str) -> Network | None:
+        """By exact name only (never an id or id prefix): what a name-uniqueness check needs."""
+        if not name or "/" in name:
+            return None
+        holder = self._get(Keys.network_name(name))
+        if holder is None:
+            return None
+        kv = self._get(Keys.network(holder.value["network_id"]))
+        return Network.from_dict(kv.value) if kv is not None else None
+
     # -- endpoints --------------------------------------------------------------------------------
 
     def _endpoint_kv(self, endpoint_id: str, network_id: str | None) -> _KV | None:
@@ -549,6 +559,16 @@ class EtcdReadTxn:
         """Name of the host an endpoint lives on ("" if there is no such endpoint)."""
         kv = self._endpoint_kv(id, network_id)
         return kv.value["host"] if kv is not None else ""
+
+    def list_placed_endpoints(self, *, network_id: str | None = None, host: str | None = None) -> list[tuple[str, Endpoint]]:
+        """(host name, endpoint) pairs: where each endpoint lives, for views and for a host's own checks."""
+        prefix = Keys.endpoints_of(network_id) if network_id is not None else Keys.ENDPOINTS
+        found = []
+        for kv in self._list(prefix):
+            if host is not None and kv.value["host"] != host:
+                continue
+            found.append((kv.value["host"], Endpoint.from_dict(kv.value["endpoint"])))
+        return sorted(found, key=lambda pair: (pair[1].created, pair[1].id))
 
     def find_endpoint(self, network_id: str, sandbox_id: str) -> Endpoint | None:
         return next(iter(self.list_endpoints(network_id=network_id, sandbox_id=sandbox_id)), None)
@@ -736,6 +756,10 @@ class EtcdTxn(EtcdReadTxn):
             self._delete(Keys.endpoint_name(endpoint.network_id, endpoint.name))
         self._delete(Keys.peer(endpoint.network_id, id))
         self._delete(kv.key)
+
+    def delete_peer(self, network_id: str, endpoint_id: str) -> None:
+        """A peer record whose endpoint is gone (what `netctl gc` removes). Idempotent."""
+        self._delete(Keys.peer(network_id, endpoint_id))
 
     # -- VNIs -------------------------------------------------------------------------------------
 
