@@ -197,6 +197,17 @@ class Cgroup:
         for directory in self.directories().values():
             _write(os.path.join(directory, "cgroup.procs"), text)
 
+    def self_join_files(self) -> list[str]:
+        """Files a single-threaded process writes "0" to, to move itself in (runner/process.py does,
+        between fork and exec).
+
+        v1: `tasks`. Writing "0" (the calling thread) there is the one migration the kernel does without
+        write-locking cgroup_threadgroup_rwsem, a lock whose first taker waits a whole RCU grace period
+        (~10-17 ms on our VMs, per container start); for a process of one thread it means the same as
+        cgroup.procs. v2 has no such file for domain cgroups: cgroup.procs."""
+        name = "tasks" if self.hierarchy.version == 1 else "cgroup.procs"
+        return [os.path.join(d, name) for d in self.directories().values()]
+
     def oom_killed(self) -> bool:
         directory = self.directory("memory")
         if directory is None:

@@ -45,7 +45,7 @@ def exec_in(
     procs = []
     if config.cgroup_path and config.cgroup:
         cgroup = Cgroup(Hierarchy.from_dict(config.cgroup), config.cgroup_path)
-        procs = [os.path.join(d, "cgroup.procs") for d in cgroup.directories().values()]
+        procs = cgroup.self_join_files()
     process.prepare()
     namespaces = process.open_namespaces(state.pid)
     if not is_alive(state):  # the pid could have been recycled between the check and the open

@@ -470,7 +470,7 @@ class Monitor:
         netns_fd = -1
         if prepared.netns_path:
             netns_fd = os.open(prepared.netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        procs = [os.path.join(d, "cgroup.procs") for d in prepared.cgroup.directories().values()]
+        procs = prepared.cgroup.self_join_files()
         try:
             helper = os.fork()
             if helper == 0:  # the helper: never returns
