@@ -11,9 +11,8 @@ raised again on the client side as the same class, so the CLI prints the monitor
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import socket
 import struct
 
 from libnetwork import errors
@@ -30,7 +29,62 @@ def frame(kind: int, payload: bytes) -> bytes:
 
 
 def message(data: dict) -> bytes:
-    return frame(JSON, json.dumps(data, separators=(",", ":")).encode())
+    return frame(JSON, dumps(data).encode())
+
+
+# JSON through CPython's own accelerator (_json), which the json package wraps: `import json` costs a
+# `netctl run` ~7 ms, most of it `re` for the decoder's whitespace pattern, and our frames need none of
+# it (compact objects of str, int, float, bool, None, lists and dicts; no surrounding whitespace).
+
+
+class _DecodeContext:
+    """The attributes _json.make_scanner reads (those of json.JSONDecoder's defaults)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict = {}
+
+    @staticmethod
+    def parse_constant(name: str):
+        raise ValueError(f"{name} is not allowed in a monitor frame")
+
+
+def _codec():
+    try:
+        import _json
+
+        encode = _json.make_encoder(None, _no_default, _json.encode_basestring_ascii, None, ":", ",", False, False, False)
+        scan = _json.make_scanner(_DecodeContext())
+    except (ImportError, AttributeError, TypeError):  # another Python: the json package does the same
+        import json
+
+        return lambda obj: json.dumps(obj, separators=(",", ":"), allow_nan=False), json.loads
+
+    def dumps_c(obj) -> str:
+        return "".join(encode(obj, 0))
+
+    def loads_c(text):
+        if isinstance(text, (bytes, bytearray)):
+            text = text.decode("utf-8")
+        try:
+            value, end = scan(text, 0)
+        except StopIteration as err:
+            raise ValueError(f"not JSON at offset {err.value}") from None
+        if end != len(text):
+            raise ValueError(f"extra data after JSON at offset {end}")
+        return value
+
+    return dumps_c, loads_c
+
+
+def _no_default(obj):
+    raise TypeError(f"{type(obj).__name__} cannot be sent to the monitor")
+
+
+dumps, loads = _codec()
 
 
 class FrameReader:
@@ -61,12 +115,12 @@ class FrameReader:
         return fds
 
 
-def receive(sock: socket.socket, reader: FrameReader, size: int = 1 << 16) -> bool:
-    """One recvmsg into `reader`; False at end of stream."""
-    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(MAX_FDS * 4))
+def receive(sock, reader: FrameReader, size: int = 1 << 16) -> bool:
+    """One recvmsg from `sock` (socket or _socket object) into `reader`; False at end of stream."""
+    data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_SPACE(MAX_FDS * 4))
     fds: list[int] = []
     for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds += list(struct.unpack(f"{usable // 4}i", payload[:usable]))
     for fd in fds:
@@ -75,10 +129,10 @@ def receive(sock: socket.socket, reader: FrameReader, size: int = 1 << 16) -> bo
     return bool(data)
 
 
-def send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+def send_with_fds(sock, data: bytes, fds: list[int]) -> None:
     """Send a (small) frame with descriptors attached; blocking until all of it is sent."""
     if fds:
-        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+        sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
         data = data[sent:]
     if data:
         sock.sendall(data)

@@ -95,6 +95,10 @@ def test_v1_cgroup_against_a_directory_tree(tmp_path):
     assert (tmp_path / "pids/netctl/t1/abc/pids.max").read_text() == "10"
     (tmp_path / "memory/netctl/t1/abc/memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
     assert not cgroup.oom_killed()
+    # A new process joins through `tasks` ("0": this thread) on v1, which needs no RCU grace period.
+    assert sorted(cgroup.self_join_files()) == sorted(f"{m}/netctl/t1/abc/tasks" for m in mounts.values())
+    v2 = cgroups.Cgroup(cgroups.Hierarchy(2, unified=str(tmp_path)), "netctl/abc")
+    assert v2.self_join_files() == [f"{tmp_path}/netctl/abc/cgroup.procs"]
 
 
 @pytest.mark.parametrize(
@@ -254,6 +258,27 @@ def test_frames_round_trip():
     assert list(reader.frames()) == []
     reader.feed(data[3:])
     assert list(reader.frames()) == [(0, b'{"op":"x"}'), (1, b"out"), (2, b"")]
+
+
+def test_frame_json_matches_the_json_package():
+    import json
+
+    value = {"op": "run", "request": {"env": ["A=é\n\"x\""], "n": -3, "f": 0.5, "t": True, "z": None, "l": []}}
+    text = protocol.dumps(value)
+    assert json.loads(text) == value and protocol.loads(text) == value and protocol.loads(text.encode()) == value
+    assert text == json.dumps(value, separators=(",", ":"))
+    for bad in ("", "{", '{"a":1} x', "NaN", '{"a":1}\n'):
+        with pytest.raises(ValueError):
+            protocol.loads(bad)
+    with pytest.raises(TypeError):
+        protocol.dumps({"a": object()})
+
+
+def test_env_names():
+    from runner.runopts import is_env_name
+
+    assert all(is_env_name(n) for n in ("A", "_", "a_1", "PATH"))
+    assert not any(is_env_name(n) for n in ("", "1A", "A-B", "A B", "É", "A\n", "A="))
 
 
 def test_error_events_keep_their_class_and_exit_code():
