@@ -181,10 +181,13 @@ def up(root: str, file: str, *, log: Callable[[str], None] = lambda line: None) 
         _build(paths, topo, state, log)
     except BaseException as err:  # ^C included: never leave half a lab behind
         log(f"lab {topo.name}: failed, removing what was made")
-        with contextlib.suppress(Exception):
+        leftover = ""
+        try:
             down(root, topo.name)
+        except Exception as cleanup:  # noqa: BLE001 - the first failure is the one to report
+            leftover = f" (and the clean-up failed: {getattr(cleanup, 'message', cleanup)})"
         if isinstance(err, NetctlError):
-            raise LabError(f"lab {topo.name} did not come up: {err.message}") from None
+            raise LabError(f"lab {topo.name} did not come up: {err.message}{leftover}") from None
         raise
     state.phase = "up"
     state.up_seconds = round(time.monotonic() - started, 2)
