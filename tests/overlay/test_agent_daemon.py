@@ -76,7 +76,7 @@ def test_daemon_started_before_etcd_registers_when_etcd_comes(overlay_lab, tmp_p
     wait_for(lambda: daemon.lines("cannot register host h1 yet"), 10, "the daemon to say etcd is away")
     assert len(daemon.lines("cannot register host h1 yet")) == 1  # one line per cause, not per retry
     # The request server works meanwhile (local commands need no etcd).
-    assert h1.netctl("network", "ls").returncode == 0
+    assert h1.netctl("sandbox", "ls").returncode == 0
     lab.etcd.start()
     wait_for(lambda: daemon.lines("registered in"), 15, "registration once etcd is back")
     assert host_record(lab, "h1") is not None
