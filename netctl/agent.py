@@ -232,10 +232,13 @@ class OverlayAgent:
         def on_change(m: "PrefixMirror", events: "list[WatchEvent] | None") -> None:
             self.dirty.mark(affected_networks(m.prefix, events))
 
-        try:
-            mirror.follow(on_change)
-        except Exception:  # a bug: say so loudly, the periodic resync keeps the host right meanwhile
-            log.exception("watch on %s stopped", mirror.prefix)
+        while not self._stop.is_set():
+            try:
+                mirror.follow(on_change)  # returns only once stopped; store errors it retries itself
+            except Exception:  # a bug: say so loudly, then carry on from the last revision seen
+                log.exception("watch on %s failed; watching again in %.0f s", mirror.prefix, RETRY_MAX_S)
+                self.dirty.mark(EVERYTHING)  # whatever that batch said is lost: re-derive everything
+                self._stop.wait(RETRY_MAX_S)
 
     # -- worker -----------------------------------------------------------------------------------
 

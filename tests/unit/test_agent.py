@@ -224,3 +224,51 @@ def test_a_second_daemon_on_the_same_root_is_refused_by_the_pid_lock(tmp_path):
     finally:
         os.close(fd)
     os.close(daemon.lock_root(str(tmp_path)))  # released with its holder
+
+
+class FlakyController(FakeController):
+    """Fails like an unreachable etcd `failures` times, then works."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures = failures
+        self.closed = False
+
+    def reconcile_overlay(self, network_id=None):
+        from libnetwork.errors import StoreError
+
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("etcd at http://192.0.2.1:2379 is unreachable: connection refused")
+        return super().reconcile_overlay(network_id)
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_worker_retries_a_failed_pass_with_the_same_networks_and_says_so_once(tmp_path, caplog):
+    (tmp_path / "overlay" / "n1").mkdir(parents=True)
+    worker = agent.OverlayAgent(agent.AgentSettings(root=str(tmp_path), store_url="etcd://192.0.2.1:2379",
+                                                    host_name="h1", debounce_s=0.0, resync_interval_s=60))
+    controller = FlakyController(failures=2)
+    worker._controller = lambda: controller
+    worker.dirty.mark({"n1"})
+    thread = threading.Thread(target=worker._work)
+    with caplog.at_level("INFO", logger="netctl.agent"):
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while controller.calls != ["n1"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            worker._stop.set()
+            worker.dirty.close()
+            thread.join(10)
+    assert controller.calls == ["n1"] and worker.failures == 2 and worker.reconciles == 1
+    assert controller.closed  # the worker's own connections go with it
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "reconcile failed: etcd at http://192.0.2.1:2379 is unreachable: connection refused; "
+        "kernel entries kept as they are, retrying",
+        "reconcile works again",
+    ]
