@@ -14,6 +14,12 @@ Why not a resolver: no process to run and keep alive per host or per network, no
 nothing to configure in resolv.conf, and it works for static binaries (busybox) with no NSS plugins.
 The cost is O(peers) small writes per change, fine for the hundreds of containers per network a
 single host runs; an embedded resolver (DESIGN.md) can replace it behind the same refresh() calls.
+
+Global (overlay) networks span hosts: their peers on other hosts come from the global store's
+endpoint records (named by their endpoint, which carries the remote sandbox's name and aliases). The
+daemon calls refresh(networks={ids}) when peers change. etcd is read only when a container here is
+on a global network; if it cannot be read, those containers' files are left as they are (stale
+names beat no names) and the next refresh catches up.
 """
 
 from __future__ import annotations
@@ -73,6 +79,17 @@ def plan(sandboxes, endpoints, containers: set[str]) -> dict[str, str]:
     return result
 
 
+def remote_endpoints(controller, network_ids: set[str]) -> list:
+    """Endpoints of other hosts on the global networks `network_ids` (StoreError if etcd cannot say)."""
+    if not network_ids or not controller.store_url:
+        return []
+    found = []
+    with controller.global_store.snapshot() as g:
+        for network_id in sorted(network_ids):
+            found += [e for host, e in g.list_placed_endpoints(network_id=network_id) if host != controller.host_name]
+    return found
+
+
 def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None, sandboxes: Iterable[str] = ()) -> int:
     """Rewrite the hosts files of containers on `networks` (ids; None: every container) and of
     `sandboxes` (ids: e.g. one just disconnected) under the store's write lock. Returns how many files
@@ -94,11 +111,40 @@ def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None
             ):
                 continue
             containers.add(sandbox.id)
+        endpoints += _remote_peers_of(controller, tx, endpoints, containers)
         by_id = {s.id: s for s in sandboxes}
         for sandbox_id, content in plan(sandboxes, endpoints, containers).items():
             if write_in_place(_hosts_path(layout, by_id[sandbox_id].container_id), content):
                 changed += 1
     return changed
+
+
+def _remote_peers_of(controller, tx, endpoints, containers: set[str]) -> list:
+    """Remote endpoints of the global networks the `containers` are on; on a store failure those
+    containers are dropped from `containers` (their files stay as they are)."""
+    from libnetwork.controller import is_global_copy
+
+    local_networks = None
+    on_global: dict[str, set[str]] = defaultdict(set)  # network id -> sandboxes here
+    for endpoint in endpoints:
+        if endpoint.sandbox_id in containers and is_global_copy(endpoint):
+            if local_networks is None:
+                local_networks = {n.id for n in tx.list_networks()}
+            if endpoint.network_id not in local_networks:
+                on_global[endpoint.network_id].add(endpoint.sandbox_id)
+    if not on_global:
+        return []
+    from libnetwork.errors import NetctlError
+
+    try:
+        return remote_endpoints(controller, set(on_global))
+    except NetctlError as err:
+        import logging
+
+        logging.getLogger(__name__).warning("names of other hosts not refreshed: %s", err.message)
+        for sandbox_ids in on_global.values():
+            containers.difference_update(sandbox_ids)
+        return []
 
 
 def networks_of(controller, sandbox_ref: str) -> set[str]:
