@@ -55,6 +55,7 @@ DEFAULT_ROOT = "/var/lib/netctl"
 GLOBAL_CONFIG = "global.json"  # under ROOT: {"store", "host", "vtep"}, written by `netctl daemon --store`
 OVERLAY_NETNS_DIR = "overlay"  # under ROOT: drivers/overlay.py's per-network namespaces
 OVERLAY_VETH_PREFIX = "ny"  # drivers/overlay.py's host-side veth names: marks a local copy of a global endpoint
+STORE_RETRY_S = 1.0  # after etcd failed to open, fail at once for this long (one removal may ask several times)
 MAX_NAME = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 GATEWAY_OWNER_PREFIXES = ("gateway:", "aux:")
@@ -186,6 +187,7 @@ class Controller:
         self._host_name = host_name
         self._global_config: dict[str, str] | None = None
         self._global_store: "EtcdStore | None" = None
+        self._store_failure: tuple[float, str] = (0.0, "")  # (retry after, message) of the last failed open
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -288,9 +290,18 @@ class Controller:
     def global_store(self) -> "EtcdStore | None":
         """The global store (opened on first use), or None when none is configured."""
         if self._global_store is None and self.store_url:
+            import time
+
             from libnetwork.store.etcd import EtcdStore
 
-            self._global_store = EtcdStore(self.store_url, host=self.host_name)
+            retry_after, message = self._store_failure
+            if time.monotonic() < retry_after:
+                raise StoreError(message)  # an unreachable etcd can cost a timeout per try: not twice in a row
+            try:
+                self._global_store = EtcdStore(self.store_url, host=self.host_name)
+            except StoreError as err:
+                self._store_failure = (time.monotonic() + STORE_RETRY_S, err.message)
+                raise
         return self._global_store
 
     def _require_global_store(self, what: str) -> "EtcdStore":
@@ -1380,10 +1391,20 @@ class Controller:
                 self.global_store.atomic(release)
 
     def _gc_overlay_endpoint(self, tx, endpoint_id: str) -> None:
+        """An endpoint of a global network that this host holds, half or wholly: its kernel side, its
+        etcd records (when they are this host's) and its local copy. With etcd away the local part
+        still goes; doctor then reports the etcd part for a later gc."""
         copy = tx.get_endpoint(endpoint_id)
-        with self.global_store.snapshot() as g:
-            record = g.get_endpoint(endpoint_id)
-            host = g.endpoint_host(endpoint_id) if record is not None else ""
+        record, host = None, ""
+        try:
+            store = self._require_global_store("removing an overlay endpoint")
+            with store.snapshot() as g:
+                record = g.get_endpoint(endpoint_id)
+                host = g.endpoint_host(endpoint_id) if record is not None else ""
+        except (StoreError, InvalidArgument) as err:
+            if copy is None:
+                raise
+            _warn(f"{err.message}; the records of endpoint {endpoint_id[:12]} in etcd wait for the next `netctl gc`")
         endpoint = copy or record
         if endpoint is None:
             return
