@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from libnetwork.errors import InvalidArgument, NetctlError, NotFound
+from libnetwork.errors import InvalidArgument, NetctlError
 from runner import cgroups, hosts, spec
 from runner.images import ImageStore
 from runner.paths import Layout
@@ -247,7 +247,8 @@ class Runtime:
             if tx.get_network(name) is not None:
                 return
         if name != DEFAULT_NETWORK:
-            raise NotFound(f"network {name!r} not found; `netctl network ls` lists the networks")
+            self.controller.resolve_network(name)  # a global (overlay) network, or NotFound
+            return
         from libnetwork.controller import NetworkSpec
         from libnetwork.errors import AlreadyExists
 

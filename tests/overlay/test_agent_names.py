@@ -3,7 +3,6 @@ the daemons converge — the agent rewrites local containers' /etc/hosts when pe
 
 from __future__ import annotations
 
-import inspect
 import os
 import secrets
 
@@ -17,19 +16,10 @@ pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 CONVERGE_S = 10.0
 
 
-def _runner_resolves_global_networks() -> bool:
-    from runner import lifecycle
-
-    return "resolve_network" in inspect.getsource(lifecycle.Runtime._ensure_network)
-
-
 @pytest.fixture
 def cgroup_parent():
     if not os.path.exists(BUSYBOX):
         pytest.skip("busybox-static is not installed (sudo bash scripts/bootstrap.sh)")
-    if not _runner_resolves_global_networks():
-        # Passes with Runtime._ensure_network calling Controller.resolve_network (tried on a copy).
-        pytest.skip("runner/lifecycle.py's _ensure_network does not look up global networks yet")
     parent = f"netctl-t{secrets.token_hex(4)}"
     yield parent
     left = remove_cgroup_tree(parent)

@@ -5,7 +5,6 @@ lab.reconcile plays that part). `rm` removes everything, here and in etcd."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import secrets
@@ -17,12 +16,6 @@ from overlay.lab import netctl_lab
 pytestmark = pytest.mark.kernel
 
 BUSYBOX = "/bin/busybox"
-
-
-def _runner_resolves_global_networks() -> bool:
-    from runner import lifecycle
-
-    return "resolve_network" in inspect.getsource(lifecycle.Runtime._ensure_network)
 
 
 @pytest.fixture
@@ -38,9 +31,6 @@ def lab():
     _require_etcd()
     if not os.path.exists(BUSYBOX):
         pytest.skip("busybox-static is not installed (sudo bash scripts/bootstrap.sh)")
-    if not _runner_resolves_global_networks():
-        pytest.skip("runner/lifecycle.py's _ensure_network does not look up global networks yet "
-                    "(Controller.resolve_network; see the report of the overlay wiring)")
     parent = f"netctl-t{secrets.token_hex(4)}"
     try:
         with netctl_lab(2) as lab:
