@@ -1,15 +1,18 @@
 """Making, starting, tearing down and removing containers: the steps, in order, each undone on failure.
 
-    run:  claim the name -> resolve the image (images lock, shared) and write config.json
-          -> sandbox + endpoints (libnetwork controller) -> hostname/hosts/resolv.conf, peers' hosts
-          -> cgroup with limits -> upper/work dirs -> fork the init (runner/process.py) -> running
+    run:  create: claim the name -> resolve the image (images lock, shared) and write config.json
+          -> hostname/hosts/resolv.conf -> cgroup with limits -> upper/work dirs
+          then, while the init (runner/process.py) is forked and builds its rootfs, attach_network:
+          sandbox + endpoints (libnetwork controller) -> this container's and its peers' hosts entries
+          -> the init joins the sandbox's namespace, finishes and execs -> running
     exit: read the OOM flag -> record the exit (durably) -> remove the cgroup -> delete the sandbox
           (endpoints, addresses, netns) -> refresh peers' hosts files; the container directory (logs,
           upper dir) stays until rm
     rm:   the exit steps if still needed -> remove the directory -> release the name
 
 Like a CNI plugin's cmdAdd, `create` reads top to bottom and undoes every earlier step when a later one
-fails, so a failed run leaves nothing behind; teardown and remove are idempotent.
+fails, so a failed run leaves nothing behind; so does attach_network for its own steps, and the monitor
+removes the container (remove() is idempotent) when attaching or starting fails after create.
 All of it runs in the monitor's worker thread (one Controller, one store connection, one netlink socket).
 """
 
@@ -50,8 +53,8 @@ class Prepared:
     config: ContainerConfig
     init: InitSpec
     cgroup: cgroups.Cgroup
-    netns_path: str  # "" for --network host
     unshare_flags: int
+    netns_path: str = ""  # set by attach_network; stays "" for --network host
 
 
 @dataclass
@@ -102,7 +105,8 @@ class Runtime:
     # --- run ------------------------------------------------------------------------------------
 
     def create(self, request: RunRequest) -> Prepared:
-        """Everything before the process: see the module doc. Raises NetctlError, leaving nothing."""
+        """Everything before the process but the network (attach_network): see the module doc. Raises
+        NetctlError, leaving nothing."""
         mode, attachments = self._network_plan(request)
         limits = cgroups.Limits(
             memory=cgroups.parse_memory(request.memory) if request.memory else 0,
@@ -116,6 +120,8 @@ class Runtime:
         hostname = spec.check_hostname(request.hostname) if request.hostname else ""
         cgroup_parent = cgroups.parent_name(request.cgroup_parent)
         container_id = new_id()
+        for attachment in attachments:  # an unknown network fails here, before any process exists
+            self._ensure_network(attachment.network)
         undo = Undo()
         try:
             name = self._claim_name(request.name, container_id, undo)
@@ -123,7 +129,6 @@ class Runtime:
                                   user, workdir, hostname, undo)  # fmt: skip
             config.cgroup_path = f"{cgroup_parent}/{container_id}"
             config.cgroup = self.hierarchy.to_dict()
-            netns_path = self._network(config, undo)
             self._etc_files(config)
             self.records.write_config(config)
             cgroup = cgroups.Cgroup(self.hierarchy, config.cgroup_path)
@@ -137,7 +142,22 @@ class Runtime:
             undo.run()
             raise
         flags = _unshare_flags(mode)
-        return Prepared(config=config, init=init, cgroup=cgroup, netns_path=netns_path, unshare_flags=flags)
+        return Prepared(config=config, init=init, cgroup=cgroup, unshare_flags=flags)
+
+    def attach_network(self, prepared: Prepared) -> None:
+        """The sandbox, its endpoints and the hosts entries they bring (this container's and its peers'),
+        then config.json with the sandbox. Undoes its own steps on failure; the caller removes the rest."""
+        config = prepared.config
+        undo = Undo()
+        try:
+            prepared.netns_path = self._network(config, undo)
+            self.records.write_config(config)
+            networks = hosts.networks_of(self.controller, config.sandbox_id) if config.sandbox_id else set()
+            if networks:  # this container's own entries and its peers', and its name in theirs
+                hosts.refresh(self.controller, self.layout, networks=networks)
+        except BaseException:
+            undo.run()
+            raise
 
     def _network_plan(self, request: RunRequest) -> tuple[str, list[NetworkAttachment]]:
         names = list(dict.fromkeys(request.networks)) or [DEFAULT_NETWORK]
@@ -223,8 +243,6 @@ class Runtime:
         if config.network_mode == NETWORK_HOST:
             return ""
         ctl = self.controller
-        for attachment in config.networks:
-            self._ensure_network(attachment.network)
         sandbox = ctl.create_sandbox(
             config.name, hostname=config.hostname, labels={SANDBOX_LABEL: config.id}, container_id=config.id
         )
@@ -275,6 +293,8 @@ class Runtime:
             hosts.refresh(self.controller, self.layout, networks=networks)
 
     def _etc_files(self, config: ContainerConfig) -> None:
+        """The files the init binds on /etc: its hosts file gets its entries from attach_network, in
+        place (a bind mount pins the inode)."""
         directory = self.records.directory(config.id)
         with open(os.path.join(directory, "hostname"), "w") as f:
             f.write(config.hostname + "\n")
@@ -286,9 +306,6 @@ class Runtime:
             f.write(hosts.HOSTS_HEADER)
         with open(os.path.join(directory, "resolv.conf"), "w") as f:
             f.write(hosts.resolv_conf())
-        networks = hosts.networks_of(self.controller, config.sandbox_id) if config.sandbox_id else set()
-        if networks:  # this container's own entries and its peers', and its name in theirs
-            hosts.refresh(self.controller, self.layout, networks=networks)
 
     def _init_spec(self, config: ContainerConfig) -> InitSpec:
         directory = self.records.directory(config.id)
@@ -345,18 +362,20 @@ class Runtime:
         cgroup = self._cgroup(config)
         return cgroup.oom_killed() if cgroup is not None else False
 
-    def teardown(self, config: ContainerConfig) -> None:
-        """Release what only a running container needs: cgroup, sandbox. Idempotent."""
+    def teardown(self, config: ContainerConfig, *, lazy_links: bool = True) -> None:
+        """Release what only a running container needs: cgroup, sandbox. Idempotent. `lazy_links`: the
+        kernel may remove the veth pairs just after we return (see _delete_sandbox); False waits for
+        them, for a failed start whose error must find nothing left behind."""
         cgroup = self._cgroup(config)
         if cgroup is not None:
             cgroup.kill_all()
             cgroup.remove()  # raises while a process is left in it
         if config.sandbox_id:
-            self._delete_sandbox(config.sandbox_id, vacated=cgroup is not None)
+            self._delete_sandbox(config.sandbox_id, vacated=lazy_links and cgroup is not None)
 
-    def remove(self, container: Container) -> None:
+    def remove(self, container: Container, *, lazy_links: bool = True) -> None:
         """Teardown, then the directory and the name. Idempotent."""
-        self.teardown(container.config)
+        self.teardown(container.config, lazy_links=lazy_links)
         shutil.rmtree(self.records.directory(container.id), ignore_errors=True)
         self.records.release_name(container.name, container.id)
 

@@ -416,7 +416,8 @@ class Monitor:
         self.submit(work)
 
     def _launch(self, run: RunRequest, stdin_fd: int) -> tuple[Live, int]:
-        """Worker: create, fork the helper, wait for init's exec. Returns (Live, terminal master or -1)."""
+        """Worker: create, fork the helper, attach the network meanwhile, wait for init's exec. Returns
+        (Live, terminal master or -1)."""
         runtime = self.runtime
         prepared = runtime.create(run)
         config = prepared.config
@@ -440,7 +441,7 @@ class Monitor:
                 stdio = (stdin_fd if stdin_fd >= 0 else null, out_w, err_w)
                 outputs = {out_r: protocol.STDOUT, err_r: protocol.STDERR}
                 master = -1
-            pid = self._fork_init(prepared, stdio)
+            pid = self._fork_init(prepared, stdio, lambda: runtime.attach_network(prepared))
             for fd in stdio:
                 if fd in opened:
                     opened.remove(fd)
@@ -448,7 +449,7 @@ class Monitor:
         except BaseException:
             for fd in opened:
                 os.close(fd)
-            self._safely(lambda: runtime.remove(container))
+            self._safely(lambda: runtime.remove(container, lazy_links=False))
             raise
         for fd in outputs:
             os.set_blocking(fd, False)
@@ -462,38 +463,57 @@ class Monitor:
                     remove_when_done=config.auto_remove)  # fmt: skip
         return live, master
 
-    def _fork_init(self, prepared, stdio: tuple[int, int, int]) -> int:
-        """Worker: fork the helper, learn init's pid, wait until init has exec'd (or failed)."""
+    def _fork_init(self, prepared, stdio: tuple[int, int, int], attach_network: Callable[[], None]) -> int:
+        """Worker: fork the helper; while it and the init get as far as the network gate (joining the
+        cgroup, namespaces, most of the rootfs: see runner/process.py), run attach_network(); then send
+        the init its network namespace, learn its pid and wait until it has exec'd (or failed). If
+        attach_network() fails, the gate closes unopened and the init ends quietly."""
         config = prepared.config
         error_r, error_w = os.pipe2(os.O_CLOEXEC)
         pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
-        netns_fd = -1
-        if prepared.netns_path:
-            netns_fd = os.open(prepared.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        gate, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # both close-on-exec
+        gate_fd = init_end.detach()
         procs = prepared.cgroup.self_join_files()
         try:
             helper = os.fork()
             if helper == 0:  # the helper: never returns
                 os.close(error_r)
                 os.close(pid_r)
+                gate.close()  # the monitor's end: the init must see end of stream if the monitor goes
                 process.start_helper(
                     prepared.init,
                     cgroup_procs=procs,
-                    netns_fd=netns_fd,
+                    netns_fd=-1,
                     unshare_flags=prepared.unshare_flags,
                     stdio=stdio,
                     error_fd=error_w,
                     pid_fd=pid_w,
+                    network_gate=gate_fd,
                 )
+        except BaseException:
+            gate.close()
+            os.close(error_r)
+            os.close(pid_r)
+            raise
         finally:
             os.close(error_w)
             os.close(pid_w)
-            if netns_fd >= 0:
-                os.close(netns_fd)
+            os.close(gate_fd)
         try:
+            attach_network()
+            netns_fd = os.open(prepared.netns_path, os.O_RDONLY | os.O_CLOEXEC) if prepared.netns_path else -1
+            try:
+                process.send_network(gate, netns_fd)
+            except OSError:
+                pass  # the init is gone already: its error, or its death, is read below
+            finally:
+                if netns_fd >= 0:
+                    os.close(netns_fd)
+            gate.close()
             pid_text = _read_all(pid_r, START_TIMEOUT_S)
             error = _read_all(error_r, START_TIMEOUT_S)
         finally:
+            gate.close()
             os.close(pid_r)
             os.close(error_r)
         pid = int(pid_text) if pid_text.strip().isdigit() else 0

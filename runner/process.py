@@ -2,11 +2,19 @@
 
 Start, in the monitor (which is a child subreaper, so the init ends up its child):
 
-    monitor ──fork──> helper: joins the cgroup, enters the sandbox's netns,
+    monitor ──fork──> helper: joins the cgroup,
                       unshare(mnt, uts, ipc, pid, cgroup), fork ──> init (PID 1 of the new pid ns):
-                      helper reports init's pid, exits          mounts (runner/rootfs.py), hostname,
-                                                                rlimits, capabilities, no_new_privs,
-                                                                user, cwd, execve(command)
+                      helper reports init's pid, exits          mounts (runner/rootfs.py prepare),
+                                                                waits at the network gate,
+                                                                joins the sandbox's netns, /sys, pivot
+                                                                (rootfs.finish), hostname, rlimits,
+                                                                capabilities, no_new_privs, user, cwd,
+                                                                execve(command)
+
+The network gate is a socket pair: while helper and init get this far the monitor makes the sandbox
+and its endpoints (the two overlap), then sends the namespace's descriptor (SCM_RIGHTS: the handle is
+mounted after the init's mount namespace was copied, so a path would not do), or a message without one
+for --network host. End of stream instead means the container is abandoned: the init exits quietly.
 
 A failure in init before execve is written to an error pipe (close-on-exec: a successful execve
 closes it empty), so `run` reports "executable file not found" and the like as one line.
@@ -28,6 +36,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 
 from runner import linux, rootfs
@@ -185,18 +194,18 @@ def describe(err: BaseException) -> str:
 # --- the init -------------------------------------------------------------------------------------
 
 
-def run_init(spec: InitSpec, stdio: tuple[int, int, int], error_fd: int) -> None:
-    """In the container's init (PID 1): build the rootfs and exec. Never returns."""
+def run_init(spec: InitSpec, stdio: tuple[int, int, int], error_fd: int, network_gate: int = -1) -> None:
+    """In the container's init (PID 1): build the rootfs, join the network (see the module doc), exec.
+    Never returns."""
     try:
         for target, fd in enumerate(stdio):
             if fd != target:
                 os.dup2(fd, target)
-        os.closerange(3, error_fd)
-        os.closerange(error_fd + 1, 1 << 16)
+        _close_all_but({error_fd, network_gate})
         os.setsid()
         if spec.process.tty:
             fcntl.ioctl(0, linux.TIOCSCTTY, 0)
-        rootfs.build(
+        rootfs.prepare(
             spec.rootfs,
             spec.lowerdirs,
             spec.upper,
@@ -204,13 +213,46 @@ def run_init(spec: InitSpec, stdio: tuple[int, int, int], error_fd: int) -> None
             etc_files=spec.etc_files,
             volumes=spec.volumes,
             console=spec.console,
-            read_only=spec.read_only,
         )
+        if network_gate >= 0:
+            _join_network(network_gate)
+        rootfs.finish(spec.rootfs, read_only=spec.read_only)
         if spec.hostname:
             socket.sethostname(spec.hostname)
         finish_and_exec(spec.process)
     except BaseException as err:  # noqa: BLE001 - report anything, then die
         _report_and_exit(error_fd, err)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    """Close every descriptor from 3 up but those in `keep`."""
+    low = 3
+    for fd in sorted(fd for fd in keep if fd >= low):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def _join_network(gate: int) -> None:
+    """Wait at the network gate; join the namespace whose descriptor arrives, or end quietly."""
+    sock = socket.socket(fileno=gate)
+    data, ancillary, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(4))
+    sock.close()
+    if not data:
+        os._exit(0)  # the monitor abandoned this container (its network could not be made)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and len(payload) >= 4:
+            fd = int.from_bytes(payload[:4], sys.byteorder, signed=True)
+            linux.setns(fd, linux.CLONE_NEWNET)
+            os.close(fd)
+
+
+def send_network(gate, netns_fd: int) -> None:
+    """The monitor's side of the gate (a socket): the namespace to join, or -1 for the host's."""
+    if netns_fd >= 0:
+        gate.sendmsg([b"n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, netns_fd.to_bytes(4, sys.byteorder, signed=True))])
+    else:
+        gate.sendall(b"h")
 
 
 def _report_and_exit(error_fd: int, err: BaseException) -> None:
@@ -240,8 +282,10 @@ def start_helper(
     stdio: tuple[int, int, int],
     error_fd: int,
     pid_fd: int,
+    network_gate: int = -1,
 ) -> None:
-    """The helper between monitor and init (see the module doc). Never returns."""
+    """The helper between monitor and init (see the module doc). Never returns. The network comes
+    through `network_gate` to the init, or (netns_fd) is joined here already."""
     try:
         os.setsid()
         join_cgroup(cgroup_procs)
@@ -251,7 +295,7 @@ def start_helper(
         pid = os.fork()
         if pid == 0:
             os.close(pid_fd)
-            run_init(spec, stdio, error_fd)
+            run_init(spec, stdio, error_fd, network_gate)
         os.write(pid_fd, str(pid).encode())
         os._exit(0)
     except BaseException as err:  # noqa: BLE001

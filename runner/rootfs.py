@@ -7,6 +7,10 @@
     /dev: tmpfs with null zero full random urandom tty, /dev/pts (new instance), /dev/shm, /dev/mqueue
     pivot_root into it, the old root detached; --read-only makes / read-only at the end
 
+In two parts: prepare() needs nothing of the network, so the init runs it while the monitor is still
+making the sandbox; finish() (/sys, whose net class shows the devices of its mounter's network
+namespace, and the pivot) once the init has joined the sandbox's namespace.
+
 Mounting inside the container's mount namespace (not the host's) means the kernel removes every mount
 when the container's last process exits: nothing to unmount, nothing to leak if a monitor dies.
 Paths inside the rootfs are resolved with secure_join, which follows symlinks as the container would
@@ -99,6 +103,21 @@ def build(
     read_only: bool = False,
 ) -> None:
     """Everything above, then pivot_root. Runs in the container's init, in its new mount namespace."""
+    prepare(rootfs, lowerdirs, upper, work, etc_files=etc_files, volumes=volumes, console=console)
+    finish(rootfs, read_only=read_only)
+
+
+def prepare(
+    rootfs: str,
+    lowerdirs: list[str],
+    upper: str,
+    work: str,
+    *,
+    etc_files: dict[str, str],
+    volumes: list,
+    console: str = "",
+) -> None:
+    """The overlay, /etc files, volumes, /proc and /dev: the mounts that do not depend on the network."""
     linux.mount("none", "/", None, MS_REC | linux.MS_PRIVATE)  # nothing we do leaks to the host
     linux.mount("overlay", rootfs, "overlay", 0, overlay_options(lowerdirs, upper, work))
     for name, source in etc_files.items():
@@ -112,10 +131,14 @@ def build(
     proc = secure_join(rootfs, "/proc")
     _ensure(proc, directory=True)
     linux.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _build_dev(secure_join(rootfs, "/dev"), console)
+
+
+def finish(rootfs: str, *, read_only: bool = False) -> None:
+    """/sys (read-only), pivot_root, the masked and read-only parts of /proc, a read-only root."""
     sys_dir = secure_join(rootfs, "/sys")
     _ensure(sys_dir, directory=True)
     linux.mount("sysfs", sys_dir, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _build_dev(secure_join(rootfs, "/dev"), console)
     _pivot(rootfs)
     _mask_and_protect()
     if read_only:
