@@ -171,3 +171,21 @@ def test_the_periodic_reconcile_repairs_entries_removed_behind_its_back(overlay_
     assert ": +fdb 1, +neigh 2 " in repaired[0], repaired
     assert exact(lab, h1)
     assert pings(a1, a2) and pings(a1, a3)
+
+
+def test_a_daemon_whose_lease_was_lost_registers_again_and_republishes_its_peers(overlay_lab, tmp_path):
+    lab, (a1, a2, a3) = up(overlay_lab, tmp_path, lease_ttl=3)
+    h1, h2, h3 = lab.hosts
+    wait_for(lambda: all_pairs_ping([a1, a2, a3]), CONVERGE_S, "every pair to ping")
+    record = json.loads(lab.etcd_dump()["/netctl/v1/hosts/h2"])
+    daemon = lab.daemons["h2"]
+    registered = len(daemon.lines("registered in"))
+    # As if etcd had lost it (or an operator revoked it): h2's record and peers vanish at once.
+    lab.etcd.ctl("lease", "revoke", f"{record['lease']:x}")
+    wait_for(lambda: len(daemon.lines("registered in")) > registered, CONVERGE_S, "h2 to register again")
+    wait_for(lambda: converged(lab), CONVERGE_S, "every host's tables to be exact again")
+    assert json.loads(lab.etcd_dump()["/netctl/v1/hosts/h2"])["lease"] != record["lease"]
+    assert pings(a1, a2) and pings(a2, a3)
+    # h1 saw the peer go (at most once: it may come back within one debounce) and nothing else go.
+    removed = [line for line in lab.daemons["h1"].log().splitlines() if "-fdb" in line]
+    assert len(removed) <= 1 and all(": -fdb 1, -neigh 1 " in line for line in removed), lab.daemons["h1"].log()
