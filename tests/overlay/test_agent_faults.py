@@ -189,3 +189,15 @@ def test_a_daemon_whose_lease_was_lost_registers_again_and_republishes_its_peers
     # h1 saw the peer go (at most once: it may come back within one debounce) and nothing else go.
     removed = [line for line in lab.daemons["h1"].log().splitlines() if "-fdb" in line]
     assert len(removed) <= 1 and all(": -fdb 1, -neigh 1 " in line for line in removed), lab.daemons["h1"].log()
+
+
+def test_a_network_deleted_from_etcd_is_removed_from_the_hosts_that_built_it(overlay_lab, tmp_path):
+    # `network rm` refuses while any host has endpoints, so this is what an operator's etcdctl (or a
+    # store restored from an older backup) does: the hosts follow the store.
+    lab, (a1, a2, a3) = up(overlay_lab, tmp_path)
+    wait_for(lambda: all_pairs_ping([a1, a2, a3]), CONVERGE_S, "every pair to ping")
+    lab.etcd.ctl("del", f"/netctl/v1/networks/{lab.network_id}")
+    for host in lab.hosts:
+        wait_for(lambda: lab.network_id not in lab.overlay_netns(host), CONVERGE_S,
+                 f"{host.name} to remove the network's kernel side")
+        assert lab.daemons[host.name].lines(f"removed network {lab.network_id[:12]} from this host")
