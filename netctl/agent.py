@@ -307,6 +307,13 @@ class OverlayAgent:
                 log.info("%s%s", describe(network_id, result), delay)
         # Local containers are only on networks built here: the others have no hosts file to change.
         self._refresh_names(controller, networks if networks is EVERYTHING else networks & before)
+        # The controller logs a network it could not reconcile and goes on with the others; a network
+        # still built here with no result failed: raise, so that the worker retries it.
+        failed = (before if networks is EVERYTHING else networks & before) & after - results.keys()
+        if failed:
+            from libnetwork.errors import KernelError
+
+            raise KernelError(f"could not reconcile network(s) {', '.join(sorted(n[:12] for n in failed))}")
         return results
 
     def _built_here(self) -> set[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from libnetwork.errors import AlreadyExists, InvalidArgument
+from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError
 from netctl import agent, daemon
 
 PEERS = "/netctl/v1/peers/"
@@ -272,3 +272,18 @@ def test_the_worker_retries_a_failed_pass_with_the_same_networks_and_says_so_onc
         "kernel entries kept as they are, retrying",
         "reconcile works again",
     ]
+
+
+def test_a_network_the_controller_could_not_reconcile_makes_the_pass_fail(tmp_path):
+    (tmp_path / "overlay" / "n1").mkdir(parents=True)
+    (tmp_path / "overlay" / "n2").mkdir(parents=True)
+    worker = agent.OverlayAgent(agent.AgentSettings(root=str(tmp_path), store_url="etcd://192.0.2.1:2379",
+                                                    host_name="h1"))
+
+    class SkipsN2(FakeController):
+        def reconcile_overlay(self, network_id=None):  # what Controller does: log and leave it out
+            self.calls.append(network_id)
+            return {} if network_id == "n2" else {network_id: Result()}
+
+    with pytest.raises(KernelError, match=r"could not reconcile network\(s\) n2"):
+        worker.reconcile(SkipsN2(), {"n1", "n2"})
