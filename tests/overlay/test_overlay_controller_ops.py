@@ -5,6 +5,7 @@ nobody owns, and the local path paying nothing for the global store."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 
@@ -118,3 +119,34 @@ LOCAL_ONLY = textwrap.dedent(
 def test_a_host_without_a_store_never_loads_the_etcd_client(host):
     env = {"NETCTL_STORE": "", "NETCTL_HOST_NAME": ""}
     assert host.py(LOCAL_ONLY, env=env).stdout.strip() == "[]"
+
+
+def test_concurrent_connects_on_three_hosts_get_distinct_addresses_and_all_reach_each_other(overlay_lab):
+    lab = overlay_lab(3)
+    lab.netctl(lab.hosts[0], "network", "create", "-d", "overlay", "--subnet", "10.85.0.0/24", "busy")
+    per_host = 4
+    for host in lab.hosts:
+        for i in range(per_host):
+            lab.netctl(host, "sandbox", "create", "--name", f"{host.name}-{i}")
+    # Every connect of every host at once: etcd's compare-and-swap orders the hosts, each host's store
+    # lock its own processes; nothing may collide and nothing may be lost.
+    procs = [host.popen(sys.executable, "-m", "netctl", "network", "connect", "busy", f"{host.name}-{i}",
+                        env=lab.env(host), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for host in lab.hosts for i in range(per_host)]
+    addresses = {}
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        addresses[out.split()[1]] = proc
+    assert len(addresses) == len(procs)
+    lab.reconcile_all()
+    view = lab.netctl_json(lab.hosts[1], "network", "inspect", "busy")[0]
+    assert len(view["Containers"]) == len(procs)
+    first = {host.name: f"{host.name}-0" for host in lab.hosts}
+    for source in lab.hosts:
+        for target in lab.hosts:
+            if source is not target:
+                address = lab.netctl_json(target, "sandbox", "inspect", first[target.name])[0]["endpoints"][0]["IPv4Address"]
+                assert lab.ping(source, first[source.name], address.split("/")[0]), (source.name, target.name)
+    for host in lab.hosts:
+        assert lab.netctl(host, "doctor").stdout.strip() == "no problems found"
