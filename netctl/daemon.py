@@ -35,6 +35,8 @@ import logging
 import os
 import signal
 import socket
+import threading
+import time
 from dataclasses import dataclass
 
 from libnetwork.errors import AlreadyExists, InvalidArgument
@@ -44,6 +46,7 @@ log = logging.getLogger("netctl.daemon")
 REQUEST_TIMEOUT_S = 30.0  # a client that connects and never sends is dropped after this
 GLOBAL_CONFIG = "global.json"  # under ROOT: {"store", "host", "vtep"} of this host's overlay membership
 PID_FILE = "daemon.pid"  # under ROOT: flock-ed by the running daemon
+REGISTER_WAIT_S = 5.0  # requests wait this long at most for the host's registration at start
 DEFAULT_LEASE_TTL_S = 10  # = libnetwork.store.etcd.DEFAULT_LEASE_TTL_S (not imported: it pulls in requests)
 
 
@@ -266,16 +269,26 @@ def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None) -> 
     lock = lock_root(root)
     overlay = None
     server = None
+    stopping = threading.Event()
+    previous = {}
     try:
         config = resolve_global(root, options or GlobalOptions())
         if config is not None:
             write_global_config(root, config)
         server = bind(root)
+
+        def stop(signum, frame):
+            stopping.set()
+            server.close()  # wakes accept()
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         if config is not None:
             overlay = Overlay(root, config, options or GlobalOptions())
-            overlay.start()
-        _serve_requests(root, server, on_ready)
+            overlay.start(stopping)
+        _serve_requests(root, server, on_ready, stopping)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if overlay is not None:
             overlay.stop()
         if server is not None:
@@ -298,40 +311,40 @@ class Overlay:
         self.lease = HostLease(config.store, config.host, config.vtep, options.lease_ttl,
                                on_registered=lambda record: self.agent.mark_all())
 
-    def start(self) -> None:
+    def start(self, stopping: threading.Event) -> None:
         log.info("overlay member %s (vtep %s) of %s", self.config.host, self.config.vtep, self.config.store)
         self.lease.start()
         self.agent.start()
+        # Serve requests once registered, so that a `run` right after the daemon started does not meet
+        # an unregistered host; but not later than REGISTER_WAIT_S: local commands need no etcd.
+        deadline = time.monotonic() + REGISTER_WAIT_S
+        while not self.lease.registered.wait(0.05):
+            if stopping.is_set():
+                return
+            if time.monotonic() > deadline:
+                log.warning("serving requests before host %s is registered; overlay commands fail until it is",
+                            self.config.host)
+                return
 
     def stop(self) -> None:
         self.agent.stop()
         self.lease.stop()
 
 
-def _serve_requests(root: str, server: socket.socket, on_ready) -> None:
-    stopping = False
-
-    def stop(signum, frame):
-        nonlocal stopping
-        stopping = True
-        server.close()  # wakes accept()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if on_ready is not None:
-            on_ready(socket_path(root))
-        while not stopping:
+def _serve_requests(root: str, server: socket.socket, on_ready, stopping: threading.Event) -> None:
+    if stopping.is_set():
+        return
+    if on_ready is not None:
+        on_ready(socket_path(root))
+    while not stopping.is_set():
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            if stopping.is_set():
+                break
+            raise
+        with conn:
             try:
-                conn, _ = server.accept()
-            except OSError:
-                if stopping:
-                    break
-                raise
-            with conn:
-                try:
-                    handle(conn, root)
-                except OSError as exc:  # a client that vanished must not take the daemon down
-                    log.warning("request failed: %s", exc)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+                handle(conn, root)
+            except OSError as exc:  # a client that vanished must not take the daemon down
+                log.warning("request failed: %s", exc)
