@@ -126,6 +126,17 @@ def via_daemon(path: str, argv: list[str]) -> int | None:
     return int(code)
 
 
+def exit_now(code: int) -> None:
+    """Flush and leave without the interpreter's finalisation, ~1.5 ms of a ~45 ms `netctl run`: the
+    fast path holds nothing that needs it (no atexit handlers, files or sockets left open)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a reader that went away (e.g. `| head`) must not change the container's exit code
+    os._exit(code)
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if "run" in argv[:4] or "exec" in argv[:4]:
@@ -135,8 +146,7 @@ def main() -> None:
 
         code = run_fast(argv)
         if code is not None:
-            sys.stdout.flush()
-            sys.exit(code)
+            exit_now(code)
     path = delegable(argv)
     if path is not None:
         code = via_daemon(path, argv)
