@@ -104,6 +104,7 @@ class Monitor:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.listener: socket.socket | None = None
         self.running = True
+        self.reconciled = False  # containers of an earlier monitor adopted (see _reconcile)
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -167,6 +168,15 @@ class Monitor:
     def _reconcile(self) -> None:
         """Worker: containers an earlier monitor left. Alive ones are watched by pidfd (their exit code
         cannot be had any more), dead ones are marked and torn down, half-made ones removed."""
+        try:
+            self._adopt_or_finish_all()
+        finally:
+            self.call_soon(self._reconciled)  # even after a failure: requests must not wait forever
+
+    def _reconciled(self) -> None:
+        self.reconciled = True
+
+    def _adopt_or_finish_all(self) -> None:
         for container in self.runtime.records.all():
             state = container.state
             if state.status == RUNNING and is_alive(state):
@@ -376,6 +386,10 @@ class Monitor:
                 live = self.live.get(client.attached)
                 if live is not None:
                     self._signal(live, int(request["signal"]))
+            elif op in ("kill", "stop", "wait", "rm") and not self.reconciled:
+                # A container of the earlier monitor is not ours to stop or wait for until _reconcile
+                # adopted it: answer after the worker has run that (jobs run in order, then callbacks).
+                self.submit(lambda: self.call_soon(lambda: self._request(client, request, [])))
             elif op in ("kill", "stop", "wait", "rm"):
                 container = self.runtime.records.find(str(request.get("ref", "")))
                 getattr(self, f"_op_{op}")(client, container, request)
