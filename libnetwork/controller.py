@@ -1473,7 +1473,10 @@ class Controller:
                 elif tx.get_endpoint(owner) is None:
                     ipam.release_addresses(tx, owner)
             self._sync_firewall(tx)
-        return problems
+        for problem in problems:
+            if problem.kind == "store":  # nothing was removed there: say so instead of listing it as removed
+                _warn(f"{problem.detail}; run `netctl gc` again once the global store answers")
+        return [p for p in problems if p.kind != "store"]
 
 
 def container_sandbox_name(container_id: str) -> str:

@@ -331,9 +331,9 @@ class NetctlLab:
         ready, _, _ = select.select([proc.stdout], [], [], REGISTER_TIMEOUT_S)
         line = proc.stdout.readline() if ready else ""
         if line.strip() != "registered":
+            err = proc.stderr.read() if proc.poll() is not None else f"(no answer within {REGISTER_TIMEOUT_S} s)"
             _stop_group(proc, signal.SIGKILL)
-            err = proc.stderr.read() if proc.poll() is not None else "(no answer)"
-            raise RuntimeError(f"registering host {host.name} failed: {err}")
+            raise RuntimeError(f"registering host {host.name} failed: {line}{err}")
         self.registrations[host.name] = proc
         return proc
 
