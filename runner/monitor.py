@@ -730,9 +730,10 @@ class Monitor:
             except Exception:  # noqa: BLE001
                 log.exception("recording the exit of %s", container.id[:12])
             try:
-                self.runtime.teardown(container.config)
                 if remove:
-                    self.runtime.remove(container)
+                    self.runtime.remove(container)  # the teardown, then the directory and the name
+                else:
+                    self.runtime.teardown(container.config)
             except Exception:  # noqa: BLE001
                 log.exception("teardown of %s", container.id[:12])
             event = {"event": "exit", "code": code, "oom": oom, "status": "removed" if remove else "exited"}
