@@ -73,6 +73,7 @@ VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1  # Docker's overlay range (drivers/over
 GLOBAL_DEFAULT_POOLS = {4: [("10.0.0.0/8", 24)], 6: [("fd4e:6574:6375::/48", 64)]}
 
 T = TypeVar("T")
+_FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -446,6 +447,10 @@ class EtcdReadTxn:
         self._ranges: dict[str, str] = {}  # start -> end of every fenced listing
         self._writes: dict[str, _Write] = {}
         self._deleted_ranges: list[tuple[str, str]] = []
+        # Keys already read: every read is at the one snapshot revision, so a second read of a key
+        # would return the same; answering it from here saves a round trip (put_endpoint re-reads
+        # the network and the host a connect has just read).
+        self._read_cache: dict[str, _KV | None] = {}
         # Which try of `atomic` this is. Allocators pick the natural candidate on the first try; on a
         # retry (someone took it concurrently) they jump a random few further, so that N racing
         # writers spread out instead of colliding on the same next one again.
@@ -472,8 +477,12 @@ class EtcdReadTxn:
             return None if w.value is None else _KV(key, w.value, 0)
         if self._in_deleted_range(key):
             return None
-        kvs = self._range(key)
-        found = kvs[0] if kvs else None
+        if key in self._read_cache:
+            found = self._read_cache[key]
+        else:
+            kvs = self._range(key)
+            found = kvs[0] if kvs else None
+            self._read_cache[key] = found
         if fence and key not in self._seen:
             self._seen[key] = found.mod_revision if found else 0
         return found
@@ -500,7 +509,9 @@ class EtcdReadTxn:
         """By full id, then by name, then by unique id prefix (>= 3 characters), as the SQLite store."""
         if not ref or "/" in ref:
             return None
-        kv = self._get(Keys.network(ref))
+        # Only a full id (64 hex digits, controller.new_id) can be a network key: a name costs no
+        # read of a key that cannot exist.
+        kv = self._get(Keys.network(ref)) if _FULL_ID.match(ref) else None
         if kv is None:
             name = self._get(Keys.network_name(ref))
             if name is not None:
