@@ -15,12 +15,16 @@ import argparse
 import os
 import sys
 
-PLUGINS = {"netctl-bridge": "bridge", "netctl-null": "null", "netctl-ipam": "ipam"}
+PLUGINS = {"netctl-bridge": "bridge", "netctl-overlay": "overlay", "netctl-null": "null", "netctl-ipam": "ipam"}
 
 LAUNCHER = """#!{python} -IS
-import sys; sys.path.insert(0, {package_dir!r})
+import sys; sys.path.insert(0, {package_dir!r}){extra_paths}
 from cni_plugins.launch import main; main({plugin!r})
 """
+# Plugins needing packages beyond the standard library, by the module to locate: with -S the
+# interpreter sees no site-packages, so the launcher appends the directory holding it (after the
+# standard library, so nothing there is shadowed). netctl-overlay's etcd client pulls in requests.
+THIRD_PARTY = {"netctl-overlay": "etcd3gw"}
 
 
 def package_dir() -> str:
@@ -45,6 +49,20 @@ def default_python() -> str:
     return sys.executable
 
 
+def _extra_paths(module: str) -> str:
+    """`; sys.path.append(DIR)` for the site-packages directory holding `module` ("" if none needed);
+    a plugin whose module is not installed still installs, and says so in its error when run."""
+    if not module:
+        return ""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        return ""
+    site = os.path.dirname(os.path.dirname(os.path.abspath(spec.origin)))
+    return f"; sys.path.append({site!r})"
+
+
 def install(directory: str, python: str = "") -> list[str]:
     python = python or default_python()
     if " " in python or len(python) > 120:
@@ -55,7 +73,8 @@ def install(directory: str, python: str = "") -> list[str]:
         path = os.path.join(directory, name)
         temporary = f"{path}.tmp-{os.getpid()}"
         with open(temporary, "w") as f:
-            f.write(LAUNCHER.format(python=python, package_dir=package_dir(), plugin=plugin))
+            f.write(LAUNCHER.format(python=python, package_dir=package_dir(), plugin=plugin,
+                                    extra_paths=_extra_paths(THIRD_PARTY.get(name, ""))))
         os.chmod(temporary, 0o755)
         os.replace(temporary, path)
         written.append(path)
@@ -63,7 +82,7 @@ def install(directory: str, python: str = "") -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Install netctl's CNI plugins (netctl-bridge, netctl-null, netctl-ipam).")
+    parser = argparse.ArgumentParser(description="Install netctl's CNI plugins (netctl-bridge, netctl-overlay, netctl-null, netctl-ipam).")
     parser.add_argument("directory", help="where the runtime looks for plugins (first in its cni_plugin_dirs)")
     parser.add_argument("--python", default="", help="interpreter of the plugins (default: /usr/bin/python3 if it is "
                         "this Python's version, else this one)")

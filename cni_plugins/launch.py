@@ -25,7 +25,7 @@ ROOT_KEY = b'"netctlRoot"'
 SUPPORTED = b'["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]'
 SERVICE_TIMEOUT_S = 150.0  # longer than the service's own bounds (delegated plugins: 120 s)
 NOT_SERVED = 255  # the service's answer for "not my root: run it yourself"
-NAMES = {"bridge": "netctl-bridge", "null": "netctl-null", "ipam": "netctl-ipam"}
+NAMES = {"bridge": "netctl-bridge", "overlay": "netctl-overlay", "null": "netctl-null", "ipam": "netctl-ipam"}
 
 
 def main(plugin: str) -> None:
@@ -70,6 +70,10 @@ def version_reply(stdin: bytes) -> bytes:
 
 def bridge() -> None:
     main("bridge")
+
+
+def overlay() -> None:
+    main("overlay")
 
 
 def null() -> None:

@@ -11,7 +11,7 @@ every plugin still works, in-process.
 
 Protocol, one request per connection, all lengths as fixed-width decimal:
     request  %010d %010d %010d (lengths of plugin name, environment, stdin), then the three:
-             the name (bridge|null|ipam), the environment as KEY=VALUE\\0..., stdin verbatim
+             the name (bridge|overlay|null|ipam), the environment as KEY=VALUE\\0..., stdin verbatim
     answer   %03d status, %010d stdout length, %010d stderr length, stdout, stderr
 Status 255 says "not my state root": the client then runs the request itself. Only the service's
 own uid may connect (SO_PEERCRED); the socket is 0600 inside the 0700 root.
@@ -38,7 +38,7 @@ import time
 from cni_plugins import skel
 from cni_plugins.launch import NOT_SERVED, SOCKET_NAME
 
-PLUGINS = ("bridge", "null", "ipam")
+PLUGINS = ("bridge", "overlay", "null", "ipam")
 HEADER = 30
 MAX_REQUEST = 16 << 20  # a CNI configuration is a few KiB; anything near this is not one
 CONNECTION_TIMEOUT_S = 30.0  # for reading a request / writing an answer, not for the work itself

@@ -469,9 +469,11 @@ def _log(context: Context) -> bytes:
 
 
 def load_plugin(name: str) -> Any:
-    """The plugin module by its short name (bridge, null, ipam); imported on demand."""
+    """The plugin module by its short name (bridge, overlay, null, ipam); imported on demand."""
     if name == "bridge":
         from cni_plugins import bridge as module
+    elif name == "overlay":
+        from cni_plugins import overlay as module
     elif name == "null":
         from cni_plugins import null as module
     elif name == "ipam":

@@ -1,0 +1,285 @@
+"""netctl-overlay on a real multi-host lab: hosts h1, h2 running `netctl daemon --store` (registered,
+programming each other's peers), h3 with a store configured but no daemon (unregistered), etcd inside
+the lab's switch (198.18.0.254:2379). The plugin runs the way libcni runs it (all six CNI_* variables,
+config on stdin) inside each host; it finds the store in ROOT/global.json, as on a real host.
+
+Every test leaves the lab as it found it: no container attachment, no address held in etcd, no
+overlay namespace built on any host."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import pytest
+
+from cni.helpers import Cni, with_prev
+from overlay.agent_helpers import start_daemon
+from overlay.lab import netctl_lab
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
+
+ALLOCATIONS = (
+    "import json\nfrom libnetwork.controller import Controller\n"
+    "with Controller() as c, c.global_store.snapshot() as g: print(json.dumps(g.allocations()))"
+)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    import harness
+
+    from overlay.conftest import _require_etcd
+
+    missing = harness.missing_host_prerequisites()
+    if missing:
+        pytest.skip(missing)
+    _require_etcd()
+    logs = str(tmp_path_factory.mktemp("daemons"))
+    with netctl_lab(3, register=False) as lab:
+        lab.daemons = {}
+        try:
+            for host in lab.hosts[:2]:
+                lab.daemons[host.name] = start_daemon(lab, host, logs)
+            lab.write_global(lab.hosts[2])  # h3: a store, but no daemon: never registered
+            yield lab
+        finally:
+            for daemon in lab.daemons.values():
+                if daemon.alive:
+                    daemon.stop()
+
+
+@pytest.fixture
+def cnis(lab, plugin_dir):
+    """One plugin runner per host; afterwards every host and etcd must be back to nothing attached."""
+    runners = [Cni(host, plugin_dir) for host in lab.hosts]
+    yield runners
+    if not lab.etcd.running:
+        lab.etcd.start()
+    for cni in runners:
+        for name in list(cni.made_netns):
+            cni.drop_netns(name)
+    assert endpoint_addresses(lab) == []
+    assert {h.name: lab.overlay_netns(h) for h in lab.hosts} == {h.name: [] for h in lab.hosts}
+    assert all(cni.sandboxes() == [] for cni in runners)
+
+
+def overlay_conf(name: str, subnet: str = "", *, version: str = "1.1.0", **extra) -> dict:
+    conf = {"cniVersion": version, "name": name, "type": "netctl-overlay"}
+    if subnet:
+        conf["ipam"] = {"type": "netctl-ipam", "ranges": [[{"subnet": subnet}]]}
+    conf.update(extra)
+    return conf
+
+
+def endpoint_addresses(lab) -> list[str]:
+    """Addresses held in etcd by endpoints (not gateways): empty after every DEL."""
+    allocations = json.loads(lab.py(lab.hosts[0], ALLOCATIONS).stdout)
+    return sorted(a for _, a, owner in allocations if not owner.startswith(("gateway:", "aux:")))
+
+
+def ping_soon(cni: Cni, netns: str, address: str, timeout: float = 10.0) -> bool:
+    """The other host's daemon programs its FDB within ~1 s of the ADD: ping until then, bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cni.inside(netns, "ping", "-n", "-c", "1", "-W", "1", address, check=False).returncode == 0:
+            return True
+    return False
+
+
+def links_in(host, path: str) -> set[str]:
+    out = host.run("nsenter", f"--net={path}", "ip", "-j", "link", check=False)
+    return {link["ifname"] for link in json.loads(out.stdout or "[]")}
+
+
+# --- the data plane -------------------------------------------------------------------------------
+
+
+def test_containers_added_on_two_hosts_reach_each_other_and_del_leaves_nothing(lab, cnis):
+    c1, c2, _ = cnis
+    h1, h2, _ = lab.hosts
+    conf = overlay_conf("ov1", "10.71.0.0/24", vni=4242, dns={"nameservers": ["10.71.0.53"]},
+                        capabilities={"ips": True}, args={"cni": {"labels": [{"key": "app", "value": "x"}]}})
+    r1 = c1.add(conf, "a1")
+    r2 = c2.add(conf, "a2", args="IgnoreUnknown=1;K8S_POD_NAME=pod-a2;K8S_POD_NAMESPACE=ns")
+    assert r1["cniVersion"] == "1.1.0" and r1["dns"] == {"nameservers": ["10.71.0.53"]}
+    bridge, port, inside = r1["interfaces"]
+    [network_id] = lab.overlay_netns(h1)
+    segment = f"{h1.root}/overlay/{network_id}"
+    assert bridge == {"name": f"no-{network_id[:12]}", "sandbox": segment}
+    assert port["name"].startswith("ny") and port["sandbox"] == segment
+    assert inside["name"] == "eth0" and inside["sandbox"] == "/run/netns/a1" and inside["mtu"] == 1450
+    assert r1["ips"] == [{"address": "10.71.0.2/24", "interface": 2}]  # no gateway: the segment has no router
+    assert r2["ips"] == [{"address": "10.71.0.3/24", "interface": 2}]
+    assert r1["routes"] == []
+    assert c1.addresses("a1") == ["10.71.0.2/24"] and c1.links("a1")["eth0"]["address"] == inside["mac"]
+    assert {bridge["name"], port["name"]} <= links_in(h1, segment)
+
+    assert ping_soon(c1, "a1", "10.71.0.3") and ping_soon(c2, "a2", "10.71.0.2")
+
+    # Both attachments are ordinary netctl endpoints, listed with their host on either host.
+    view = json.loads(lab.netctl(h2, "network", "inspect", "ov1").stdout)[0]
+    assert view["Scope"] == "global" and view["VNI"] == 4242
+    assert sorted((e["Name"], e.get("Host", "")) for e in view["Containers"].values()) == [("a1", "h1"), ("a2", "h2")]
+
+    # CHECK on each host: all there, as ADD made it.
+    assert c1.run("netctl-overlay", "CHECK", with_prev(conf, r1), cid="a1", netns="/run/netns/a1", ifname="eth0").ok
+    assert c2.run("netctl-overlay", "CHECK", with_prev(conf, r2), cid="a2", netns="/run/netns/a2", ifname="eth0").ok
+    c1.inside("a1", "ip", "addr", "flush", "dev", "eth0")
+    broken = c1.run("netctl-overlay", "CHECK", with_prev(conf, r1), cid="a1", netns="/run/netns/a1", ifname="eth0")
+    assert broken.error()["code"] == 999 and "10.71.0.2/24 is missing" in broken.error()["msg"]
+
+    c1.delete(with_prev(conf, r1), "a1")
+    assert "eth0" not in c1.links("a1") and lab.overlay_netns(h1) == []  # its last endpoint: the segment goes
+    assert endpoint_addresses(lab) == ["10.71.0.3/24"]
+    c1.delete(conf, "a1")  # again: success, nothing printed
+    c2.delete(conf, "a2")
+    assert endpoint_addresses(lab) == [] and lab.overlay_netns(h2) == []
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "0.4.0", "0.3.1", "0.2.0"])
+def test_result_shape_follows_the_request_version(lab, cnis, version):
+    c1 = cnis[0]
+    conf = overlay_conf("ov-shape", "10.72.0.0/24", version=version)
+    result = c1.add(conf, "v", args="IP=10.72.0.9")
+    assert result["cniVersion"] == version
+    if version == "0.2.0":
+        assert result["ip4"] == {"ip": "10.72.0.9/24"} and "interfaces" not in result
+    else:
+        assert [ip["address"] for ip in result["ips"]] == ["10.72.0.9/24"]
+        assert result["ips"][0].get("version") == (None if version == "1.0.0" else "4")
+        assert "mtu" not in result["interfaces"][2]
+    c1.delete(conf, "v")
+
+
+def test_chained_after_another_plugin_and_ipam_routes(lab, cnis):
+    c1 = cnis[0]
+    conf = overlay_conf("ov-chain", "10.73.0.0/24", mtu=1400)
+    conf["ipam"]["routes"] = [{"dst": "10.200.0.0/16"}]
+    previous = {"cniVersion": "1.1.0", "interfaces": [{"name": "lo", "sandbox": "/run/netns/ch"}],
+                "ips": [{"address": "192.0.2.9/32", "interface": 0}], "dns": {"search": ["example"]}}
+    result = c1.add(with_prev(conf, previous), "ch", ifname="net1")
+    assert [i["name"] for i in result["interfaces"]][0] == "lo" and result["interfaces"][3]["name"] == "net1"
+    assert result["ips"] == [previous["ips"][0], {"address": "10.73.0.2/24", "interface": 3}]
+    assert result["routes"] == [{"dst": "10.200.0.0/16"}] and result["dns"] == {"search": ["example"]}
+    assert "10.200.0.0/16 dev net1" in c1.inside("ch", "ip", "route").stdout
+    assert c1.links("ch")["net1"]["mtu"] == 1400
+    c1.delete(conf, "ch", ifname="net1")
+
+
+def test_gc_releases_what_the_runtime_no_longer_knows_on_this_host_only(lab, cnis):
+    c1, c2, _ = cnis
+    conf = overlay_conf("ov-gc", "10.74.0.0/24", cniVersion="1.1.0")
+    c1.add(conf, "g1")
+    c1.add(conf, "g2")
+    c2.add(conf, "g3")
+    gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "g1", "ifname": "eth0"}]})
+    assert c1.run("netctl-overlay", "GC", gc).ok
+    assert endpoint_addresses(lab) == ["10.74.0.2/24", "10.74.0.4/24"]  # g2 gone; g3 is h2's, untouched
+    assert "eth0" not in c1.links("g2")
+    c1.delete(conf, "g1")
+    c2.delete(conf, "g3")
+
+
+# --- failures: spec error JSON, nothing left behind -------------------------------------------------
+
+
+def test_configuration_errors(lab, cnis):
+    c1 = cnis[0]
+    c1.netns("e")
+    cases = [
+        (overlay_conf("ov-e1", "10.75.0.0/24", vni=17), 7, "invalid vni=17"),
+        (overlay_conf("ov-e1", "10.75.0.0/24", vni="x"), 7, "invalid vni='x'"),
+        (overlay_conf("ov-e1", "10.75.0.0/24", port=80), 7, "invalid port=80"),
+        (overlay_conf("ov-e1", "10.75.0.0/24", store="http://a/b"), 7, "invalid store="),
+        (overlay_conf("ov-e1", "10.75.0.0/24", ipMasq=True), 2, "unsupported field ipMasq=True"),
+        (dict(overlay_conf("ov-e1"), ipam={"type": "host-local", "subnet": "10.75.0.0/24"}), 2,
+         "unsupported field ipam.type='host-local'"),
+        (dict(overlay_conf("ov-e1"), ipam={"type": "netctl-ipam", "ranges": [[{"subnet": "10.75.0.0/24",
+                                                                               "rangeStart": "10.75.0.10"}]]}),
+         2, "rangeStart/rangeEnd"),
+        (overlay_conf("ov-e1", "10.75.0.0/24", runtimeConfig={"portMappings": [{"hostPort": 80, "containerPort": 80}]}),
+         2, "cannot publish ports"),
+    ]
+    for conf, code, text in cases:
+        error = c1.run("netctl-overlay", "ADD", conf, cid="e", netns="/run/netns/e", ifname="eth0").error()
+        assert error["code"] == code and text in error["msg"], (conf, error)
+    assert "ov-e1" not in lab.netctl(lab.hosts[0], "network", "ls").stdout
+    # A VNI another network holds: refused, and the network it would have created is not left in etcd.
+    c1.add(overlay_conf("ov-e2", "10.75.1.0/24", vni=5000), "e")
+    error = c1.run("netctl-overlay", "ADD", overlay_conf("ov-e3", "10.75.2.0/24", vni=5000), cid="e2",
+                   netns=c1.netns("e2"), ifname="eth0").error()
+    assert error["code"] == 7 and "VNI 5000 is already used" in error["msg"]
+    mismatch = c1.run("netctl-overlay", "ADD", overlay_conf("ov-e2", "10.75.1.0/24", vni=5001), cid="e2",
+                      netns="/run/netns/e2", ifname="eth0").error()
+    assert mismatch["code"] == 7 and "VNI 5000, not 5001" in mismatch["msg"]
+    assert "ov-e3" not in lab.netctl(lab.hosts[0], "network", "ls").stdout
+    assert "eth0" not in c1.links("e2")
+    c1.delete(overlay_conf("ov-e2"), "e")
+
+
+def test_no_store_and_unregistered_host(lab, cnis, plugin_dir):
+    c1, _, c3 = cnis
+    h1, _, h3 = lab.hosts
+    conf = overlay_conf("ov-reg", "10.76.0.0/24")
+    # h3 has a store but no daemon: ADD and STATUS say what to start.
+    error = c3.run("netctl-overlay", "ADD", conf, cid="u", netns=c3.netns("u"), ifname="eth0").error()
+    assert "host 'h3' is not registered" in error["msg"] and "netctl daemon --store" in error["msg"]
+    status = c3.run("netctl-overlay", "STATUS", conf).error()
+    assert status["code"] == 50 and "not registered" in status["msg"]
+    assert "eth0" not in c3.links("u") and lab.overlay_netns(h3) == []
+    assert c3.run("netctl-overlay", "DEL", conf, cid="u", netns="/run/netns/u", ifname="eth0").ok
+    # A host with no store at all (another root, no global.json, no NETCTL_STORE): one clear error.
+    bare = {"NETCTL_ROOT": "/run/netctl-bare"}
+    error = c1.run("netctl-overlay", "ADD", conf, cid="u", netns=c1.netns("u"), ifname="eth0", env=bare).error()
+    assert error["code"] == 7 and "needs a global store" in error["msg"]
+    assert c1.run("netctl-overlay", "STATUS", conf, env=bare).error()["code"] == 50
+    assert c1.run("netctl-overlay", "DEL", conf, cid="u", netns="/run/netns/u", ifname="eth0", env=bare).ok
+    assert c1.run("netctl-overlay", "STATUS", conf).ok  # h1: registered, etcd up
+
+
+def test_etcd_down_add_fails_cleanly_del_still_cleans_the_kernel_and_gc_the_rest(lab, cnis):
+    c1, c2, _ = cnis
+    h1, h2, _ = lab.hosts
+    conf = overlay_conf("ov-down", "10.77.0.0/24")
+    r1 = c1.add(conf, "d1")
+    c2.add(conf, "d2")
+    assert ping_soon(c1, "d1", "10.77.0.3")
+    lab.etcd.stop()
+    try:
+        assert ping_soon(c1, "d1", "10.77.0.3")  # the data plane does not need etcd
+        error = c1.run("netctl-overlay", "ADD", conf, cid="d3", netns=c1.netns("d3"), ifname="eth0").error()
+        assert error["code"] == 11 and "eth0" not in c1.links("d3")
+        assert c1.run("netctl-overlay", "STATUS", conf).error()["code"] == 50
+        gone = c1.run("netctl-overlay", "DEL", with_prev(conf, r1), cid="d1", netns="/run/netns/d1", ifname="eth0")
+        assert gone.ok and gone.stdout == ""
+        assert "stay in etcd until `netctl gc`" in gone.stderr and "10.77.0.2/24" in gone.stderr
+        assert "eth0" not in c1.links("d1") and lab.overlay_netns(h1) == [] and c1.sandboxes() == []
+        assert c1.run("netctl-overlay", "DEL", conf, cid="d1", netns="/run/netns/d1", ifname="eth0").ok  # again
+    finally:
+        lab.etcd.start()
+    assert "10.77.0.2/24" in endpoint_addresses(lab)  # what the DEL could not release...
+    lab.netctl(h1, "gc")
+    assert endpoint_addresses(lab) == ["10.77.0.3/24"]  # ...gc releases once etcd is back
+    c2.delete(conf, "d2")
+    assert lab.overlay_netns(h2) == []
+
+
+# --- the lead's figure ------------------------------------------------------------------------------
+
+
+def test_add_del_cycle_time(lab, cnis):
+    c1 = cnis[0]
+    conf = overlay_conf("ov-bench", "10.78.0.0/24")
+    c1.netns("b")
+    c1.add(conf, "b0")  # keeps the segment built: the steady state of a host with containers
+    cycles = []
+    for i in range(30):
+        started = time.perf_counter()
+        c1.add(conf, "b")
+        c1.delete(conf, "b")
+        cycles.append((time.perf_counter() - started) * 1000)
+    c1.delete(conf, "b0")
+    print(f"netctl-overlay ADD+DEL (in-process, nsenter included): median {statistics.median(cycles):.1f} ms, "
+          f"min {min(cycles):.1f} ms, max {max(cycles):.1f} ms, n={len(cycles)}")
