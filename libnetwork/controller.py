@@ -1032,7 +1032,10 @@ class Controller:
     def pool_usage(self, network_name: str) -> list[ipam.PoolUsage]:
         """How full each subnet of a network is (CNI STATUS); empty for an unknown network."""
         with self.store.snapshot() as tx:
-            network = _network_named(tx, network_name)
+            network = self._network_named(tx, network_name)
+            if network is not None and network.scope == "global":
+                with self.global_store.snapshot() as g:
+                    return g.pool_usage(network)
             return ipam.pool_usage(tx, network.id) if network is not None else []
 
     def discard_network(self, network: Network) -> None:

@@ -625,6 +625,23 @@ class EtcdReadTxn:
             found.append((nid, kv.value["address"], kv.value["owner"]))
         return found
 
+    def pool_usage(self, network: Network) -> "list[ipam.PoolUsage]":
+        """How full each subnet of a global network is (CNI STATUS), like ipam.pool_usage."""
+        usage = []
+        for version in (4, 6):
+            if not network.pools_of(version):
+                continue
+            held = {int(kv.key.rsplit("/", 1)[1], 16): kv.value
+                    for kv in self._list(Keys.addresses_in(network.id, version), fence=False)}
+            for pool in _pools(network, version):
+                mine = {n: v for n, v in held.items() if pool.contains(n)}
+                allocated = sum(1 for v in mine.values() if not ipam.is_reserved_owner(v["owner"]))
+                reserved_in_range = sum(1 for n, v in mine.items()
+                                        if pool.first <= n <= pool.last and ipam.is_reserved_owner(v["owner"]))
+                capacity = pool.last - pool.first + 1 - reserved_in_range
+                usage.append(ipam.PoolUsage(network.id, pool.subnet, allocated, pool.used(mine), capacity))
+        return usage
+
     def addresses_of(self, owner: str, network_id: str | None = None) -> list[str]:
         return [address for _, address, held_by in self.allocations(network_id) if held_by == owner]
 

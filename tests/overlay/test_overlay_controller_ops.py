@@ -47,7 +47,9 @@ ATTACH = textwrap.dedent(
         if op == "attach":
             netns.create(path)
             net, endpoint = c.attach_container(network, container, path, "eth0")
-            print(json.dumps({"network": net.id, "addresses": endpoint.addresses, "state": endpoint.state}))
+            usage = [[u.subnet, u.allocated, u.in_use, u.capacity] for u in c.pool_usage(network)]
+            print(json.dumps({"network": net.id, "addresses": endpoint.addresses, "state": endpoint.state,
+                              "usage": usage}))
         else:
             endpoint = c.detach_container(network, container, "eth0")
             netns.delete(path)
@@ -65,6 +67,7 @@ def test_a_runtime_attachment_joins_an_overlay_like_a_sandbox_and_detach_removes
     path = f"{h1.root}/cni-ns"
     attached = json.loads(h1.run(sys.executable, "-c", ATTACH, "attach", "cni", "ctr-1", path, env=lab.env(h1)).stdout)
     assert attached["state"] == "ready" and attached["addresses"][0].startswith("10.70.0.")
+    assert attached["usage"] == [["10.70.0.0/24", 2, 2, 253]]  # s2 on h2 and this one; .1 is the gateway
     lab.reconcile(h2)
     address = attached["addresses"][0].split("/")[0]
     assert h1.in_netns(path, "ping", "-c", "1", "-W", "2", remote, check=False).returncode == 0
