@@ -14,7 +14,7 @@ from cni.helpers import bridge_conf
 
 pytestmark = pytest.mark.kernel
 
-PLUGINS = ("netctl-bridge", "netctl-null", "netctl-ipam")
+PLUGINS = ("netctl-bridge", "netctl-overlay", "netctl-null", "netctl-ipam")
 NS = "/run/netns/protocol"
 
 
