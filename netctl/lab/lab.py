@@ -540,13 +540,13 @@ def status(root: str, file: str) -> dict:
             "lease": lease.get("lease", 0), "lease_ttl": lease.get("ttl", -1) if lease else -1,
         })  # fmt: skip
     containers = []
-    views = _each_host(list(topo.hosts), lambda h: HostShell(paths, topo, state, h).containers())
-    for host, view in views:
+    shells = {h: HostShell(paths, topo, state, h) for h in topo.hosts}
+    addresses = _network_addresses(shells, topo)
+    for host, view in _each_host(list(topo.hosts), lambda h: shells[h].containers()):
         for c in view:  # type: ignore[union-attr]
-            networks = c.get("NetworkSettings", {}).get("Networks", {})
             containers.append({
                 "name": c["Name"], "host": host, "state": c["State"]["Status"], "id": c["Id"][:12],
-                "addresses": {net: v.get("IPAddress", "") for net, v in networks.items()},
+                "addresses": addresses.get(c["Name"], {}),
             })  # fmt: skip
     missing = sorted(set(topo.containers) - {c["name"] for c in containers})
     return {
@@ -576,7 +576,7 @@ def test(root: str, file: str, *, settle_s: float = 5.0, parallel: int = matrix.
          log: Callable[[str], None] = lambda line: None) -> TestReport:  # fmt: skip
     paths, topo, state = require_up(root, file)
     shells = {h: HostShell(paths, topo, state, h) for h in topo.hosts}
-    addresses = _addresses(shells)
+    addresses = _addresses(shells, topo)
     missing = sorted(set(topo.containers) - set(addresses))
     if missing:
         raise LabError(f"lab {topo.name}: containers {', '.join(missing)} are not running; see `netctl lab status`")
@@ -616,12 +616,31 @@ def _scenario(paths: Paths, topo: Topology, scenario: topology.Scenario, address
     return [(f"scenario {scenario.name}", rows), (f"after {scenario.name}", after)]
 
 
-def _addresses(shells: dict[str, HostShell]) -> matrix.Addresses:
-    """{container: {network: IPv4 address}} of running containers, as each host records them."""
+def _addresses(shells: dict[str, HostShell], topo: Topology) -> matrix.Addresses:
+    """{container: {network: IPv4 address}} of running containers.
+
+    Addresses come from `netctl network inspect` (the controller's view, which for a global network
+    lists the endpoints of every host), running states from each host's container records."""
+    running = {c["Name"] for _, views in _each_host(list(shells), lambda h: shells[h].containers())
+               for c in views if c["State"]["Running"]}  # type: ignore[union-attr]  # fmt: skip
+    return {name: nets for name, nets in _network_addresses(shells, topo).items() if name in running}
+
+
+def _network_addresses(shells: dict[str, HostShell], topo: Topology) -> matrix.Addresses:
+    """{endpoint name: {network: IPv4 address}} from `netctl network inspect`: each bridge network on
+    its host, the global ones on the host that created them."""
+    asked: dict[str, list[str]] = {}
+    for network in topo.networks.values():
+        asked.setdefault(network.host or _creator(topo, network.name), []).append(network.name)
+
+    def inspect(host: str) -> list[dict]:
+        return json.loads(shells[host].netctl("network", "inspect", *asked[host], timeout=60).stdout or "[]")
+
     result: matrix.Addresses = {}
-    for _, views in _each_host(list(shells), lambda h: shells[h].containers()):
-        for c in views:  # type: ignore[union-attr]
-            if c["State"]["Running"]:
-                networks = c.get("NetworkSettings", {}).get("Networks", {})
-                result[c["Name"]] = {net: v["IPAddress"] for net, v in networks.items() if v.get("IPAddress")}
+    for _, views in _each_host(list(asked), inspect):
+        for view in views:  # type: ignore[union-attr]
+            for endpoint in view.get("Containers", {}).values():
+                address = endpoint.get("IPv4Address", "").split("/")[0]
+                if address:
+                    result.setdefault(endpoint["Name"], {})[view["Name"]] = address
     return result
