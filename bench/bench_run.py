@@ -263,12 +263,19 @@ class Podman:
         subprocess.run(self.base + ["rm", "-f", "-a"], env=self.env, capture_output=True, timeout=120)
 
 
-def measure(tool: str, operation: str, action, n: int, warmup: int) -> Series:
-    """Wall-clock and CPU ms of n runs (CPU: ours and our children's, so not the monitor's or a daemon's)."""
+def measure(operation: str, actions: dict[str, object], n: int, warmup: int) -> list[Series]:
+    """Wall-clock and CPU ms of n runs of each tool's action (CPU: ours and our children's, so not the
+    monitor's or a daemon's), round-robin: one sample of every tool per round, so that the load other
+    work puts on the machine, which comes and goes within seconds, hits every tool alike."""
     for _ in range(warmup):
-        action()
-    samples = [timed(action) for _ in range(n)]
-    return Series(tool=tool, operation=operation, samples_ms=[w for w, _ in samples], cpu_samples_ms=[c for _, c in samples])
+        for action in actions.values():
+            action()
+    samples: dict[str, list[tuple[float, float]]] = {tool: [] for tool in actions}
+    for _ in range(n):
+        for tool, action in actions.items():
+            samples[tool].append(timed(action))
+    return [Series(tool=tool, operation=operation, samples_ms=[w for w, _ in s], cpu_samples_ms=[c for _, c in s])
+            for tool, s in samples.items()]  # fmt: skip
 
 
 def worker(task: dict) -> dict:
@@ -296,17 +303,18 @@ def worker(task: dict) -> dict:
         except CommandError as err:
             extra["podman_error"] = str(err)
     try:
-        # Interleaved per operation, so drifts of the machine hit every tool alike.
         operations = ["gateway", "by-name", "by-ip", "true", "exec"]
         for operation in operations:
+            actions = {}
             for tool in tools:
                 ops = tool.ops()
                 if operation in ops:
                     env = getattr(tool, "env", None)
                     value = ops[operation]
-                    action = value if callable(value) else (lambda value=value, env=env: [run_cmd(a, env=env) for a in value])
-                    series.append(measure(tool.name, operation, action, n, warmup))
-                    print(f"measured {tool.name} {operation}: median {series[-1].median:.1f} ms", file=sys.stderr, flush=True)
+                    actions[tool.name] = value if callable(value) else (lambda value=value, env=env: [run_cmd(a, env=env) for a in value])
+            for result in measure(operation, actions, n, warmup):
+                series.append(result)
+                print(f"measured {result.tool} {operation}: median {result.median:.1f} ms", file=sys.stderr, flush=True)
         extra["monitor_memory"] = netctl.memory()
         extra["monitor_memory"]["smaps_rollup"] = _smaps_rollup(extra["monitor_memory"]["one"]["pid"])
     finally:
@@ -391,6 +399,7 @@ def main() -> int:
     subjects = [s for s, off in (("runc", args.no_runc), ("podman", args.no_podman)) if not off]
     task = {"n": n, "warmup": 1 if args.quick else 2, "cgroup_parent": parent, "subjects": subjects}
     before = root_namespace_state()
+    load_before = os.getloadavg()
     harness = load_harness()
     reason = harness.missing_host_prerequisites()
     if reason:
@@ -421,8 +430,12 @@ def main() -> int:
     if "podman_error" in result["extra"]:
         print(f"podman skipped: {result['extra']['podman_error']}")
     after = root_namespace_state()
+    load_after = os.getloadavg()
+    print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {'/'.join(f'{x:.2f}' for x in load_after)} (2 cores; other work shifts the absolute figures)")
     data = {"machine": machine_info(), "task": task, "series": [s.to_dict() for s in series], "comparisons": comparisons,
-            "extra": result["extra"], "root_namespace_unchanged": before == after}  # fmt: skip
+            "extra": result["extra"], "root_namespace_unchanged": before == after,
+            "load_average": {"before": load_before, "after": load_after}}  # fmt: skip
     path = write_results("run", data)
     progress(f"results in {path}; machine's own links and ruleset unchanged: {before == after}")
     return 0
