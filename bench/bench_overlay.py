@@ -306,7 +306,7 @@ def paired_ratios(samples: dict[str, list[float]], name: str) -> list[float]:
     return [a / b for a, b in zip(samples[name], samples["vxlan-raw"])]
 
 
-def report_throughput(gbps: dict[str, list[float]], mtus: dict, args) -> float:
+def report_throughput(gbps: dict[str, list[float]], mtus: dict, args, idle_seen: list[float]) -> float:
     base = statistics.median(gbps["vxlan-raw"])
     rows = []
     for name, values in gbps.items():
@@ -320,6 +320,11 @@ def report_throughput(gbps: dict[str, list[float]], mtus: dict, args) -> float:
     ratio = statistics.median(paired_ratios(gbps, "overlay"))
     print(f"overlay / kernel VXLAN = {ratio:.1%}, median of {len(gbps['overlay'])} round ratios "
           f"(goal >= {GOAL:.0%}: {'met' if ratio >= GOAL else 'NOT met'})")
+    calm = [r for r, idle in zip(paired_ratios(gbps, "overlay"), idle_seen) if idle >= args.calm]
+    if args.calm and calm:
+        quartiles = statistics.quantiles(calm, n=4) if len(calm) > 1 else calm * 3
+        print(f"  over the {len(calm)} rounds that started with >= {args.calm:.0%} of the CPUs idle: "
+              f"{statistics.median(calm):.1%} (quartiles {quartiles[0]:.1%} .. {quartiles[2]:.1%})")
     print("\nMTU of every device on h1 (h2 is built alike)")
     for where, links in mtus.items():
         print(f"  {where}: " + ", ".join(f"{name} {mtu}" for name, mtu in sorted(links.items())))
@@ -397,7 +402,7 @@ def main() -> int:
     if root_namespace_state() != root_before:
         raise SystemExit("bench: the machine's own namespace changed during the run")
 
-    ratio = report_throughput(gbps, mtus, args)
+    ratio = report_throughput(gbps, mtus, args, idle_seen)
     print(f"machine load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
           f"on {os.cpu_count()} CPUs; idle share before each round: "
           + " ".join(f"{idle:.0%}" for idle in idle_seen))
