@@ -238,9 +238,10 @@ def _result(req: Request, conf: OverlayConf, controller, network, endpoint, rout
 
 
 def delete(req: Request, context: Context) -> None:
-    """Idempotent: no record, no namespace, never added — all succeed. With etcd unreachable the
-    kernel side and the local record still go; what stays in etcd is named on stderr (for `netctl
-    gc`, or the next DEL... which finds no record: gc it is)."""
+    """Idempotent: no record, no namespace, never added — all succeed. What an ADD killed half-way
+    left (an etcd record of this host, a veth) goes too. With etcd unreachable the kernel side and
+    the local record still go; what stays in etcd is named on stderr, and `netctl gc` releases it
+    once etcd answers again."""
     from libnetwork.errors import StoreError
 
     netns_usable = kernel.usable_netns(req.netns)
@@ -248,11 +249,48 @@ def delete(req: Request, context: Context) -> None:
     controller = controller_for(req, context, store)
     try:
         endpoint = controller.detach_container(req.name, req.container_id, req.ifname)
+        if endpoint is None and controller.store_url:
+            release_interrupted_adds(controller, req.name, lambda name, ifname: (
+                name == _sandbox_name(req.container_id) and ifname == req.ifname))
     except StoreError as err:
         endpoint = _detach_without_store(controller, req, context, err.message)
     if endpoint is None and netns_usable:
         kernel.remove_leftover_interface(req.netns, req.ifname)
     return None
+
+
+def _sandbox_name(container_id: str) -> str:
+    from libnetwork.controller import container_sandbox_name
+
+    return container_sandbox_name(container_id)
+
+
+def release_interrupted_adds(controller, network_name: str, matches, *, creating_only: bool = False) -> list[str]:
+    """An ADD killed after its etcd allocation leaves this host's endpoint record (and addresses) in
+    etcd with no local record. Under this host's store write lock no ADD of this host is half-way
+    (an ADD holds it from start to commit), so such a record of this host is certainly stale: release
+    the ones `matches(endpoint name, ifname)` picks, with their kernel side. Returns their ids.
+    creating_only (GC, which matches by exclusion): only records still in CREATING, so a record some
+    other path of this host keeps without a local copy could never be taken for a killed ADD.
+
+    Uses the controller's internal _gc_overlay_endpoint (what `netctl gc` runs for the same case):
+    the controller has no public per-attachment form of it yet."""
+    from libnetwork.model import CREATING
+
+    network = controller.find_network(network_name)
+    if network is None or network.scope != "global":
+        return []
+    released = []
+    with controller.store.transaction() as tx:
+        with controller.global_store.snapshot() as g:
+            placed = g.list_placed_endpoints(network_id=network.id, host=controller.host_name)
+        for _, endpoint in placed:
+            if creating_only and endpoint.state != CREATING:
+                continue
+            if tx.get_endpoint(endpoint.id) is None and matches(endpoint.name, endpoint.ifname):
+                controller._gc_overlay_endpoint(tx, endpoint.id)
+                released.append(endpoint.id)
+    return released
 
 
 def _detach_without_store(controller, req: Request, context: Context, why: str):
@@ -347,7 +385,12 @@ def gc(req: Request, context: Context) -> None:
     """Detach this host's attachments not in cni.dev/valid-attachments (other hosts' are theirs)."""
     valid = cfg.valid_attachments(req)
     store = req.config.get("store") if isinstance(req.config.get("store"), str) else ""
-    controller_for(req, context, store).gc_attachments(req.name, valid)
+    controller = controller_for(req, context, store)
+    controller.gc_attachments(req.name, valid)
+    if controller.store_url:  # and what ADDs killed half-way left in etcd for containers not valid
+        keep = {(_sandbox_name(container_id), ifname) for container_id, ifname in valid}
+        release_interrupted_adds(controller, req.name, lambda name, ifname: (name, ifname) not in keep,
+                                 creating_only=True)
     return None
 
 

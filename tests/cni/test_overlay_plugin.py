@@ -9,7 +9,11 @@ overlay namespace built on any host."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import statistics
+import subprocess
 import time
 
 import pytest
@@ -57,12 +61,14 @@ def cnis(lab, plugin_dir):
     yield runners
     if not lab.etcd.running:
         lab.etcd.start()
+    left = {"etcd addresses": endpoint_addresses(lab), **{f"{h.name} segments": lab.overlay_netns(h) for h in lab.hosts},
+            **{f"{c.host.name} sandboxes": c.sandboxes() for c in runners}}
+    # Clean up whatever a failed test left, so the next one starts from nothing; then report it.
     for cni in runners:
         for name in list(cni.made_netns):
             cni.drop_netns(name)
-    assert endpoint_addresses(lab) == []
-    assert {h.name: lab.overlay_netns(h) for h in lab.hosts} == {h.name: [] for h in lab.hosts}
-    assert all(cni.sandboxes() == [] for cni in runners)
+        lab.netctl(cni.host, "gc", check=False)
+    assert not any(left.values()), left
 
 
 def overlay_conf(name: str, subnet: str = "", *, version: str = "1.1.0", **extra) -> dict:
@@ -264,6 +270,39 @@ def test_etcd_down_add_fails_cleanly_del_still_cleans_the_kernel_and_gc_the_rest
     assert endpoint_addresses(lab) == ["10.77.0.3/24"]  # ...gc releases once etcd is back
     c2.delete(conf, "d2")
     assert lab.overlay_netns(h2) == []
+
+
+@pytest.mark.parametrize("pause", ["connect-overlay-after-allocate", "connect-overlay-after-join"])
+@pytest.mark.parametrize("cleaner", ["DEL", "GC"])
+def test_an_add_killed_half_way_is_cleaned_up_by_del_or_gc(lab, cnis, pause, cleaner):
+    c1, c2, _ = cnis
+    h1 = lab.hosts[0]
+    conf = overlay_conf("ov-kill", "10.79.0.0/24")
+    k2 = c2.add(conf, "k2")["ips"][0]["address"]  # the network exists, another host holds an address in it
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "k1", "CNI_NETNS": c1.netns("k1"), "CNI_IFNAME": "eth0",
+           "CNI_ARGS": "", "CNI_PATH": c1.path, "NETCTL_TEST_PAUSE": pause}
+    proc = h1.popen("env", *[f"{k}={v}" for k, v in env.items()], f"{c1.plugin_dir}/netctl-overlay",
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(json.dumps(conf))
+        proc.stdin.close()
+        ready, _, _ = select.select([proc.stderr], [], [], 30)
+        assert ready and proc.stderr.readline().strip() == f"paused at {pause}"
+        assert len(endpoint_addresses(lab)) == 2  # k1's address is taken in etcd
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # nsenter, env and the plugin: one group, started here
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+    if cleaner == "DEL":
+        c1.delete(conf, "k1")
+    else:
+        gc = dict(conf, **{"cni.dev/valid-attachments": []})
+        assert c1.run("netctl-overlay", "GC", gc).ok
+    assert endpoint_addresses(lab) == [k2]
+    assert "eth0" not in c1.links("k1") and lab.overlay_netns(h1) == []
+    assert lab.netctl(h1, "doctor").stdout.strip() == "no problems found"
+    c2.delete(conf, "k2")
 
 
 # --- the lead's figure ------------------------------------------------------------------------------
