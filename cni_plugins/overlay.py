@@ -214,11 +214,17 @@ def _result(req: Request, conf: OverlayConf, controller, network, endpoint, rout
     """Interfaces: the segment's bridge and the endpoint's port on it, both in the network's own
     namespace on this host (named in `sandbox`), then the container's interface."""
     from drivers.overlay import bridge_name
+    from libnetwork.netlink import Netlink
 
     segment = controller._overlay_driver().netns_path(network)
+    with Netlink(segment) as inside:  # runtimes parse every interface's MAC (podman refuses an empty one)
+        bridge, port = inside.link(bridge_name(network)), inside.link(endpoint.host_ifname)
+    if bridge is None or port is None:
+        raise CNIError(CNI_INTERNAL, f"bridge or port {endpoint.host_ifname} of overlay network {network.name!r} "
+                                     "vanished during ADD")
     interfaces = [
-        {"name": bridge_name(network), "sandbox": segment},
-        {"name": endpoint.host_ifname, "sandbox": segment},
+        {"name": bridge.name, "mac": bridge.mac, "sandbox": segment},
+        {"name": port.name, "mac": port.mac, "sandbox": segment},
         {"name": endpoint.ifname, "mac": endpoint.mac, "mtu": network.mtu, "sandbox": req.netns},
     ]
     result: dict[str, Any] = {"interfaces": [], "ips": [], "routes": [], "dns": {}}

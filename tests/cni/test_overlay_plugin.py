@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import statistics
@@ -24,6 +25,7 @@ from overlay.lab import netctl_lab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 ALLOCATIONS = (
     "import json\nfrom libnetwork.controller import Controller\n"
     "with Controller() as c, c.global_store.snapshot() as g: print(json.dumps(g.allocations()))"
@@ -113,7 +115,8 @@ def test_containers_added_on_two_hosts_reach_each_other_and_del_leaves_nothing(l
     bridge, port, inside = r1["interfaces"]
     [network_id] = lab.overlay_netns(h1)
     segment = f"{h1.root}/overlay/{network_id}"
-    assert bridge == {"name": f"no-{network_id[:12]}", "sandbox": segment}
+    assert bridge == {"name": f"no-{network_id[:12]}", "mac": bridge["mac"], "sandbox": segment}
+    assert all(MAC.match(i["mac"]) for i in r1["interfaces"])
     assert port["name"].startswith("ny") and port["sandbox"] == segment
     assert inside["name"] == "eth0" and inside["sandbox"] == "/run/netns/a1" and inside["mtu"] == 1450
     assert r1["ips"] == [{"address": "10.71.0.2/24", "interface": 2}]  # no gateway: the segment has no router
