@@ -236,7 +236,7 @@ def test_install_replaces_executables_atomically(tmp_path):
     directory = tmp_path / "bin"
     for _ in range(2):
         written = install.install(str(directory))
-    assert sorted(os.listdir(directory)) == ["netctl-bridge", "netctl-ipam", "netctl-null"] == sorted(
+    assert sorted(os.listdir(directory)) == ["netctl-bridge", "netctl-ipam", "netctl-null", "netctl-overlay"] == sorted(
         os.path.basename(p) for p in written)
     for name in os.listdir(directory):
         assert os.access(directory / name, os.X_OK)
