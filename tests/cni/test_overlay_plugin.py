@@ -147,19 +147,32 @@ def test_containers_added_on_two_hosts_reach_each_other_and_del_leaves_nothing(l
     assert endpoint_addresses(lab) == [] and lab.overlay_netns(h2) == []
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "0.4.0", "0.3.1", "0.2.0"])
+@pytest.mark.parametrize("version", ["1.0.0", "0.4.0", "0.3.1", "0.3.0", "0.2.0", "0.1.0"])
 def test_result_shape_follows_the_request_version(lab, cnis, version):
     c1 = cnis[0]
     conf = overlay_conf("ov-shape", "10.72.0.0/24", version=version)
     result = c1.add(conf, "v", args="IP=10.72.0.9")
     assert result["cniVersion"] == version
-    if version == "0.2.0":
+    if version in ("0.2.0", "0.1.0"):
         assert result["ip4"] == {"ip": "10.72.0.9/24"} and "interfaces" not in result
     else:
         assert [ip["address"] for ip in result["ips"]] == ["10.72.0.9/24"]
         assert result["ips"][0].get("version") == (None if version == "1.0.0" else "4")
         assert "mtu" not in result["interfaces"][2]
     c1.delete(conf, "v")
+
+
+def test_dual_stack_across_hosts(lab, cnis):
+    c1, c2, _ = cnis
+    conf = overlay_conf("ov-v6", "10.80.0.0/24")
+    conf["ipam"]["ranges"].append([{"subnet": "fd00:80::/64"}])
+    r1 = c1.add(conf, "s1", args="IgnoreUnknown=1;IP=10.80.0.10,fd00:80::10")
+    r2 = c2.add(conf, "s2")
+    assert [ip["address"] for ip in r1["ips"]] == ["10.80.0.10/24", "fd00:80::10/64"]
+    v6 = next(ip["address"].split("/")[0] for ip in r2["ips"] if ":" in ip["address"])
+    assert ping_soon(c1, "s1", v6) and ping_soon(c2, "s2", "fd00:80::10")
+    c1.delete(conf, "s1")
+    c2.delete(conf, "s2")
 
 
 def test_chained_after_another_plugin_and_ipam_routes(lab, cnis):
