@@ -213,10 +213,10 @@ def _install_routes(req: Request, endpoint, routes: list[dict[str, Any]]) -> lis
 def _result(req: Request, conf: OverlayConf, controller, network, endpoint, routes, previous) -> dict[str, Any]:
     """Interfaces: the segment's bridge and the endpoint's port on it, both in the network's own
     namespace on this host (named in `sandbox`), then the container's interface."""
-    from drivers.overlay import bridge_name
+    from drivers.overlay import OverlayDriver, bridge_name
     from libnetwork.netlink import Netlink
 
-    segment = controller._overlay_driver().netns_path(network)
+    segment = OverlayDriver(root=controller.root).netns_path(network)
     with Netlink(segment) as inside:  # runtimes parse every interface's MAC (podman refuses an empty one)
         bridge, port = inside.link(bridge_name(network)), inside.link(endpoint.host_ifname)
     if bridge is None or port is None:
@@ -248,7 +248,7 @@ def delete(req: Request, context: Context) -> None:
     left (an etcd record of this host, a veth) goes too. With etcd unreachable the kernel side and
     the local record still go; what stays in etcd is named on stderr, and `netctl gc` releases it
     once etcd answers again."""
-    from libnetwork.errors import StoreError
+    from libnetwork.errors import InvalidArgument, StoreError
 
     netns_usable = kernel.usable_netns(req.netns)
     store = req.config.get("store") if isinstance(req.config.get("store"), str) else ""
@@ -258,7 +258,7 @@ def delete(req: Request, context: Context) -> None:
         if endpoint is None and controller.store_url:
             release_interrupted_adds(controller, req.name, lambda name, ifname: (
                 name == _sandbox_name(req.container_id) and ifname == req.ifname))
-    except StoreError as err:
+    except (StoreError, InvalidArgument) as err:  # etcd away, or a `store` the runtime cached malformed
         endpoint = _detach_without_store(controller, req, context, err.message)
     if endpoint is None and netns_usable:
         kernel.remove_leftover_interface(req.netns, req.ifname)
@@ -351,7 +351,9 @@ def check(req: Request, context: Context) -> None:
     with controller.global_store.snapshot() as g:
         if g.get_endpoint(endpoint.id, network.id) is None:
             raise CNIError(CNI_INTERNAL, f"endpoint {endpoint.id[:12]} of {req.container_id} is missing in etcd")
-    segment = controller._overlay_driver().netns_path(network)
+    from drivers.overlay import OverlayDriver
+
+    segment = OverlayDriver(root=controller.root).netns_path(network)
     if not netns.is_netns(segment):
         raise CNIError(CNI_INTERNAL, f"overlay network {req.name!r} is not built on this host ({segment} is missing)")
     with Netlink(segment) as inside:

@@ -228,6 +228,8 @@ def test_configuration_errors(lab, cnis):
         error = c1.run("netctl-overlay", "ADD", conf, cid="e", netns="/run/netns/e", ifname="eth0").error()
         assert error["code"] == code and text in error["msg"], (conf, error)
     assert "ov-e1" not in lab.netctl(lab.hosts[0], "network", "ls").stdout
+    for conf, _, _ in cases:  # DEL of what was never added succeeds whatever the configuration says
+        assert c1.run("netctl-overlay", "DEL", conf, cid="e", netns="/run/netns/e", ifname="eth0").ok, conf
     # A VNI another network holds: refused, and the network it would have created is not left in etcd.
     c1.add(overlay_conf("ov-e2", "10.75.1.0/24", vni=5000), "e")
     error = c1.run("netctl-overlay", "ADD", overlay_conf("ov-e3", "10.75.2.0/24", vni=5000), cid="e2",
