@@ -403,16 +403,26 @@ def gc(req: Request, context: Context) -> None:
 
 
 def status(req: Request, context: Context) -> None:
-    """Code 50 unless ADD could work now: a store configured and answering, this host registered."""
+    """Code 50 unless ADD could work now: a store configured and answering, this host registered,
+    and (once the network exists) a free address of every IP version it has."""
     from libnetwork.errors import NetctlError
 
     conf = parse_conf(req)
     controller = controller_for(req, context, conf.store)
     try:
         require_registered_host(controller)
+        usage = controller.pool_usage(req.name)
     except CNIError as err:
         raise CNIError(STATUS_NOT_AVAILABLE, err.msg, err.details) from None
     except NetctlError as err:  # StoreError: etcd unreachable
         raise CNIError(STATUS_NOT_AVAILABLE, f"netctl global store unavailable: {err.message}") from None
+    free: dict[int, int] = {}
+    for pool in usage:
+        version = 6 if ":" in pool.subnet else 4
+        free[version] = free.get(version, 0) + max(0, pool.capacity - pool.in_use)
+    exhausted = sorted(v for v, n in free.items() if n == 0)
+    if exhausted:
+        raise CNIError(STATUS_NOT_AVAILABLE, f"overlay network {req.name!r} has no free IPv{exhausted[0]} address left",
+                       "remove containers or give the network a larger subnet")
     return None
 

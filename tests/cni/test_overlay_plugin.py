@@ -207,6 +207,19 @@ def test_gc_releases_what_the_runtime_no_longer_knows_on_this_host_only(lab, cni
 # --- failures: spec error JSON, nothing left behind -------------------------------------------------
 
 
+def test_status_says_50_once_the_subnet_is_full(lab, cnis):
+    c1 = cnis[0]
+    conf = overlay_conf("ov-full", "10.83.0.0/30")  # one address for containers (.1 is the reserved gateway)
+    assert c1.run("netctl-overlay", "STATUS", conf).ok  # no network yet: ADD would create it
+    c1.add(conf, "f1")
+    status = c1.run("netctl-overlay", "STATUS", conf).error()
+    assert status["code"] == 50 and "no free IPv4 address" in status["msg"]
+    full = c1.run("netctl-overlay", "ADD", conf, cid="f2", netns=c1.netns("f2"), ifname="eth0").error()
+    assert "eth0" not in c1.links("f2"), full
+    c1.delete(conf, "f1")
+    assert c1.run("netctl-overlay", "STATUS", conf).ok
+
+
 def test_configuration_errors(lab, cnis):
     c1 = cnis[0]
     c1.netns("e")
