@@ -19,11 +19,21 @@ from dataclasses import asdict, dataclass
 
 from netctl.lab.topology import Expectations, Topology
 
-PING_PARALLEL = 64  # pings at once inside one container
+PING_PARALLEL = 32  # pings at once inside one container
 # A name that is not in the container's hosts file goes to its resolver, which has nobody to ask in a
-# lab and takes ~5 s to give up; the verdict (not reached) is the same after a few seconds.
-PING_DEADLINE_S = 2
+# lab: RES_OPTIONS makes it give up after 1 s instead of ~5 s (same verdict: not reached). Each ping
+# bounds itself (-W 1 after sending); the outer timeout is only a safety net, generous on purpose: on a
+# loaded machine a tight one kills pings before they run and reports reachable pairs as unreachable.
+RESOLVER_OPTIONS = "timeout:1 attempts:1"
+PING_DEADLINE_S = 10
 SOURCE_PARALLEL = 4  # containers probed at once (each an exec of a few pings)
+# The kernel's IPv4 neighbour (ARP) table is ONE table for every network namespace of the machine, and
+# gc_thresh3 (default 1024, settable only in the machine's own namespace) caps its entries; garbage
+# collection frees only entries untouched for a while, so a burst of new ones fails ("neighbor table
+# overflow") and pings between healthy containers fail with it. Each reached address costs about two
+# entries (the source's and the target's). So sources are probed in waves of at most this many new
+# entries, and between waves the caller flushes the lab's learned entries.
+WAVE_NEIGHBOURS = 400
 Addresses = dict[str, dict[str, str]]  # container -> {network: IPv4 address}
 Probe = Callable[[str, list[str]], dict[str, bool]]  # (source container, targets) -> {target: reached}
 
@@ -62,7 +72,8 @@ def plan(topology: Topology, expectations: Expectations, addresses: Addresses) -
 def ping_script(targets: list[str], parallel: int = PING_PARALLEL) -> str:
     """A POSIX sh pipeline (busybox) printing "ok TARGET" or "no TARGET" for each target."""
     one = f'if timeout {PING_DEADLINE_S} ping -c 1 -W 1 -q "$0" >/dev/null 2>&1; then echo "ok $0"; else echo "no $0"; fi'
-    return f"printf '%s\\n' {' '.join(shlex.quote(t) for t in targets)} | xargs -n 1 -P {parallel} sh -c {shlex.quote(one)}"
+    listing = " ".join(shlex.quote(t) for t in targets)
+    return f"export RES_OPTIONS={shlex.quote(RESOLVER_OPTIONS)}; printf '%s\\n' {listing} | xargs -n 1 -P {parallel} sh -c {shlex.quote(one)}"
 
 
 def parse_output(text: str, targets: list[str]) -> dict[str, bool]:
@@ -75,13 +86,19 @@ def parse_output(text: str, targets: list[str]) -> dict[str, bool]:
     return {t: seen.get(t, False) for t in targets}
 
 
-def run(rows: list[Row], probe: Probe, *, settle_s: float = 0.0, parallel: int = SOURCE_PARALLEL) -> int:
+def neighbour_cost(rows: list[Row]) -> int:
+    """New neighbour entries a source's probes may create: two per distinct address it should reach."""
+    return 2 * len({r.via for r in rows if r.expected and r.kind == "address"})
+
+
+def run(rows: list[Row], probe: Probe, *, settle_s: float = 0.0, parallel: int = SOURCE_PARALLEL,
+        between_waves: Callable[[], None] = lambda: None) -> int:  # fmt: skip
     """Fill in `got` for every row; returns how many probe rounds ran.
 
     Rows that must reach and did not are probed again until `settle_s` has passed: right after
     `lab up`, a daemon may still be programming its peers. Rows that must not reach are never retried
-    (one success is already a failure)."""
-    _round(rows, probe, parallel)
+    (one success is already a failure). `between_waves` runs after each wave (see WAVE_NEIGHBOURS)."""
+    _round(rows, probe, parallel, between_waves)
     rounds = 1
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline:
@@ -89,12 +106,30 @@ def run(rows: list[Row], probe: Probe, *, settle_s: float = 0.0, parallel: int =
         if not pending:
             break
         time.sleep(0.5)
-        _round(pending, probe, parallel)
+        _round(pending, probe, parallel, between_waves)
         rounds += 1
     return rounds
 
 
-def _round(rows: list[Row], probe: Probe, parallel: int) -> None:
+def waves(by_source: dict[str, list[Row]], budget: int = WAVE_NEIGHBOURS) -> list[list[str]]:
+    """Sources grouped so that each group's neighbour cost stays within `budget` (a source costing
+    more than the budget goes alone)."""
+    result: list[list[str]] = []
+    current: list[str] = []
+    spent = 0
+    for source, rows in by_source.items():
+        cost = neighbour_cost(rows)
+        if current and spent + cost > budget:
+            result.append(current)
+            current, spent = [], 0
+        current.append(source)
+        spent += cost
+    if current:
+        result.append(current)
+    return result
+
+
+def _round(rows: list[Row], probe: Probe, parallel: int, between_waves: Callable[[], None]) -> None:
     by_source: dict[str, list[Row]] = {}
     for row in rows:
         by_source.setdefault(row.source, []).append(row)
@@ -104,9 +139,11 @@ def _round(rows: list[Row], probe: Probe, parallel: int) -> None:
         return source, probe(source, targets) if targets else {}
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(by_source)))) as pool:
-        for source, results in pool.map(one, list(by_source)):
-            for row in by_source[source]:
-                row.got = results.get(row.via, False)
+        for wave in waves(by_source):
+            for source, results in pool.map(one, wave):
+                for row in by_source[source]:
+                    row.got = results.get(row.via, False)
+            between_waves()
 
 
 def table(rows: list[Row], *, only_failures: bool = False) -> tuple[list[str], list[list[str]]]:

@@ -117,3 +117,12 @@ def test_bad_topologies(tmp_path, text, expected):
     message = info.value.message
     assert expected in message and "\n" not in message and message.startswith(str(tmp_path))
     assert info.value.exit_code == 2
+
+
+def test_waves_bound_new_neighbours():
+    def rows(source, n):
+        return [matrix.Row(source, f"t{i}", True, f"10.0.0.{i}", "address") for i in range(n)]
+
+    by_source = {"a": rows("a", 100), "b": rows("b", 100), "c": rows("c", 300), "d": rows("d", 10)}
+    assert matrix.neighbour_cost(by_source["a"]) == 200
+    assert matrix.waves(by_source, budget=400) == [["a", "b"], ["c"], ["d"]]
