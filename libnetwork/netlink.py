@@ -47,7 +47,7 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER, IFLA_BRPORT_MODE = 1, 2, 1, 4
 IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PROXY = 1, 3, 4, 7, 11
 IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 15, 17
 RTEXT_FILTER_SKIP_STATS = 1 << 3
-IFF_UP, IFF_LOWER_UP = 0x1, 0x10000
+IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS, IFA_F_NODAD = 1, 2, 4, 8, 0x2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 253, 255, 1
@@ -103,6 +103,7 @@ class Link:
     link_netnsid: int | None  # set when the peer/lower device lives in another namespace
     link_index: int = 0  # IFLA_LINK: the veth peer's or lower device's index (in that namespace)
     lower_up: bool = False  # carrier (IFF_LOWER_UP)
+    running: bool = False  # operationally up (IFF_RUNNING): the kernel's linkwatch has put it in service
 
 
 @dataclass
@@ -250,6 +251,7 @@ def _parse_link(payload: bytes) -> Link:
         link_netnsid=struct.unpack("=i", netnsid)[0] if netnsid else None,
         link_index=_u32v(attrs.get(IFLA_LINK)),
         lower_up=bool(flags & IFF_LOWER_UP),
+        running=bool(flags & IFF_RUNNING),
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAtta
 from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
 
 DEFAULT_NETWORK = "bridge"  # Docker's default; created on first use like Docker's
+LINK_SERVICE_TIMEOUT_S = 1.0  # then start anyway: the links work, if a packet or two late
 SANDBOX_LABEL = "netctl.container"
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nimble", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty", "young", "zesty")  # fmt: skip
@@ -155,9 +157,36 @@ class Runtime:
             networks = hosts.networks_of(self.controller, config.sandbox_id) if config.sandbox_id else set()
             if networks:  # this container's own entries and its peers', and its name in theirs
                 hosts.refresh(self.controller, self.layout, networks=networks)
+            if config.sandbox_id:
+                self._await_links_in_service(config.sandbox_id, prepared.netns_path)
         except BaseException:
             undo.run()
             raise
+
+    def _await_links_in_service(self, sandbox_id: str, netns_path: str) -> None:
+        """Wait (bounded) until the kernel has put both ends of each veth in service.
+
+        A link that just came up sends nothing until the kernel's linkwatch work has run for it
+        (IFF_RUNNING; it swaps the no-op qdisc for a real one and enables the bridge port), a few ms
+        later, more when the machine is busy: the container's first packet, typically an ARP request,
+        would be dropped, and retried only after a second. The runner starts a process faster than that."""
+        from libnetwork.netlink import Netlink
+
+        with self.controller.store.snapshot() as tx:
+            endpoints = tx.list_endpoints(sandbox_id=sandbox_id)
+        host_ends = [e.host_ifname for e in endpoints if e.host_ifname]
+        inside_ends = [e.ifname for e in endpoints]
+        if not inside_ends:
+            return
+        deadline = time.monotonic() + LINK_SERVICE_TIMEOUT_S
+        delay = 0.0002
+        with Netlink(netns_path) as inside:
+            while time.monotonic() < deadline:
+                links = [inside.link(n) for n in inside_ends] + [self.controller.host.link(n) for n in host_ends]
+                if all(link is None or link.running for link in links):
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
 
     def _network_plan(self, request: RunRequest) -> tuple[str, list[NetworkAttachment]]:
         names = list(dict.fromkeys(request.networks)) or [DEFAULT_NETWORK]
