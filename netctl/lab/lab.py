@@ -284,8 +284,18 @@ def _create_network(shell: HostShell, network: topology.Network) -> None:
     args = ["network", "create", "-d", network.driver]
     args += ["--subnet", network.subnet] if network.subnet else []
     args += ["-o", f"vni={network.vni}"] if network.vni else []
-    args += ["--mtu", str(network.mtu)] if network.mtu else []
+    mtu = network.mtu
+    if network.is_global and not mtu:
+        mtu = _overlay_mtu(shell.topology)
+    args += ["--mtu", str(mtu)] if mtu else []
     shell.netctl(*args, network.name, what=f"host {shell.host}: create network {network.name}")
+
+
+def _overlay_mtu(topo: Topology) -> int:
+    """With underlays of different MTUs, an overlay must fit the smallest (the creating host would
+    otherwise size it from its own); 0 lets netctl decide (underlay - 50)."""
+    mtus = {u.mtu for u in topo.underlays.values()}
+    return min(mtus) - 50 if len(mtus) > 1 else 0
 
 
 def _run_container(shell: HostShell, container: topology.Container) -> None:

@@ -5,7 +5,11 @@ half-way leave nothing either."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 import textwrap
+import time
 
 import pytest
 
@@ -143,3 +147,63 @@ def test_failure_half_way_removes_everything(lab_host, tmp_path):
     line = one_line_error(proc)
     assert "lab bridges did not come up" in line and "o1" in line, proc.stderr
     assert_same(lab_host, before)
+
+
+def test_two_underlays_routed_by_the_switch(lab_host, tmp_path):
+    """Hosts on different underlays reach each other (and etcd) through the switch; the overlay is
+    sized for the smaller underlay MTU."""
+    path = write(tmp_path, """
+        name: routed
+        underlays:
+          a: {subnet: 198.18.1.0/24}
+          b: {subnet: 198.18.2.0/24, mtu: 1400}
+        hosts:
+          h1: {underlay: a}
+          h2: {underlay: b}
+        networks:
+          blue: {driver: overlay, subnet: 10.70.0.0/24}
+        containers:
+          c1: {host: h1, networks: [blue]}
+          c2: {host: h2, networks: [blue]}
+        expect:
+          reach: [[c1, c2]]
+    """)
+    before = lab_host.state()
+    try:
+        lab_host.lab("up", path)
+        tested = lab_host.lab("test", path, check=False)
+        assert tested.returncode == 0 and "PASS: 4/4" in tested.stdout, tested.stdout + tested.stderr
+        mtu = lab_host.host.run("nsenter", "--net=/run/netctl/labs/routed/netns/host-h2", "--", "env",
+                                "NETCTL_ROOT=/run/netctl/labs/routed/hosts/h2", *lab_netctl(), "network", "inspect", "blue")
+        assert json.loads(mtu.stdout)[0]["MTU"] == 1350
+    finally:
+        lab_host.lab("down", path)
+    assert_same(lab_host, before)
+
+
+def test_down_after_up_was_killed(lab_host, tmp_path):
+    """`lab up` killed -9 half-way leaves a half-made lab: `up` refuses it with a clear line, `down`
+    removes it completely."""
+    path = write(tmp_path, BRIDGES)
+    before = lab_host.state()
+    proc = lab_host.host.popen(*lab_netctl(), "lab", "up", path, env=lab_host.env)
+    deadline = time.monotonic() + 60
+    log = lab_host.host.path("/run/netctl/labs/bridges/logs")
+    while time.monotonic() < deadline and not any(f.endswith("daemon.log") for f in _listdir(log)):
+        time.sleep(0.02)
+    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+        up_pid = int(f.read().split()[0])  # nsenter's child: the `netctl lab up` process
+    os.kill(up_pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    again = lab_host.lab("up", path, check=False)
+    assert again.returncode == 4 and "half-made" in again.stderr, again.stderr
+    lab_host.lab("down", path)
+    assert_same(lab_host, before)
+
+
+def _listdir(path: str) -> list[str]:
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
+def lab_netctl() -> list[str]:
+    return [sys.executable, "-m", "netctl"]
