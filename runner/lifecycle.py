@@ -393,8 +393,8 @@ class Runtime:
 
     def teardown(self, config: ContainerConfig, *, lazy_links: bool = True) -> None:
         """Release what only a running container needs: cgroup, sandbox. Idempotent. `lazy_links`: the
-        kernel may remove the veth pairs just after we return (see _delete_sandbox); False waits for
-        them, for a failed start whose error must find nothing left behind."""
+        kernel may remove the veth pairs just after we return (see _delete_sandbox); False deletes them
+        before, for a failed start whose error must find nothing left behind."""
         cgroup = self._cgroup(config)
         if cgroup is not None:
             cgroup.kill_all()
