@@ -149,11 +149,41 @@ def _host_env(extra: dict[str, str] | None, root: str) -> dict[str, str]:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL nsenter and the command it started (same process group), then reap, bounded."""
-    if proc.poll() is None:
+    stop_group(proc, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(proc: subprocess.Popen, sig: int, timeout: float = STOP_TIMEOUT) -> None:
+    """Signal the process group of a host.popen() command (nsenter and the command it forked) and
+    wait, bounded, until every member is gone; SIGKILL what is left after `timeout`.
+
+    Waiting for nsenter alone is not enough: with -p it forks, dies of the signal at once, and the
+    command may still be shutting down (holding its ports) when proc.wait() returns."""
+    for signum in (sig, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signum)
+        if _wait_group_gone(proc, timeout):
+            return
+
+
+def _wait_group_gone(proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=STOP_TIMEOUT)
+        proc.wait(timeout=timeout)
+    while _group_alive(proc.pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @dataclass

@@ -21,6 +21,8 @@ import tempfile
 import time
 import urllib.request
 
+from harness import stop_group
+
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -204,15 +206,9 @@ class LabEtcdServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)  # nsenter and etcd: one group, started by us
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT_S)
+        # nsenter and etcd: one group, started by us. Until etcd itself is gone it holds its ports,
+        # and a start() right after would fail with "address already in use".
+        stop_group(proc, sig, STOP_TIMEOUT_S)
 
     def ctl(self, *args: str, check: bool = True) -> str:
         """etcdctl against this server, run inside its host."""

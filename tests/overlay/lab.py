@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from harness import Host
+from harness import Host, stop_group
 from libnetwork.model import CREATING, READY, Endpoint, Network, PoolConfig, Sandbox
 from libnetwork.store.etcd import EtcdStore
 
@@ -386,11 +386,7 @@ class NetctlLab:
 
 
 def _stop_group(proc: subprocess.Popen, sig: int) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
+    stop_group(proc, sig, 10)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             with contextlib.suppress(OSError):
