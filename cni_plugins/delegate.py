@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 TIMEOUT_S = 120.0  # host-local waits on a file lock; a plugin stuck longer is broken, not busy
 DEPTH_ENV = "NETCTL_CNI_DELEGATION_DEPTH"
 MAX_DEPTH = 2  # a plugin delegating to a plugin delegating to ...: a configuration loop, stop it
-MAIN_PLUGINS = ("netctl-bridge", "netctl-null")  # not IPAM plugins: delegating to them loops
+MAIN_PLUGINS = ("netctl-bridge", "netctl-overlay", "netctl-null")  # not IPAM plugins: delegating to them loops
 
 
 def find_plugin(name: str, directories: list[str]) -> str:

@@ -19,6 +19,7 @@ import sys
 
 PROTOCOL = "netctl-1"
 SOCKET_NAME = "netctl.sock"
+GLOBAL_CONFIG = "global.json"  # written by `netctl daemon` (netctl/daemon.py)
 DEFAULT_ROOT = "/var/lib/netctl"
 REPLY_TIMEOUT_S = 300.0
 
@@ -66,7 +67,29 @@ def delegable(argv: list[str]) -> str | None:
         return None
     if tuple(words[:2]) not in DELEGATED and tuple(words[:1]) not in DELEGATED:
         return None
+    if not _same_membership_as_daemon(root):
+        return None
     return os.path.join(os.path.abspath(root), SOCKET_NAME)
+
+
+def _same_membership_as_daemon(root: str) -> bool:
+    """The daemon answers with its own global store and host name (ROOT/global.json). A caller whose
+    NETCTL_STORE / NETCTL_HOST_NAME say otherwise must run in-process, or it would get another
+    store's answer. Only callers that set them pay for reading the file."""
+    wanted = {key: os.environ[env] for key, env in (("store", "NETCTL_STORE"), ("host", "NETCTL_HOST_NAME"))
+              if env in os.environ}  # fmt: skip
+    if not wanted:
+        return True
+    import json
+
+    try:
+        with open(os.path.join(os.path.abspath(root), GLOBAL_CONFIG)) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        saved = {}
+    if not isinstance(saved, dict):
+        return False
+    return all(str(saved.get(key, "")) == value for key, value in wanted.items())
 
 
 def encode(fields: list[str]) -> bytes:

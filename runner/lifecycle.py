@@ -365,18 +365,31 @@ class Runtime:
             return {}
         from libnetwork.controller import endpoint_view
 
-        views = {}
         with self.controller.store.snapshot() as tx:
-            for endpoint in tx.list_endpoints(sandbox_id=config.sandbox_id):
-                network = tx.get_network(endpoint.network_id)
-                if network is None:
-                    continue
-                view = endpoint_view(endpoint)
-                pools = network.pools_of(4)
-                view["Gateway"] = pools[0].gateway if pools else ""
-                view["NetworkID"] = network.id
-                views[network.name] = view
+            attached = [(endpoint, tx.get_network(endpoint.network_id))
+                        for endpoint in tx.list_endpoints(sandbox_id=config.sandbox_id)]  # fmt: skip
+        views = {}
+        for endpoint, network in attached:
+            if network is None:
+                network = self._global_network(endpoint.network_id)
+            if network is None:
+                continue
+            view = endpoint_view(endpoint)
+            pools = network.pools_of(4)
+            view["Gateway"] = pools[0].gateway if pools else ""
+            view["NetworkID"] = network.id
+            views[network.name] = view
         return views
+
+    def _global_network(self, network_id: str):
+        """An overlay network lives in etcd, not in SQLite. Asked only when a store is configured; with
+        etcd away, inspect and ps just leave that network out rather than fail."""
+        if not self.controller.store_url:
+            return None
+        try:
+            return self.controller.resolve_network(network_id)
+        except NetctlError:
+            return None
 
     # --- exit and removal -----------------------------------------------------------------------
 

@@ -498,6 +498,9 @@ _VOLATILE_TEXT = [
     (re.compile(r"\bexpires \S+"), "expires"),
     (re.compile(r"\bcounter packets \d+ bytes \d+"), "counter"),
     (re.compile(r"\bpackets \d+ bytes \d+"), "packets"),
+    # A route's "linkdown" mirrors its device's carrier, which the kernel updates late (linkwatch
+    # batches carrier changes for up to a second): a bridge made just now may gain it afterwards.
+    (re.compile(r" linkdown\b"), ""),
 ]
 
 RunFn = Callable[..., subprocess.CompletedProcess]

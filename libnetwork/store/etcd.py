@@ -1140,6 +1140,19 @@ def _dup_fd(response: Any) -> int:
     return os.dup(response.raw.fileno())
 
 
+def _is_power_of_ten(n: int) -> bool:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
+
+
+def _recovered(prefix: str, failures: int) -> int:
+    """Log the end of a run of watch failures; the new count (0)."""
+    if failures:
+        log.warning("watch on %s works again after %d failure(s)", prefix, failures)
+    return 0
+
+
 class PrefixMirror:
     """A local copy of every key under a prefix, kept equal to etcd's: what a reconcile loop reads.
 
@@ -1192,14 +1205,17 @@ class PrefixMirror:
         A mirror that has been read already (revision > 0) continues from there."""
         need_resync = self.revision == 0
         delay = self._retry[0]
+        failures = 0  # in a row: an etcd outage is one warning, not one per retry
         while not self._stop.is_set():
             try:
                 if need_resync:
                     self.resync()
                     need_resync = False
+                    failures = _recovered(self.prefix, failures)
                     on_change(self, None)
                 watch = Watch(self.url, self.prefix, self.revision + 1, idle_timeout=self._idle_timeout,
                               timeout=self._timeout)
+                failures = _recovered(self.prefix, failures)  # etcd answered the watch
                 with self._lock:
                     self._watch = watch
                 if self._stop.is_set():
@@ -1213,7 +1229,11 @@ class PrefixMirror:
                 log.info("%s", err)
                 need_resync = True
             except StoreError as err:
-                log.warning("watch on %s: %s; retrying in %.1f s", self.prefix, err, delay)
+                failures += 1
+                # The 1st, 10th, 100th ... failure of a run: enough to see an outage and its length.
+                level = logging.WARNING if _is_power_of_ten(failures) else logging.DEBUG
+                log.log(level, "watch on %s: %s; retrying in %.1f s (failure %d in a row)", self.prefix, err,
+                        delay, failures)  # fmt: skip
                 self.reconnects += 1
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._retry[1])

@@ -92,3 +92,12 @@ def test_bad_cni_args(text):
     with pytest.raises(skel.CNIError) as err:
         skel.parse_cni_args(text)
     assert err.value.code == 4 and "CNI_ARGS" in err.value.msg
+
+
+@pytest.mark.parametrize("name", ["netctl-bridge", "netctl-overlay", "netctl-null"])
+def test_a_main_plugin_named_as_ipam_is_refused_before_anything_runs(name):
+    from cni_plugins import delegate
+
+    with pytest.raises(skel.CNIError) as refused:
+        delegate.call(None, None, name, "ADD")  # refused on the name alone: no request is looked at
+    assert refused.value.code == 7 and "not an IPAM plugin" in refused.value.msg

@@ -108,6 +108,30 @@ def test_which_command_lines_are_delegated(monkeypatch):
     assert delegable(["network", "ls"]) is None
 
 
+def test_a_caller_naming_another_store_or_host_than_the_daemons_runs_in_process(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("NETCTL_ROOT", str(tmp_path))
+    for name in ("NETCTL_NO_DAEMON", "NETCTL_TEST_PAUSE", "NETCTL_STORE", "NETCTL_HOST_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    sock = str(tmp_path / "netctl.sock")
+    monkeypatch.setenv("NETCTL_STORE", "etcd://192.0.2.1:2379")
+    assert delegable(["network", "ls"]) is None  # a daemon without a store (no global.json)
+    (tmp_path / "global.json").write_text(json.dumps({"store": "etcd://192.0.2.1:2379", "host": "h1", "vtep": "192.0.2.5"}))
+    assert delegable(["network", "ls"]) == sock  # the daemon's own store
+    monkeypatch.setenv("NETCTL_HOST_NAME", "h1")
+    assert delegable(["network", "ls"]) == sock
+    monkeypatch.setenv("NETCTL_HOST_NAME", "h2")
+    assert delegable(["network", "ls"]) is None
+    monkeypatch.delenv("NETCTL_HOST_NAME")
+    for other in ("etcd://192.0.2.9:2379", ""):  # another store, or explicitly none
+        monkeypatch.setenv("NETCTL_STORE", other)
+        assert delegable(["network", "ls"]) is None, other
+    (tmp_path / "global.json").write_text("{not json")
+    monkeypatch.setenv("NETCTL_STORE", "etcd://192.0.2.1:2379")
+    assert delegable(["network", "ls"]) is None
+
+
 def test_wire_format_round_trips_any_text():
     import socket
 

@@ -56,8 +56,11 @@ def test_containers_on_three_hosts_reach_each_other_by_address_and_name_and_rm_l
     lab.reconcile_all()
     addresses = {}
     for name, host in placement.items():
-        assert json.loads(run(lab, host, "inspect", name).stdout)[0]["Name"] == name
         addresses[name] = run(lab, host, "exec", name, "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
+        inspected = json.loads(run(lab, host, "inspect", name).stdout)[0]
+        assert inspected["Name"] == name
+        web = inspected["NetworkSettings"]["Networks"]["web"]  # a global network, read from etcd
+        assert web["IPAddress"] == addresses[name] and web["Gateway"] == "10.60.0.1", web
     for source, host in placement.items():
         for target in placement:
             if source != target:
