@@ -247,8 +247,6 @@ def _ipam_type_for_delete(req: Request) -> str:
 
 def check(req: Request, context: Context) -> None:
     """Spec CHECK: what ADD made (and prevResult lists) is still there, as it was."""
-    from libnetwork.netlink import Netlink
-
     previous = prev_result(req)
     if previous is None:
         raise CNIError(CNI_INTERNAL, "Required prevResult missing")
@@ -268,28 +266,7 @@ def check(req: Request, context: Context) -> None:
     port = controller.host.link(endpoint.host_ifname)
     if port is None or port.master != bridge.index:
         raise CNIError(CNI_INTERNAL, f"host veth {endpoint.host_ifname} is missing or not a port of {bridge.name}")
-    ours = [i for i, iface in enumerate(previous.get("interfaces", []))
-            if iface.get("name") == req.ifname and iface.get("sandbox") == req.netns]
-    expected_mac = previous["interfaces"][ours[0]].get("mac", "") if ours else ""
-    with Netlink(req.netns) as inside:
-        link = inside.link(req.ifname)
-        if link is None or link.kind != "veth":
-            raise CNIError(CNI_INTERNAL, f"interface {req.ifname} is missing in {req.netns} or is not a veth")
-        if expected_mac and link.mac.lower() != expected_mac.lower():
-            raise CNIError(CNI_INTERNAL, f"interface {req.ifname} has MAC {link.mac}, prevResult says {expected_mac}")
-        have = {a.address for a in inside.addrs(link.index)}
-        for ip in previous.get("ips", []):
-            if ours and ip.get("interface") not in ours:
-                continue
-            if ip["address"] not in have:
-                raise CNIError(CNI_INTERNAL, f"address {ip['address']} is missing on {req.ifname}")
-            if ip["address"] not in endpoint.addresses:
-                raise CNIError(CNI_INTERNAL, f"address {ip['address']} on {req.ifname} is not the one netctl "
-                                             f"recorded ({', '.join(endpoint.addresses)})")
-        routes = {(r.dst, r.gateway) for r in inside.routes()}
-        for route in previous.get("routes", []):
-            if not any(dst == route["dst"] and (not route.get("gw") or gw == route["gw"]) for dst, gw in routes):
-                raise CNIError(CNI_INTERNAL, f"route {route['dst']} is missing in {req.netns}")
+    kernel.check_container_side(req, previous, endpoint)
     if not conf.native_ipam:
         delegate.call(req, context, conf.ipam_type, "CHECK")
     return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from cni_plugins.skel import CNIError, shown
-from libnetwork.errors import CNI_INVALID_ENV, CNI_INVALID_NETNS
+from libnetwork.errors import CNI_INTERNAL, CNI_INVALID_ENV, CNI_INVALID_NETNS
 
 THREAD_NETNS = "/proc/thread-self/ns/net"
 
@@ -62,3 +62,32 @@ def remove_leftover_interface(netns_path: str, ifname: str) -> bool:
         if link is None or link.kind != "veth":
             return False
         return inside.del_link(link.index)
+
+
+def check_container_side(req, previous: dict, endpoint) -> None:
+    """CHECK inside the container: the interface ADD made is a veth with prevResult's MAC, holds the
+    addresses prevResult lists (and netctl recorded), and every prevResult route is in place."""
+    from libnetwork.netlink import Netlink
+
+    ours = [i for i, iface in enumerate(previous.get("interfaces", []))
+            if iface.get("name") == req.ifname and iface.get("sandbox") == req.netns]
+    expected_mac = previous["interfaces"][ours[0]].get("mac", "") if ours else ""
+    with Netlink(req.netns) as inside:
+        link = inside.link(req.ifname)
+        if link is None or link.kind != "veth":
+            raise CNIError(CNI_INTERNAL, f"interface {req.ifname} is missing in {req.netns} or is not a veth")
+        if expected_mac and link.mac.lower() != expected_mac.lower():
+            raise CNIError(CNI_INTERNAL, f"interface {req.ifname} has MAC {link.mac}, prevResult says {expected_mac}")
+        have = {a.address for a in inside.addrs(link.index)}
+        for ip in previous.get("ips", []):
+            if ours and ip.get("interface") not in ours:
+                continue
+            if ip["address"] not in have:
+                raise CNIError(CNI_INTERNAL, f"address {ip['address']} is missing on {req.ifname}")
+            if ip["address"] not in endpoint.addresses:
+                raise CNIError(CNI_INTERNAL, f"address {ip['address']} on {req.ifname} is not the one netctl "
+                                             f"recorded ({', '.join(endpoint.addresses)})")
+        routes = {(r.dst, r.gateway) for r in inside.routes()}
+        for route in previous.get("routes", []):
+            if not any(dst == route["dst"] and (not route.get("gw") or gw == route["gw"]) for dst, gw in routes):
+                raise CNIError(CNI_INTERNAL, f"route {route['dst']} is missing in {req.netns}")

@@ -729,28 +729,16 @@ class Controller:
     def _connect(self, tx, network: Network, sandbox: Sandbox, *, ip: str, ip6: str, aliases: list[str] | None,
                  ports: list[PortMapping] | None, ifname: str, mac: str) -> Endpoint:
         """connect() inside the caller's transaction (CNI ADD records its sandbox in the same one)."""
-        from drivers.bridge import host_veth_name, validate_ifname
+        from drivers.bridge import host_veth_name
 
         if network.scope == "global":
             return self._connect_global(tx, network, sandbox, ip=ip, ip6=ip6, aliases=aliases, ports=ports,
                                         ifname=ifname, mac=mac)
         ports = list(ports or [])
         driver = self.driver(network.driver)
-        if tx.find_endpoint(network.id, sandbox.id) is not None:
-            raise AlreadyExists(f"sandbox {sandbox.name!r} is already connected to network {network.name!r}")
-        endpoint_id = new_id()
-        endpoint = Endpoint(
-            id=endpoint_id,
-            name=sandbox.name,
-            network_id=network.id,
-            sandbox_id=sandbox.id,
-            aliases=[validate_name(a, "alias") for a in aliases or []],
-            ports=ports,
-            ifname=validate_ifname(ifname, "interface") if ifname else self._next_ifname(tx, sandbox),
-            host_ifname=host_veth_name(endpoint_id) if driver.name == "bridge" else "",
-            state=READY,
-            created=now(),
-        )
+        endpoint = self._new_endpoint(tx, network, sandbox, aliases=aliases, ifname=ifname,
+                                      host_ifname=host_veth_name if driver.name == "bridge" else None,
+                                      ports=ports, state=READY)  # fmt: skip
         self._check_ports(tx, network, endpoint)
         self._assign_addresses(tx, network, endpoint, ip, ip6)
         endpoint.mac = check_mac(mac) if mac else mac_for(endpoint)
@@ -766,11 +754,31 @@ class Controller:
                 raise
         return endpoint
 
+    def _new_endpoint(self, tx, network: Network, sandbox: Sandbox, *, aliases: list[str] | None, ifname: str,
+                      host_ifname: Callable[[str], str] | None, **fields) -> Endpoint:
+        """A new endpoint record of sandbox on network (not stored yet); AlreadyExists if it is on it.
+        `host_ifname` names the host side of the veth after the endpoint id (None: the driver has none)."""
+        from drivers.bridge import validate_ifname
+
+        if tx.find_endpoint(network.id, sandbox.id) is not None:
+            raise AlreadyExists(f"sandbox {sandbox.name!r} is already connected to network {network.name!r}")
+        endpoint_id = new_id()
+        return Endpoint(
+            id=endpoint_id,
+            name=sandbox.name,
+            network_id=network.id,
+            sandbox_id=sandbox.id,
+            aliases=[validate_name(a, "alias") for a in aliases or []],
+            ifname=validate_ifname(ifname, "interface") if ifname else self._next_ifname(tx, sandbox),
+            host_ifname=host_ifname(endpoint_id) if host_ifname else "",
+            created=now(),
+            **fields,
+        )
+
     def _connect_global(self, tx, network: Network, sandbox: Sandbox, *, ip: str, ip6: str,
                         aliases: list[str] | None, ports: list[PortMapping] | None, ifname: str, mac: str) -> Endpoint:
         """Connect to an overlay network (see the module doc for the order). Inside the caller's SQLite
         transaction: this host's operations stay ordered; the local copy commits with it."""
-        from drivers.bridge import validate_ifname
         from drivers.overlay import host_veth_name
 
         if ports:
@@ -780,21 +788,8 @@ class Controller:
         if ip6:
             check_address(ip6, 6, "--ip6")
         store = self._require_global_store(f"connecting to overlay network {network.name!r}")
-        if tx.find_endpoint(network.id, sandbox.id) is not None:
-            raise AlreadyExists(f"sandbox {sandbox.name!r} is already connected to network {network.name!r}")
-        endpoint_id = new_id()
-        endpoint = Endpoint(
-            id=endpoint_id,
-            name=sandbox.name,
-            network_id=network.id,
-            sandbox_id=sandbox.id,
-            aliases=[validate_name(a, "alias") for a in aliases or []],
-            ifname=validate_ifname(ifname, "interface") if ifname else self._next_ifname(tx, sandbox),
-            host_ifname=host_veth_name(endpoint_id),
-            state=CREATING,
-            op_pid=os.getpid(),
-            created=now(),
-        )
+        endpoint = self._new_endpoint(tx, network, sandbox, aliases=aliases, ifname=ifname,
+                                      host_ifname=host_veth_name, state=CREATING, op_pid=os.getpid())  # fmt: skip
         wanted_mac = check_mac(mac) if mac else ""
         registered = []
 
