@@ -581,11 +581,11 @@ class Controller:
         store.atomic(remove)
         self._overlay_driver().delete_network(network, self.host)  # a leftover of a crash, if any
 
-    def list_networks(self) -> list[Network]:
-        """This host's local networks, then the global ones (when a store is configured)."""
+    def list_networks(self, *, local_only: bool = False) -> list[Network]:
+        """This host's local networks, then the global ones (when a store is configured and wanted)."""
         with self.store.snapshot() as tx:
             local = tx.list_networks()
-        return local + self._global_networks()
+        return local if local_only else local + self._global_networks()
 
     def inspect_network(self, ref: str) -> dict[str, Any]:
         with self.store.snapshot() as tx:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from libnetwork.errors import InvalidArgument, NetctlError
+from libnetwork.errors import InvalidArgument, NetctlError, StoreError
 from netctl.output import emit_json, print_table
 
 
@@ -209,7 +209,16 @@ def request_pools(subnets, gateways, ip_ranges, aux_addresses):
 @click.pass_context
 def network_ls(ctx, fmt, quiet):
     """List networks."""
-    networks = controller(ctx).list_networks()
+    ctl = controller(ctx)
+    unreachable = None
+    try:
+        networks = ctl.list_networks()
+    except StoreError as err:
+        if not ctl.store_url:
+            raise
+        # etcd away: the local networks are still worth showing; the exit status says the list is partial.
+        networks = ctl.list_networks(local_only=True)
+        unreachable = StoreError(f"global networks not listed: {err.message}")
     if quiet:
         for n in networks:
             click.echo(n.short_id)
@@ -220,6 +229,8 @@ def network_ls(ctx, fmt, quiet):
             ["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNETS"],
             [[n.short_id, n.name, n.driver, n.scope, ",".join(p.subnet for p in n.pools)] for n in networks],
         )
+    if unreachable is not None:
+        raise unreachable
 
 
 @network.command("inspect")

@@ -131,6 +131,9 @@ def test_with_etcd_unreachable_overlay_commands_fail_clearly_and_change_nothing(
                          ("network", "ls"), ("network", "rm", "g")):
                 line = fails(lab, h1, *args, code=8, says="etcd at http://198.18.0.254:2379 is unreachable")
                 assert "start it or pass --store" in line
+            partial = lab.netctl(h1, "network", "ls", check=False)  # the local networks, and exit 8
+            assert partial.returncode == 8 and "global networks not listed" in partial.stderr
+            assert [row.split()[1] for row in partial.stdout.splitlines()[1:]] == ["loc"], partial.stdout
         finally:
             lab.etcd.start()
 
