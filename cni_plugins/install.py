@@ -23,8 +23,10 @@ from cni_plugins.launch import main; main({plugin!r})
 """
 # Plugins needing packages beyond the standard library, by the module to locate: with -S the
 # interpreter sees no site-packages, so the launcher appends the directory holding it (after the
-# standard library, so nothing there is shadowed). netctl-overlay's etcd client pulls in requests.
-THIRD_PARTY = {"netctl-overlay": "etcd3gw"}
+# standard library, so nothing there is shadowed). netctl-overlay's etcd client pulls in requests;
+# the local plugins need it too on a host with a global store (a new local network's name is checked
+# against the global ones). Only a path is added: nothing is imported until a store is used.
+THIRD_PARTY = {name: "etcd3gw" for name in ("netctl-overlay", "netctl-bridge", "netctl-ipam", "netctl-null")}
 
 
 def package_dir() -> str:

@@ -118,7 +118,10 @@ class Context:
 
         root = state_root(req.config, req.env)
         if root not in self.controllers:
-            self.controllers[root] = Controller(root)
+            # netctl-bridge, -ipam and -null serve local networks: a host whose etcd is away (it has
+            # overlay networks too) must still ADD, DEL and GC them. A new network's name is still
+            # checked against the global ones when etcd answers (Controller._refuse_global_name).
+            self.controllers[root] = Controller(root, find_global=False)
         return self.controllers[root]
 
     def close(self) -> None:

@@ -178,8 +178,12 @@ class Controller:
     it; each defaults to NETCTL_STORE / NETCTL_HOST_NAME, then to ROOT/global.json (written by
     `netctl daemon --store`), and the host name finally to socket.gethostname()."""
 
-    def __init__(self, root: str | None = None, *, store_url: str | None = None, host_name: str | None = None):
+    def __init__(self, root: str | None = None, *, store_url: str | None = None, host_name: str | None = None,
+                 find_global: bool = True):
         self.root = root or os.environ.get("NETCTL_ROOT") or DEFAULT_ROOT
+        # False: networks looked up by exact name (the CNI calls) are this host's local ones only, so
+        # the local plugins' DEL, CHECK, GC and STATUS never wait for etcd.
+        self._find_global = find_global
         self.netns_dir = os.path.join(self.root, "netns")
         self._store = None
         self._host: "Netlink | None" = None
@@ -568,14 +572,23 @@ class Controller:
         if local and not force:
             names = ", ".join(sorted(e.name for e in local))
             raise InUse(f"network {network.name!r} has active endpoints on this host ({names}); disconnect them first or use -f")
+        mine = {e.id for e in local}
+
+        def refuse_if_used_elsewhere(g) -> None:
+            others = [(host, e) for host, e in g.list_placed_endpoints(network_id=network.id) if e.id not in mine]
+            if others:
+                where = ", ".join(f"{e.name} on {host}" for host, e in others[:10]) + (" and more" if len(others) > 10 else "")
+                raise InUse(f"network {network.name!r} has endpoints elsewhere ({where}); disconnect them there first")
+
+        # Checked before -f touches this host's endpoints: their kernel side and etcd records cannot
+        # come back with the SQLite rollback of a refusal. Checked again in the deleting transaction.
+        with store.snapshot() as g:
+            refuse_if_used_elsewhere(g)
         for endpoint in local:
             self._remove_global_endpoint(tx, network, endpoint, strict=True)
 
         def remove(g) -> None:
-            placed = g.list_placed_endpoints(network_id=network.id)
-            if placed:
-                where = ", ".join(f"{e.name} on {host}" for host, e in placed[:10]) + (" and more" if len(placed) > 10 else "")
-                raise InUse(f"network {network.name!r} has endpoints on other hosts ({where}); disconnect them there first")
+            refuse_if_used_elsewhere(g)
             g.delete_network(network.id)
 
         store.atomic(remove)
@@ -1000,7 +1013,7 @@ class Controller:
     def _network_named(self, tx, name: str) -> Network | None:
         """By exact name: this host's local networks, then the global ones."""
         network = _network_named(tx, name)
-        if network is None and self.store_url:
+        if network is None and self._find_global and self.store_url:
             with self.global_store.snapshot() as g:
                 network = g.network_named(name)
         return network

@@ -318,7 +318,11 @@ class _Etcd:
     """One etcd3gw client (one HTTP session: use one per thread)."""
 
     def __init__(self, url: str, timeout: float):
-        from etcd3gw.client import Etcd3Client  # lazy: pulls in requests
+        try:
+            from etcd3gw.client import Etcd3Client  # lazy: pulls in requests
+        except ImportError as err:  # e.g. a CNI plugin installed without its site-packages path
+            raise StoreError(f"the etcd client (etcd3gw) cannot be imported ({err}); install netctl with its "
+                             "dependencies, or reinstall the CNI plugins") from None
 
         self.url, host, port = parse_url(url)
         self.timeout = timeout

@@ -303,6 +303,29 @@ def test_etcd_down_add_fails_cleanly_del_still_cleans_the_kernel_and_gc_the_rest
     assert lab.overlay_netns(h2) == []
 
 
+def test_local_plugins_on_an_overlay_host_do_not_need_etcd(lab, cnis):
+    """h1 has a global store (ROOT/global.json); its bridge networks are local and must not wait for etcd."""
+    c1 = cnis[0]
+    conf = {"cniVersion": "1.1.0", "name": "loc-br", "type": "netctl-bridge", "bridge": "locbr0",
+            "ipam": {"type": "netctl-ipam", "ranges": [[{"subnet": "10.78.0.0/24"}]]}}
+    kept = c1.add(conf, "k1")
+    lab.etcd.stop()
+    try:
+        gone = c1.add(conf, "k2")  # an existing local network: no etcd needed
+        assert c1.run("netctl-bridge", "CHECK", with_prev(conf, gone), cid="k2", netns="/run/netns/k2",
+                      ifname="eth0").ok
+        assert c1.run("netctl-bridge", "STATUS", conf).ok
+        c1.delete(with_prev(conf, gone), "k2")
+        c1.delete(conf, "never-added")  # DEL of an unknown attachment: idempotent, with etcd away too
+        c1.delete(dict(conf, name="never-made"), "k9")  # of a network this host never had (not asked of etcd)
+        gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "k1", "ifname": "eth0"}]})
+        assert c1.run("netctl-bridge", "GC", gc).ok
+    finally:
+        lab.etcd.start()
+    c1.delete(with_prev(conf, kept), "k1")
+    lab.netctl(lab.hosts[0], "network", "rm", "loc-br")  # the network a CNI ADD made stays until removed
+
+
 @pytest.mark.parametrize("pause", ["connect-overlay-after-allocate", "connect-overlay-after-join"])
 @pytest.mark.parametrize("cleaner", ["DEL", "GC"])
 def test_an_add_killed_half_way_is_cleaned_up_by_del_or_gc(lab, cnis, pause, cleaner):

@@ -166,6 +166,13 @@ def test_a_global_network_with_endpoints_elsewhere_cannot_be_removed(lab):
     assert proc.returncode == 5
     assert "b1 on h1" in proc.stderr and "b3 on h3" in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert lab.etcd_dump() == before
+    # -f on h1 would disconnect h1's own b1, but b3 on h3 still uses b: refused before b1 is touched.
+    h1 = lab.hosts[0]
+    host_before = (h1.snapshot(), lab.overlay_netns(h1))
+    proc = lab.netctl(h1, "network", "rm", "-f", "b", check=False)
+    assert proc.returncode == 5 and "b3 on h3" in proc.stderr and "b1 on h1" not in proc.stderr, proc.stderr
+    assert (h1.snapshot(), lab.overlay_netns(h1)) == host_before
+    assert lab.etcd_dump() == before
 
 
 def test_disconnect_removes_the_endpoint_everywhere_and_the_network_from_its_last_host(lab):
