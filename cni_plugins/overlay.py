@@ -174,6 +174,7 @@ def add(req: Request, context: Context) -> dict[str, Any]:
         )
         undo.append(lambda: controller.detach_container(req.name, req.container_id, req.ifname))
         routes = _install_routes(req, endpoint, conf.ipam.routes if conf.ipam else [])
+        return _result(req, conf, controller, network, endpoint, routes, previous)  # reads the kernel too
     except BaseException:
         for step in reversed(undo):
             try:
@@ -181,7 +182,6 @@ def add(req: Request, context: Context) -> dict[str, Any]:
             except Exception as err:  # report the first failure, not the undo's
                 context.log.append(f"{NAME}: undoing a failed ADD: {err}")
         raise
-    return _result(req, conf, controller, network, endpoint, routes, previous)
 
 
 def _require_same_overlay(network, conf: OverlayConf) -> None:

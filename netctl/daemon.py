@@ -227,12 +227,24 @@ def run_captured(root: str, argv: list[str]) -> tuple[int, str, str]:
     from netctl.cli import main as cli_main
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli_main(["--root", root, *argv])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    # In-process, the library's warnings (e.g. "... stays in etcd until `netctl gc`") reach the user's
+    # stderr through logging's last resort; here the daemon's own handler would keep them in its log.
+    # Give the client what this request's thread warns, as the in-process run prints it.
+    warnings = logging.StreamHandler(err)
+    warnings.setLevel(logging.WARNING)
+    serving = threading.get_ident()
+    warnings.addFilter(lambda record: record.thread == serving)
+    root_logger = logging.getLogger()
+    root_logger.addHandler(warnings)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli_main(["--root", root, *argv])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        root_logger.removeHandler(warnings)
     return code, out.getvalue(), err.getvalue()
 
 

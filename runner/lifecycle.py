@@ -18,6 +18,7 @@ All of it runs in the monitor's worker thread (one Controller, one store connect
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -170,19 +171,31 @@ class Runtime:
         (IFF_RUNNING; it swaps the no-op qdisc for a real one and enables the bridge port), a few ms
         later, more when the machine is busy: the container's first packet, typically an ARP request,
         would be dropped, and retried only after a second. The runner starts a process faster than that."""
+        from libnetwork.controller import is_global_copy
         from libnetwork.netlink import Netlink
 
         with self.controller.store.snapshot() as tx:
             endpoints = tx.list_endpoints(sandbox_id=sandbox_id)
-        host_ends = [e.host_ifname for e in endpoints if e.host_ifname]
         inside_ends = [e.ifname for e in endpoints]
         if not inside_ends:
             return
+        host_ends = [e.host_ifname for e in endpoints if e.host_ifname and not is_global_copy(e)]
+        # An overlay endpoint's other end is a port of its network's bridge, in that network's own
+        # namespace on this host (drivers/overlay.py), not in the host's.
+        segment_ends = []
+        if any(is_global_copy(e) for e in endpoints):
+            from drivers.overlay import NETNS_DIR as OVERLAY_NETNS_DIR
+
+            segment_ends = [(os.path.join(self.controller.root, OVERLAY_NETNS_DIR, e.network_id), e.host_ifname)
+                            for e in endpoints if is_global_copy(e)]  # fmt: skip
         deadline = time.monotonic() + LINK_SERVICE_TIMEOUT_S
         delay = 0.0002
-        with Netlink(netns_path) as inside:
+        with contextlib.ExitStack() as stack:
+            inside = stack.enter_context(Netlink(netns_path))
+            segments = {path: stack.enter_context(Netlink(path)) for path in {p for p, _ in segment_ends}}
             while time.monotonic() < deadline:
-                links = [inside.link(n) for n in inside_ends] + [self.controller.host.link(n) for n in host_ends]
+                links = ([inside.link(n) for n in inside_ends] + [self.controller.host.link(n) for n in host_ends]
+                         + [segments[path].link(n) for path, n in segment_ends])  # fmt: skip
                 if all(link is None or link.running for link in links):
                     return
                 time.sleep(delay)

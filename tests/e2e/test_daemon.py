@@ -155,3 +155,27 @@ def test_daemon_with_root_flag_serves_a_client_that_names_the_root_by_environmen
         assert served(proc, 1) == ["netctl daemon: served network ls -q: exit 0"]
     finally:
         stop(proc)
+
+
+def test_a_served_command_returns_its_own_warnings_to_the_client_and_no_one_elses(monkeypatch):
+    """In-process, a library warning (e.g. "... stays in etcd until `netctl gc`") reaches the user's
+    stderr; through the daemon it must too, and what the agent's threads log meanwhile must not."""
+    import logging
+    import threading
+
+    import netctl.cli
+    from netctl import daemon
+
+    def fake_cli(argv):
+        logging.getLogger("libnetwork.controller").warning("endpoint e1 stays in etcd until `netctl gc` removes it")
+        other = threading.Thread(target=lambda: logging.getLogger("netctl.agent").warning("agent noise"))
+        other.start()
+        other.join()
+        raise SystemExit(0)
+
+    monkeypatch.setattr(netctl.cli, "main", fake_cli)
+    handlers = list(logging.getLogger().handlers)
+    code, out, err = daemon.run_captured("/r", ["sandbox", "rm", "s1"])
+    assert code == 0 and out == ""
+    assert err == "endpoint e1 stays in etcd until `netctl gc` removes it\n"
+    assert logging.getLogger().handlers == handlers  # the request's handler is gone again
