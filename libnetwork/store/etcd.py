@@ -64,6 +64,7 @@ COMMIT_ATTEMPTS = 40  # atomic(): each failed attempt means another writer commi
 MAX_BACKOFF_S = 0.05
 MAX_TXN_OPS = 128  # etcd's --max-txn-ops default, for compares and operations separately
 PEER_BATCH = 100  # peers re-published per transaction when a host registers
+REPUBLISH_ATTEMPTS = 5  # reads of this host's endpoints while some keep changing under the re-publication
 WATCH_IDLE_S = 30.0  # a quiet watch stream is re-opened after this long (cheap; catches dead connections)
 VNI_FIRST, VNI_LAST = 256, (1 << 24) - 1  # Docker's overlay range (drivers/overlay/overlay.go)
 
@@ -1374,11 +1375,28 @@ class EtcdStore:
         raise AssertionError("unreachable")
 
     def _republish_peers(self, etcd: _Etcd, record: HostRecord) -> None:
-        endpoints = [e for e in EtcdReadTxn(self, etcd).list_endpoints(host=record.name) if e.state == READY]
-        for i in range(0, len(endpoints), PEER_BATCH):
-            ops = [_put_op(Keys.peer(e.network_id, e.id), asdict(PeerRecord.of(e, record)), record.lease)
-                   for e in endpoints[i : i + PEER_BATCH]]
-            etcd.txn([], ops, "re-publishing peers")
+        """The peer records of this host's ready endpoints, on the new lease. Each batch commits only if
+        none of its endpoint records changed since they were read: an endpoint removed (or changed)
+        meanwhile by a `netctl rm` or a CNI DEL on this host must not get its peer back. A batch that
+        lost such a race is read again, a bounded number of times."""
+        done: set[str] = set()
+        for _ in range(REPUBLISH_ATTEMPTS):
+            kvs, _ = etcd.range(Keys.ENDPOINTS, end=prefix_end(Keys.ENDPOINTS), what="this host's endpoints")
+            todo = [(kv, Endpoint.from_dict(kv.value["endpoint"])) for kv in kvs if kv.value["host"] == record.name]
+            todo = [(kv, e) for kv, e in todo if e.state == READY and e.id not in done]
+            if not todo:
+                return
+            for i in range(0, len(todo), PEER_BATCH):
+                batch = todo[i : i + PEER_BATCH]
+                compares = [{"key": _key_b64(kv.key), "target": "MOD", "result": "EQUAL", "mod_revision": kv.mod_revision}
+                            for kv, _ in batch]  # fmt: skip
+                ops = [_put_op(Keys.peer(e.network_id, e.id), asdict(PeerRecord.of(e, record)), record.lease)
+                       for _, e in batch]  # fmt: skip
+                succeeded, _ = etcd.txn(compares, ops, "re-publishing peers")
+                if succeeded:
+                    done.update(e.id for _, e in batch)
+        log.warning("peers of host %s: endpoint records kept changing while they were re-published; the next "
+                    "connect or registration publishes the rest", record.name)
 
     def unregister_host(self) -> None:
         """Revoke this host's lease: its record and peers disappear everywhere at once. Idempotent."""

@@ -363,6 +363,33 @@ def test_registering_again_moves_peers_to_the_new_lease_without_a_flap(store):
     assert store.keepalive() is True
 
 
+def test_an_endpoint_removed_while_peers_are_republished_does_not_get_its_peer_back(store, monkeypatch):
+    net = create_network(store, "ov", "n2")
+    store.register_host("198.18.0.1", ttl=30)
+    connect(store, net, new_endpoint(net, "web", "r1"))
+    connect(store, net, new_endpoint(net, "db", "r2"))
+    etcd = store._etcd
+    real_range = etcd.range
+    reads = []
+
+    def range_then_remove_r1(key, *args, **kw):
+        found = real_range(key, *args, **kw)
+        if key == Keys.ENDPOINTS:  # the re-publication's read of every endpoint
+            reads.append(key)
+            if len(reads) == 1:  # right after it: a `netctl rm` of r1 commits
+                store.atomic(lambda tx: tx.delete_endpoint(ident("r1"), net.id))
+        return found
+
+    monkeypatch.setattr(etcd, "range", range_then_remove_r1)
+    with store.snapshot() as tx:
+        record = tx.get_host("h1")
+    store._republish_peers(etcd, record)
+    monkeypatch.undo()
+    with store.snapshot() as tx:
+        peers = {p.endpoint_id for p in tx.list_peers(net.id)}
+    assert peers == {ident("r2")}  # r1's peer stays gone; r2's was re-published on the second read
+
+
 # ---- watches ------------------------------------------------------------------------------------
 
 
