@@ -26,9 +26,10 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -217,9 +218,17 @@ def _build(paths: Paths, topo: Topology, state: State, log: Callable[[str], None
     log(f"etcd: {', '.join(f'{u.switch_address}:{topology.ETCD_PORT}' for u in topo.underlays.values())}")
 
     shells = {h: HostShell(paths, topo, state, h) for h in topo.hosts}
-    for host, recorded in _each_host(list(topo.hosts), lambda h: _start_daemon(shells[h], paths)):
-        state.daemons[host] = recorded.to_dict()
-    write_state(paths, state)
+    recording = threading.Lock()
+
+    def start_daemon(host: str) -> None:
+        recorded = _start_daemon(shells[host], paths)
+        with recording:  # at once: if another host's start fails, `down` must find this one
+            state.daemons[host] = recorded.to_dict()
+
+    try:
+        _each_host(list(topo.hosts), start_daemon)
+    finally:
+        write_state(paths, state)
     log(f"daemons: {len(state.daemons)} running")
     _each_host([h for h in topo.hosts if topo.containers_on(h)], lambda h: shells[h].netctl("image", "build-busybox"))
 
@@ -237,8 +246,16 @@ def _each_host(hosts: list[str], step: Callable[[str], object]) -> list[tuple[st
     """Run `step` for every host, HOST_PARALLEL at a time; the first failure is raised after all ended."""
     if not hosts:
         return []
-    with ThreadPoolExecutor(max_workers=min(HOST_PARALLEL, len(hosts))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(HOST_PARALLEL, len(hosts)))
+    try:
         futures = [(h, pool.submit(step, h)) for h in hosts]
+        wait([f for _, f in futures])
+    except BaseException:
+        # ^C while steps run: start no new one and let the running ones end (each is bounded), so
+        # that the `down` which follows sees everything that was made, and nothing is made after it.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return [(h, f.result()) for h, f in futures]
 
 
