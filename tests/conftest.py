@@ -73,9 +73,14 @@ def _guards_root(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput") and not config.getoption("no_root_guard")
 
 
+def _root_snapshot() -> dict:
+    # A session run by one of the suite's own tests shares the cgroup trees with the suite's workers.
+    return harness.root_snapshot(test_cgroups=not os.environ.get(harness.NESTED_SESSION_ENV))
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if _guards_root(session.config):
-        session.config.stash[_root_before] = harness.root_snapshot()
+        session.config.stash[_root_before] = _root_snapshot()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -84,7 +89,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     before = config.stash.get(_root_before, None)
     if before is None:
         return
-    diff = harness.diff_snapshots(before, harness.root_snapshot())
+    diff = harness.diff_snapshots(before, _root_snapshot())
     if diff:
         config.stash[_root_diff] = diff
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

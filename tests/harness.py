@@ -599,13 +599,31 @@ def _netctl_cgroups(base: str = "/sys/fs/cgroup", depth: int = 3) -> list[str]:
     return sorted(found)
 
 
-def root_snapshot() -> dict[str, list[str]]:
-    """The machine's own state (this process's namespaces), for the session-wide root guard."""
+TEST_CGROUP_PREFIX = "netctl-t"  # a test's own cgroup parent: netctl-t<hex>, made and removed by that test
+NESTED_SESSION_ENV = "NETCTL_TEST_NESTED"  # set for a pytest session run by a test of the suite
+
+
+def new_test_cgroup_parent() -> str:
+    """A cgroup parent name for one test's containers (NETCTL_CGROUP_PARENT), unique in the machine."""
+    import secrets
+
+    return f"{TEST_CGROUP_PREFIX}{secrets.token_hex(4)}"
+
+
+def root_snapshot(*, test_cgroups: bool = True) -> dict[str, list[str]]:
+    """The machine's own state (this process's namespaces), for the session-wide root guard.
+
+    cgroup trees are the one part of the machine that tests share while they run: a check made while
+    other xdist workers run (a test's own, or a nested session's) passes test_cgroups=False to leave
+    their parents out; the outermost session's guard sees everything."""
     state = collect_network_state(_local_run)
     state["netns"] = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else ["<no /run/netns>"]
     with open("/proc/self/mounts") as f:
         state["mounts"] = f.read().splitlines()
-    state["cgroups"] = _netctl_cgroups()
+    cgroups = _netctl_cgroups()
+    if not test_cgroups:
+        cgroups = [path for path in cgroups if not os.path.basename(path).startswith(TEST_CGROUP_PREFIX)]
+    state["cgroups"] = cgroups
     return state
 
 

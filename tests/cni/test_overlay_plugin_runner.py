@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 
 import pytest
@@ -33,7 +32,7 @@ def lab(tmp_path):
     _require_etcd()
     if not os.path.exists(BUSYBOX):
         pytest.skip("busybox-static is not installed (sudo bash scripts/bootstrap.sh)")
-    parent = f"netctl-t{secrets.token_hex(4)}"
+    parent = harness.new_test_cgroup_parent()
     try:
         with netctl_lab(2, register=False) as lab:
             daemons = [start_daemon(lab, host, str(tmp_path)) for host in lab.hosts]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import Host
+from harness import Host, new_test_cgroup_parent
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 BUSYBOX = "/bin/busybox"
@@ -103,7 +102,7 @@ def rhost() -> Iterator[RunnerHost]:
     """A throwaway host with the busybox image imported and a bridge network `net` (10.88.0.0/24)."""
     if not os.path.exists(BUSYBOX):
         pytest.skip("busybox-static is not installed (sudo bash scripts/bootstrap.sh)")
-    parent = f"netctl-t{secrets.token_hex(4)}"
+    parent = new_test_cgroup_parent()
     host = Host.start("rhost")
     try:
         runner = RunnerHost(host, parent)
@@ -119,7 +118,7 @@ def rhost() -> Iterator[RunnerHost]:
 @pytest.fixture
 def bare_rhost() -> Iterator[RunnerHost]:
     """Like rhost, without image or network."""
-    parent = f"netctl-t{secrets.token_hex(4)}"
+    parent = new_test_cgroup_parent()
     host = Host.start("rhost")
     try:
         yield RunnerHost(host, parent)

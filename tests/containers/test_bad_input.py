@@ -8,6 +8,7 @@ import os
 import pytest
 
 from containers.conftest import CGROUP_ROOT
+from harness import new_test_cgroup_parent
 
 pytestmark = pytest.mark.kernel
 
@@ -65,13 +66,12 @@ def container_state(rhost) -> dict:
 def shared(request):
     """One host for all cases (they leave nothing behind, which is the point), with a container
     named `taken` running."""
-    import secrets
-
+    
     from harness import Host
 
     from containers.conftest import RunnerHost, remove_cgroup_tree
 
-    parent = f"netctl-t{secrets.token_hex(4)}"
+    parent = new_test_cgroup_parent()
     host = Host.start("badinput")
     try:
         rhost = RunnerHost(host, parent)

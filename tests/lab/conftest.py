@@ -4,7 +4,6 @@ containers) are nested, with its own cgroup parent so that nothing machine-wide 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import time
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import Host
+from harness import Host, new_test_cgroup_parent
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(REPO, "topology_examples")
@@ -77,7 +76,7 @@ def require_lab_tools() -> None:
 @pytest.fixture
 def lab_host() -> Iterator[LabHost]:
     require_lab_tools()
-    parent = f"netctl-t{secrets.token_hex(4)}"
+    parent = new_test_cgroup_parent()
     host = Host.start("labhost")
     try:
         yield LabHost(host, parent)

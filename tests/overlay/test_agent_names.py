@@ -4,11 +4,11 @@ the daemons converge — the agent rewrites local containers' /etc/hosts when pe
 from __future__ import annotations
 
 import os
-import secrets
 
 import pytest
 
 from containers.conftest import BUSYBOX, remove_cgroup_tree
+from harness import new_test_cgroup_parent
 from overlay.agent_helpers import start_daemon, wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
@@ -20,7 +20,7 @@ CONVERGE_S = 10.0
 def cgroup_parent():
     if not os.path.exists(BUSYBOX):
         pytest.skip("busybox-static is not installed (sudo bash scripts/bootstrap.sh)")
-    parent = f"netctl-t{secrets.token_hex(4)}"
+    parent = new_test_cgroup_parent()
     yield parent
     left = remove_cgroup_tree(parent)
     assert not left, f"cgroups left behind: {left}"

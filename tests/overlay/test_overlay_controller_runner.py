@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 
 import pytest
 
@@ -31,7 +30,7 @@ def lab():
     _require_etcd()
     if not os.path.exists(BUSYBOX):
         pytest.skip("busybox-static is not installed (sudo bash scripts/bootstrap.sh)")
-    parent = f"netctl-t{secrets.token_hex(4)}"
+    parent = harness.new_test_cgroup_parent()
     try:
         with netctl_lab(3) as lab:
             lab.cgroup_env = {"NETCTL_CGROUP_PARENT": parent}
