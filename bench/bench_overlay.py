@@ -16,7 +16,10 @@ engineers' tests share the two cores):
   * vxlan-raw      the baseline, raw kernel VXLAN: in each host's namespace a VXLAN device with the
                    driver's parameters (port, local VTEP, learning off, proxy, the same MTU), an
                    address on it, a static FDB entry and a permanent neighbour entry for the peer
-  * overlay        container a1 -> container a2: veth, bridge, VXLAN (netctl's data plane)
+  * overlay        container a1 -> container a2: netctl's data plane (veth, VXLAN, and the eBPF fast
+                   path that hands frames between them past the bridge; drivers/overlay_fastpath.py)
+  * overlay-bridge the same on a second overlay network made with -o fastpath=false: every frame
+                   through the bridge, as Docker's overlay does (what the fast path gains)
   * veth           one veth pair straight from h1 to h2 at the overlay's MTU: the upper bound
   * macvlan-proto  with --prototype, NOT netctl: the driver's layout with the container attached to
                    the network's bridge by a macvlan instead of a veth pair (no veth hop)
@@ -235,7 +238,7 @@ def wait_until_calm(min_idle: float, limit_s: float) -> float:
             return idle
 
 
-def throughput(lab, a1, a2, rounds: int, seconds: int, extra: list[str], prototype: bool,
+def throughput(lab, a1, a2, b1, b2, rounds: int, seconds: int, extra: list[str], prototype: bool,
                calm: float, idle_seen: list[float]) -> dict[str, list[float]]:
     """Every subject once per round with the same iperf3 arguments, the order rotated each round, so
     that a burst of load from elsewhere on the machine hits all subjects alike; each round starts
@@ -244,6 +247,7 @@ def throughput(lab, a1, a2, rounds: int, seconds: int, extra: list[str], prototy
     subjects = {
         "vxlan-raw": lambda: iperf(h1, None, h2, None, f"{RAW_PREFIX}2", seconds, extra),
         "overlay": lambda: iperf(h1, a1.sandbox.netns_path, h2, a2.sandbox.netns_path, a2.ip, seconds, extra),
+        "overlay-bridge": lambda: iperf(h1, b1.sandbox.netns_path, h2, b2.sandbox.netns_path, b2.ip, seconds, extra),
         "veth": lambda: iperf(h1, None, h2, None, f"{VETH_PREFIX}2", seconds, extra),
     }
     if prototype:
@@ -380,8 +384,13 @@ def main() -> int:
             for host in lab.hosts:
                 lab.ensure_network(host, network)
             a1, a2 = lab.add_container(h1, network, "a1"), lab.add_container(h2, network, "a2")
-            lab.containers = [a1, a2]
+            slow = lab.create_network(h1, "bench-bridge", options={"fastpath": "false"})
+            for host in lab.hosts:
+                lab.ensure_network(host, slow)
+            b1, b2 = lab.add_container(h1, slow, "b1"), lab.add_container(h2, slow, "b2")
+            lab.containers = [a1, a2, b1, b2]
             lab.reconcile_all(network)
+            lab.reconcile_all(slow)
             add_raw_vxlan(lab, network)
             add_direct_veth(lab, network.mtu)
             if args.prototype:
@@ -390,7 +399,7 @@ def main() -> int:
             log(f"lab up: overlay MTU {network.mtu} (derived) on a {lab.underlay_mtu} underlay; "
                 f"{args.rounds} rounds x {args.seconds} s, iperf3 {' '.join(extra) or '(defaults)'}")
             idle_seen: list[float] = []
-            gbps = throughput(lab, a1, a2, args.rounds, args.seconds, extra, args.prototype, args.calm,
+            gbps = throughput(lab, a1, a2, b1, b2, args.rounds, args.seconds, extra, args.prototype, args.calm,
                               idle_seen)
             if not args.no_convergence:
                 conv = convergence(lab, network, trials)

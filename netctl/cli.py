@@ -131,7 +131,7 @@ def network() -> None:
 @click.option("--ipv6", is_flag=True, help="Give the network an IPv6 subnet too (a default one unless --subnet gives it).")
 @click.option("--internal", is_flag=True, help="No way in or out: no masquerade, no default route, no published ports.")
 @click.option("--mtu", type=int, default=0, help="MTU of the bridge and both ends of every veth (default: the uplink's; overlay: the underlay's - 50).")
-@click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE", help="Driver option, e.g. bridge=br0, icc=false, masquerade=false; overlay: vni=N, port=P.")
+@click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE", help="Driver option, e.g. bridge=br0, icc=false, masquerade=false; overlay: vni=N, port=P, fastpath=false.")
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="Metadata label.")
 @click.argument("name")
 @click.pass_context

@@ -12,6 +12,7 @@ computed. Input: a JSON list of operations; output: a JSON list of their results
     {"op": "leave",     "vtep": ..., "network": {...}, "endpoint": {...}, "sandbox": {...}}
     {"op": "reconcile", "vtep": ..., "network": {...}, "peers": [{"mac", "vtep", "addresses"}], "dry_run": false}
     {"op": "tables",    "vtep": ..., "network": {...}}                   -> {"fdb": ..., "neighbours": ...}
+    {"op": "fastpath",  "network": {...}}                                -> {MAC: device} or null
 
 A reconcile result carries "seconds": how long the driver took (the convergence benchmark uses it).
 """
@@ -59,6 +60,8 @@ def main() -> int:
                 results.append(result)
             elif kind == "tables":
                 results.append(dataclasses.asdict(driver.kernel_tables(network, host)))
+            elif kind == "fastpath":
+                results.append(driver.fast_path_entries(network))
             else:
                 raise SystemExit(f"unknown op {kind!r}")
     json.dump(results, sys.stdout)

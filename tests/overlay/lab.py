@@ -140,14 +140,15 @@ class OverlayLab:
     # ---- networks and containers ---------------------------------------------------------------
 
     def create_network(self, creator: Host, name: str, *, subnet: str = "", subnet6: str = "",
-                       vni: int = 0, port: int = 0) -> Network:
+                       vni: int = 0, port: int = 0, options: dict[str, str] | None = None) -> Network:
         """What `netctl network create -d overlay` will do: allocate VNI and subnets in etcd, plan on the
         creating host (device names, MTU from its underlay), record the plan."""
         import secrets
 
         store = self.store(creator)
         network = Network(id=secrets.token_hex(32), name=name, driver="overlay", scope="global",
-                          options={"port": str(port)} if port else {}, ipv6=bool(subnet6), created=name)
+                          options={**({"port": str(port)} if port else {}), **(options or {})}, ipv6=bool(subnet6),
+                          created=name)
 
         def allocate(tx):
             network.driver_state = {"vni": str(tx.allocate_vni(network, vni))}
@@ -220,6 +221,10 @@ class OverlayLab:
 
     def tables(self, host: Host, network: Network) -> dict:
         return self.agent(host, {"op": "tables", "network": network.to_dict()})[0]
+
+    def fast_path(self, host: Host, network: Network) -> dict[str, str] | None:
+        """{MAC: device} of the network's fast path on `host` (None: it has none)."""
+        return self.agent(host, {"op": "fastpath", "network": network.to_dict()})[0]
 
     # ---- probes --------------------------------------------------------------------------------
 

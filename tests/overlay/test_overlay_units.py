@@ -25,6 +25,26 @@ def test_options_accept_docker_names_and_refuse_nonsense():
         driver.validate_options({"mtu": "big"})
     with pytest.raises(InvalidArgument, match="unknown option 'encrypted' for driver overlay"):
         driver.validate_options({"encrypted": "1"})
+    assert driver.validate_options({"fastpath": "Off"}) == {"fastpath": "false"}
+    assert driver.validate_options({"fastpath": "yes"}) == {"fastpath": "true"}
+    with pytest.raises(InvalidArgument, match="option fastpath='maybe' of driver overlay must be true or false"):
+        driver.validate_options({"fastpath": "maybe"})
+
+
+def test_the_fast_path_program_jumps_inside_itself_and_ends_every_path_with_exit():
+    import struct
+
+    from drivers.overlay_fastpath import program
+
+    code = program(map_fd=7, vxlan_index=3)
+    insns = [struct.unpack_from("<BBhi", code, i) for i in range(0, len(code), 8)]
+    for pc, (opcode, _regs, off, _imm) in enumerate(insns):
+        if opcode & 0x07 == 0x05 and opcode not in (0x85, 0x95):  # a jump
+            assert 0 <= pc + 1 + off < len(insns), f"instruction {pc} jumps out of the program"
+            assert off > 0, f"instruction {pc} jumps backwards (the verifier refuses loops)"
+    assert insns[-1][0] == 0x95 and insns[-2] == (0xB7, 0, 0, -1)  # return TCX_NEXT
+    assert [imm for opcode, _, _, imm in insns if opcode == 0x85] == [1, 155, 23]  # lookup, redirect_peer, redirect
+    assert insns[14] == (0x18, 0x11, 0, 7)  # r1 = map fd 7 (BPF_PSEUDO_MAP_FD)
 
 
 def test_plan_names_devices_after_the_network_and_refuses_a_taken_vni():
