@@ -390,6 +390,28 @@ class NetctlLab:
         self.etcd.close()
 
 
+@contextlib.contextmanager
+def driver_lab(etcd_url: str, host_names: list[str], *, underlay_mtu: int = 1500) -> Iterator[OverlayLab]:
+    """An OverlayLab (switch "sw" and these hosts) on an empty /netctl/ in etcd at `etcd_url`. All of
+    it is removed on exit, also on failure, the store's /netctl/ included."""
+    from overlay.etcd_server import etcdctl
+
+    etcdctl(etcd_url, "del", "--prefix", "/netctl/")
+    made: list[Host] = []
+    lab = None
+    try:
+        for name in ["sw", *host_names]:
+            made.append(Host.start(name))
+        lab = OverlayLab.build(made[0], made[1:], etcd_url, underlay_mtu=underlay_mtu)
+        yield lab
+    finally:
+        if lab is not None:
+            lab.close()
+        for host in made:
+            host.close()
+        etcdctl(etcd_url, "del", "--prefix", "/netctl/")
+
+
 def _stop_group(proc: subprocess.Popen, sig: int) -> None:
     stop_group(proc, sig, 10)
     for stream in (proc.stdin, proc.stdout, proc.stderr):

@@ -20,9 +20,7 @@ import time
 
 import pytest
 
-from harness import Host
-from overlay.etcd_server import etcdctl
-from overlay.lab import SWITCH_BRIDGE, OverlayLab
+from overlay.lab import SWITCH_BRIDGE, driver_lab
 
 pytestmark = pytest.mark.kernel
 
@@ -32,15 +30,8 @@ WAIT_S = 10.0
 
 @pytest.fixture(scope="module")
 def lab(etcd_session_server):
-    etcdctl(etcd_session_server.url, "del", "--prefix", "/netctl/")
-    made: list[Host] = []
-    lab = None
-    try:
-        for name in ("sw", "h1", "h2", "h3"):
-            made.append(Host.start(name))
-        switch, hosts = made[0], made[1:]
-        lab = OverlayLab.build(switch, hosts, etcd_session_server.url, underlay_mtu=UNDERLAY_MTU)
-        h1, h2, h3 = hosts
+    with driver_lab(etcd_session_server.url, ["h1", "h2", "h3"], underlay_mtu=UNDERLAY_MTU) as lab:
+        h1, h2, h3 = hosts = lab.hosts
         lab.a = lab.create_network(h1, "a", subnet6="fd00:a::/64")
         lab.b = lab.create_network(h3, "b")
         for host in hosts:
@@ -52,12 +43,6 @@ def lab(etcd_session_server):
         lab.reconcile_all(lab.a)
         lab.reconcile_all(lab.b, [h1, h3])
         yield lab
-    finally:
-        if lab is not None:
-            lab.close()
-        for host in made:
-            host.close()
-        etcdctl(etcd_session_server.url, "del", "--prefix", "/netctl/")
 
 
 def wait_until(condition, what: str, timeout: float = WAIT_S) -> None:

@@ -12,9 +12,7 @@ import json
 import pytest
 
 from drivers.overlay import host_veth_name, vxlan_name
-from harness import Host
-from overlay.etcd_server import etcdctl
-from overlay.lab import OverlayLab
+from overlay.lab import driver_lab
 
 pytestmark = pytest.mark.kernel
 
@@ -23,13 +21,7 @@ PINGS = 5
 
 @pytest.fixture(scope="module")
 def lab(etcd_session_server):
-    etcdctl(etcd_session_server.url, "del", "--prefix", "/netctl/")
-    made: list[Host] = []
-    lab = None
-    try:
-        for name in ("sw", "h1", "h2"):
-            made.append(Host.start(name))
-        lab = OverlayLab.build(made[0], made[1:], etcd_session_server.url)
+    with driver_lab(etcd_session_server.url, ["h1", "h2"]) as lab:
         h1, h2 = lab.hosts
         lab.f = lab.create_network(h1, "f")
         lab.s = lab.create_network(h1, "s", options={"fastpath": "false"})
@@ -41,12 +33,6 @@ def lab(etcd_session_server):
         lab.reconcile_all(lab.f)
         lab.reconcile_all(lab.s)
         yield lab
-    finally:
-        if lab is not None:
-            lab.close()
-        for host in made:
-            host.close()
-        etcdctl(etcd_session_server.url, "del", "--prefix", "/netctl/")
 
 
 def segment_side(container) -> str:
