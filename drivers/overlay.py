@@ -63,18 +63,25 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from drivers.base import KernelObject
 from libnetwork import netns, sysctl
-from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError, NotFound
+from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError, NetctlError, NotFound
 
 if TYPE_CHECKING:
     from libnetwork.model import Endpoint, Network, Sandbox
     from libnetwork.netlink import Netlink
 
 log = logging.getLogger(__name__)
-_fast_path_unavailable_logged = False  # say it once per process
+_logged_once: set[str] = set()
+
+
+def _log_once(kind: str, level: int, message: str, *args: object) -> None:
+    """The fast path's complaints: the first of each kind at `level`, the rest at debug."""
+    log.log(level if kind not in _logged_once else logging.DEBUG, message, *args)
+    _logged_once.add(kind)
 
 DEFAULT_ROOT = "/var/lib/netctl"
 NETNS_DIR = "overlay"  # under ROOT; not ROOT/netns, which holds sandboxes (and is garbage-collected as such)
 LOCK_FILE = "overlay.lock"  # under ROOT: serialises building and removing networks between processes
+FAST_PATH_LOCK_FILE = "overlay-fastpath.lock"  # under ROOT: serialises changes of the fast paths' maps
 LOCK_TIMEOUT_S = 10.0
 BRIDGE_PREFIX = "no-"  # not "nc-"/"nv": the bridge driver claims those names as its own
 VXLAN_PREFIX = "nx-"
@@ -329,11 +336,11 @@ class OverlayDriver:
         netns.delete(path)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, name: str = LOCK_FILE) -> Iterator[None]:
         """An exclusive lock between netctl processes of this host (the daemon and a CLI building the
         same network at once), bounded in time."""
         os.makedirs(self.root, exist_ok=True)
-        fd = os.open(os.path.join(self.root, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(self.root, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             deadline = time.monotonic() + LOCK_TIMEOUT_S
             while True:
@@ -343,8 +350,8 @@ class OverlayDriver:
                 except OSError as err:
                     if err.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
                         raise KernelError(
-                            f"another netctl process has held {os.path.join(self.root, LOCK_FILE)} for more than "
-                            f"{LOCK_TIMEOUT_S:.0f} s; retry, or find it with `fuser {self.root}/{LOCK_FILE}`"
+                            f"another netctl process has held {os.path.join(self.root, name)} for more than "
+                            f"{LOCK_TIMEOUT_S:.0f} s; retry, or find it with `fuser {self.root}/{name}`"
                         ) from None
                     time.sleep(0.01)
             yield
@@ -388,7 +395,7 @@ class OverlayDriver:
                 inside.del_link(ifname, missing_ok=True)
                 raise
             vxlan, port = inside.link(vxlan_name(network)), inside.link(ifname)
-        if vxlan is not None and port is not None:
+        if vxlan is not None and port is not None and _fast_path_wanted(network):
             self._fast_path(path, f"adding {ifname}", lambda fp: fp.add_port(vxlan.index, port.index, mac))
 
     @staticmethod
@@ -412,28 +419,27 @@ class OverlayDriver:
         path = self.netns_path(network)
         if netns.is_netns(path):
             with Netlink(path) as inside:
+                vxlan, port = inside.link(vxlan_name(network)), inside.link(self.endpoint_ifname(endpoint))
+                if vxlan is not None and port is not None and _fast_path_wanted(network):
+                    # First the fast path's entry: a frame redirected to a veth that is gone is dropped.
+                    self._fast_path(path, f"removing {port.name}", lambda fp: fp.remove_port(vxlan.index, port.index))
                 inside.del_link(self.endpoint_ifname(endpoint), missing_ok=True)
-                vxlan = inside.link(vxlan_name(network))
-            if vxlan is not None:
-                self._fast_path(path, "a leave", lambda fp: fp.forget_gone_ports(vxlan.index))
 
-    @staticmethod
-    def _fast_path(path: str, what: str, step: Callable[[Any], object]) -> None:
-        """Run one step of the fast path (drivers/overlay_fastpath.py) inside the network's namespace.
-        The bridge carries every frame the fast path does not, so a failure costs speed, never
-        traffic: it is logged, and the operation goes on."""
-        global _fast_path_unavailable_logged
+    def _fast_path(self, path: str, what: str, step: Callable[[Any], object]) -> None:
+        """Run one step of the fast path (drivers/overlay_fastpath.py) inside the network's namespace,
+        under a lock of its own (taken inside the driver's lock where both are held, never the other
+        way round). The bridge carries every frame the fast path does not, so a failure costs speed,
+        not traffic: it is logged (once per kind of step and process), and the operation goes on."""
         from drivers import overlay_fastpath
 
         try:
-            with netns.entered(path):
+            with self._locked(FAST_PATH_LOCK_FILE), netns.entered(path):
                 step(overlay_fastpath)
         except overlay_fastpath.FastPathUnavailable as err:
-            if not _fast_path_unavailable_logged:
-                _fast_path_unavailable_logged = True
-                log.info("overlay: %s", err)
-        except OSError as err:
-            log.warning("overlay fast path: %s failed (%s); the bridge carries those frames", what, err)
+            _log_once("unavailable", logging.INFO, "overlay: %s", err)
+        except (OSError, NetctlError) as err:
+            _log_once(what.split()[0], logging.WARNING,
+                      "overlay fast path: %s failed (%s); the bridge carries those frames", what, err)
 
     # --- remote endpoints -----------------------------------------------------------------------
 
@@ -518,9 +524,10 @@ class OverlayDriver:
                     if not dry_run:
                         inside.fdb_del(vxlan, mac)
         if not dry_run and _fast_path_wanted(network):
-            # install: a network built before the fast path existed gets it here (a no-op otherwise).
+            # A network built before the fast path existed has none (sync is a no-op): rebuilding it
+            # gives it one, for all its ports at once.
             self._fast_path(self._built(network), "syncing remote MACs",
-                            lambda fp: (fp.install(vxlan), fp.sync_remotes(vxlan, set(want.fdb))))
+                            lambda fp: fp.sync_remotes(vxlan, set(want.fdb)))
         return result
 
     def _built(self, network: "Network") -> str:

@@ -17,11 +17,14 @@ for a remote endpoint. The program is attached with tcx (kernel 6.6+) to the VXL
 every local veth end; both go away with the devices.
 
 The bridge stays and stays in charge of everything else: broadcast and multicast (ARP, ND, DHCP),
-any MAC the map lacks, and every frame when the kernel has no BPF or no tcx. So the map is a cache
-of what the bridge and the FDB already know: an entry missing, late or left over after a crash
-costs speed at worst, never a frame (a stale local entry points at an ifindex that is gone and is
-swept at the next change). Everything here works on the calling thread's network namespace: the
-driver enters the network's namespace first.
+any MAC the map lacks, and every frame when the kernel has no BPF or no tcx. An entry missing or
+late costs speed, never a frame. An entry must not outlive its veth (the kernel drops a frame
+redirected to a device that is gone), so a leave deletes the entry before the veth, and a crash's
+leftovers are swept at the next change of the network. Remote entries never replace local ones.
+
+Every step runs in the calling thread's network namespace (the driver enters the network's first),
+under the driver's fast-path lock (two processes installing at once would attach two programs).
+Finding our program again takes CAP_SYS_ADMIN (BPF_PROG_GET_FD_BY_ID), as netctl has.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import struct
 
 log = logging.getLogger(__name__)
 
-PROGRAM_NAME = b"netctl_overlay"  # how we find our program among a device's tcx programs
+PROGRAM_NAME = b"netctl_ovl_v1"  # how we find our program among a device's tcx programs; v: map layout
 MAP_NAME = b"netctl_ovl_macs"
+MAX_ATTACHED = 64  # tcx's own limit of programs per device and direction
 MAX_ENTRIES = 65536  # local + remote endpoints of one network; beyond, the bridge carries the rest
 
 # bpf(2) commands, types and constants (include/uapi/linux/bpf.h)
@@ -44,6 +48,7 @@ BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, B
 BPF_PROG_LOAD, BPF_PROG_ATTACH = 5, 8
 BPF_PROG_GET_FD_BY_ID, BPF_MAP_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD, BPF_PROG_QUERY = 13, 14, 15, 16
 BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC = 1, 1
+BPF_NOEXIST = 1
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_TCX_INGRESS = 46
 BPF_PSEUDO_MAP_FD = 1
@@ -52,11 +57,13 @@ TCX_NEXT = -1
 SKB_IFINDEX, SKB_DATA, SKB_DATA_END = 40, 76, 80  # offsets in struct __sk_buff
 ETH_HLEN = 14
 ATTR_SIZE = 128
-SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine)
+ENOTSUPP = 524  # the kernel's own "not supported" (not in errno)
+VERIFIER_LOG_SIZE = 1 << 20
 
-# Kernels without BPF or tcx (or a process without CAP_BPF/CAP_NET_ADMIN) answer these: the bridge
-# then carries everything, as it did before the fast path.
-UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP, errno.E2BIG}
+# Asking a device for its tcx programs fails with these where the kernel has no BPF or no tcx (before
+# 6.6: EINVAL, an unknown attach type) or the process may not: the bridge then carries everything.
+UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP, ENOTSUPP}
 
 
 class FastPathUnavailable(Exception):
@@ -69,9 +76,12 @@ _libc = None
 def _bpf_call(cmd: int, buf: ctypes.Array) -> int:
     """bpf(2) on an attribute buffer the kernel may write back into."""
     global _libc
+    if SYS_BPF is None:
+        raise OSError(errno.ENOSYS, f"bpf(2) number unknown on {os.uname().machine}")
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    result = _libc.syscall(SYS_BPF, cmd, buf, ATTR_SIZE)
+        _libc.syscall.restype = ctypes.c_long
+    result = _libc.syscall(ctypes.c_long(SYS_BPF), ctypes.c_long(cmd), buf, ctypes.c_long(ATTR_SIZE))
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -152,16 +162,27 @@ def _load_program(map_fd: int, vxlan_index: int) -> int:
     insns = program(map_fd, vxlan_index)
     code = ctypes.create_string_buffer(insns, len(insns))
     license_ = ctypes.create_string_buffer(b"GPL")
-    verifier_log = ctypes.create_string_buffer(4096)
-    attr = struct.pack("<IIQQIIQII16sII", BPF_PROG_TYPE_SCHED_CLS, len(insns) // 8, ctypes.addressof(code),
-                       ctypes.addressof(license_), 1, len(verifier_log), ctypes.addressof(verifier_log), 0, 0,
-                       PROGRAM_NAME, 0, BPF_TCX_INGRESS)
+
+    def load(log_size: int) -> int:
+        verifier_log = ctypes.create_string_buffer(log_size) if log_size else None
+        attr = struct.pack("<IIQQIIQII16sII", BPF_PROG_TYPE_SCHED_CLS, len(insns) // 8, ctypes.addressof(code),
+                           ctypes.addressof(license_), 1 if log_size else 0, log_size,
+                           ctypes.addressof(verifier_log) if verifier_log else 0, 0, 0, PROGRAM_NAME, 0,
+                           BPF_TCX_INGRESS)
+        try:
+            return _bpf(BPF_PROG_LOAD, attr)
+        except OSError as err:
+            if verifier_log is not None and err.errno in (errno.EACCES, errno.EINVAL):
+                tail = verifier_log.value.decode(errors="replace").strip()[-400:]
+                raise OSError(err.errno, f"{err.strerror}; verifier: {tail}") from None
+            raise
+
     try:
-        return _bpf(BPF_PROG_LOAD, attr)
+        return load(0)  # no log: a long log alone can fail a load (ENOSPC) on newer kernels
     except OSError as err:
-        if err.errno == errno.EACCES:  # the verifier refused it: a bug here, not a kernel limit
-            raise OSError(err.errno, f"verifier: {verifier_log.value.decode(errors='replace')[-400:]}") from None
-        raise
+        if err.errno not in (errno.EACCES, errno.EINVAL):
+            raise
+    return load(VERIFIER_LOG_SIZE)  # again, to say why
 
 
 def _attach(program_fd: int, ifindex: int) -> None:
@@ -169,7 +190,7 @@ def _attach(program_fd: int, ifindex: int) -> None:
 
 
 def _attached_program_ids(ifindex: int) -> list[int]:
-    ids = (ctypes.c_uint32 * 16)()
+    ids = (ctypes.c_uint32 * MAX_ATTACHED)()
     attr = bytearray(struct.pack("<IIIIQI", ifindex, BPF_TCX_INGRESS, 0, 0, ctypes.addressof(ids), len(ids)))
     buf = ctypes.create_string_buffer(bytes(attr), ATTR_SIZE)
     _bpf_call(BPF_PROG_QUERY, buf)
@@ -209,9 +230,18 @@ def _key(mac: str) -> ctypes.Array:
     return ctypes.create_string_buffer(bytes.fromhex(mac.replace(":", "")) + b"\0\0", 8)
 
 
-def _map_update(map_fd: int, mac: str, ifindex: int) -> None:
+def _map_update(map_fd: int, mac: str, ifindex: int, flags: int = 0) -> None:
     key, value = _key(mac), ctypes.c_uint32(ifindex)
-    _bpf(BPF_MAP_UPDATE_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0))
+    _bpf(BPF_MAP_UPDATE_ELEM, struct.pack("<IIQQQ", map_fd, 0, ctypes.addressof(key), ctypes.addressof(value), flags))
+
+
+def _map_lookup(map_fd: int, mac: str) -> int | None:
+    key, value = _key(mac), ctypes.c_uint32()
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, struct.pack("<IIQQ", map_fd, 0, ctypes.addressof(key), ctypes.addressof(value)))
+    except FileNotFoundError:
+        return None
+    return value.value
 
 
 def _map_delete(map_fd: int, mac: str) -> None:
@@ -266,43 +296,51 @@ class _Handles:
 
 
 def install(vxlan_index: int) -> None:
-    """Load the network's map and program and attach the program to its VXLAN device (once)."""
+    """Load the network's map and program and attach the program to its VXLAN device (once).
+    FastPathUnavailable: the kernel (or the process) has no BPF or no tcx; any other OSError is ours."""
     try:
         with _Handles(vxlan_index) as handles:
             if handles:
                 return
-        map_fd = _create_map()
-        try:
-            program_fd = _load_program(map_fd, vxlan_index)
-            try:
-                _attach(program_fd, vxlan_index)
-            finally:
-                os.close(program_fd)
-        finally:
-            os.close(map_fd)
     except OSError as err:
         if err.errno in UNSUPPORTED:
             raise FastPathUnavailable(f"no eBPF/tcx fast path here ({err.strerror}); the bridge carries all frames")
         raise
+    map_fd = _create_map()
+    try:
+        program_fd = _load_program(map_fd, vxlan_index)
+        try:
+            _attach(program_fd, vxlan_index)
+        finally:
+            os.close(program_fd)
+    finally:
+        os.close(map_fd)
 
 
 def add_port(vxlan_index: int, port_index: int, mac: str) -> bool:
-    """Attach the program to a local veth end and map its container's MAC to it; False if the
-    network has no fast path. Also drops entries of local ends that are gone (a crash's leftovers)."""
+    """Map the container's MAC to its veth end, then attach the program there (frames from it take
+    the fast path only once frames to it can); False if the network has no fast path. Also drops
+    entries of local ends that are gone (a crash's leftovers)."""
     with _Handles(vxlan_index) as handles:
         if not handles:
             return False
-        _attach(handles.program_fd, port_index)
         _sweep_gone(handles)
         _map_update(handles.map_fd, mac.lower(), port_index)
+        try:
+            _attach(handles.program_fd, port_index)
+        except BaseException:
+            _map_delete(handles.map_fd, mac.lower())
+            raise
         return True
 
 
-def forget_gone_ports(vxlan_index: int) -> None:
-    """Drop the entries of local veth ends that no longer exist (after a leave, or a crash)."""
+def remove_port(vxlan_index: int, port_index: int) -> None:
+    """Before a local veth end goes: drop every entry that points at it."""
     with _Handles(vxlan_index) as handles:
         if handles:
-            _sweep_gone(handles)
+            for mac, target in _map_entries(handles.map_fd).items():
+                if target == port_index:
+                    _map_delete(handles.map_fd, mac)
 
 
 def sync_remotes(vxlan_index: int, remote_macs: set[str]) -> None:
@@ -310,14 +348,16 @@ def sync_remotes(vxlan_index: int, remote_macs: set[str]) -> None:
     with _Handles(vxlan_index) as handles:
         if not handles:
             return
+        _sweep_gone(handles)
         entries = _map_entries(handles.map_fd)
         for mac, target in entries.items():
             if target == vxlan_index and mac not in remote_macs:
                 _map_delete(handles.map_fd, mac)
-        for mac in sorted(remote_macs):
-            if entries.get(mac) is None:  # a local entry for the same MAC wins: it is the fresher
-                _map_update(handles.map_fd, mac, vxlan_index)
-        _sweep_gone(handles)
+        for mac in sorted(remote_macs - set(entries)):
+            try:  # NOEXIST: a local entry for the same MAC, even one added meanwhile, wins
+                _map_update(handles.map_fd, mac, vxlan_index, BPF_NOEXIST)
+            except FileExistsError:
+                pass
 
 
 def entries(vxlan_index: int) -> dict[str, int] | None:

@@ -229,8 +229,9 @@ class OverlayLab:
     # ---- probes --------------------------------------------------------------------------------
 
     def ping(self, source: Container, address: str, *, count: int = 1, size: int = 0, dont_fragment: bool = False,
-             wait_s: int = 1) -> bool:
+             wait_s: int = 1, interval: float = 0) -> bool:
         argv = ["ping", "-n", "-q", "-c", str(count), "-W", str(wait_s)]
+        argv += ["-i", str(interval)] if interval else []
         argv += ["-s", str(size)] if size else []
         argv += ["-M", "do"] if dont_fragment else []
         argv += ["-6"] if ":" in address else []

@@ -31,20 +31,24 @@ def test_options_accept_docker_names_and_refuse_nonsense():
         driver.validate_options({"fastpath": "maybe"})
 
 
-def test_the_fast_path_program_jumps_inside_itself_and_ends_every_path_with_exit():
+def test_the_fast_path_program_jumps_where_its_c_says_and_ends_every_path_with_exit():
     import struct
 
     from drivers.overlay_fastpath import program
 
     code = program(map_fd=7, vxlan_index=3)
     insns = [struct.unpack_from("<BBhi", code, i) for i in range(0, len(code), 8)]
-    for pc, (opcode, _regs, off, _imm) in enumerate(insns):
-        if opcode & 0x07 == 0x05 and opcode not in (0x85, 0x95):  # a jump
-            assert 0 <= pc + 1 + off < len(insns), f"instruction {pc} jumps out of the program"
-            assert off > 0, f"instruction {pc} jumps backwards (the verifier refuses loops)"
-    assert insns[-1][0] == 0x95 and insns[-2] == (0xB7, 0, 0, -1)  # return TCX_NEXT
-    assert [imm for opcode, _, _, imm in insns if opcode == 0x85] == [1, 155, 23]  # lookup, redirect_peer, redirect
-    assert insns[14] == (0x18, 0x11, 0, 7)  # r1 = map fd 7 (BPF_PSEUDO_MAP_FD)
+    jumps = {pc: pc + 1 + off for pc, (opcode, _, off, _) in enumerate(insns)
+             if opcode & 0x07 == 0x05 and opcode not in (0x85, 0x95)}
+    # short frame / group address / not in the map / hairpin / from VXLAN to a remote MAC -> PASS (31);
+    # the remote-endpoint test jumps to the bpf_redirect branch (27).
+    assert jumps == {5: 31, 8: 31, 19: 31, 22: 27, 23: 31, 27: 31}
+    assert insns[31] == (0xB7, 0, 0, -1) and insns[32][0] == 0x95  # PASS: return TCX_NEXT
+    assert [pc for pc, insn in enumerate(insns) if insn[0] == 0x95] == [26, 30, 32]
+    assert [(pc, imm) for pc, (opcode, _, _, imm) in enumerate(insns) if opcode == 0x85] == [(18, 1), (25, 155), (29, 23)]
+    assert insns[14] == (0x18, 0x11, 0, 7) and insns[15] == (0, 0, 0, 0)  # r1 = map fd 7 (BPF_PSEUDO_MAP_FD)
+    assert (insns[22][3], insns[27][3]) == (3, 3)  # compared with the VXLAN device's ifindex
+    assert [insns[pc][2] for pc in (1, 2, 21)] == [76, 80, 40]  # __sk_buff data, data_end, ifindex
 
 
 def test_plan_names_devices_after_the_network_and_refuses_a_taken_vni():
@@ -102,3 +106,33 @@ def test_global_pool_hands_out_round_robin_and_wraps():
     full = {0x0A090000 + i: {"owner": f"e{i}"} for i in range(1, 7)}
     assert pool.next_free(full, cursor=None) is None
     assert (pool.used(held), pool.free(held), pool.format(0x0A090002)) == (1, 4, "10.9.0.2/29")
+
+
+def test_a_failing_fast_path_step_never_fails_the_operation_and_is_logged_once_per_kind(tmp_path, monkeypatch,
+                                                                                           caplog):
+    import contextlib
+    import errno
+    import logging
+
+    from drivers import overlay as overlay_module
+    from drivers.overlay_fastpath import FastPathUnavailable
+    from libnetwork.errors import KernelError
+
+    monkeypatch.setattr(overlay_module.netns, "entered", lambda path: contextlib.nullcontext())
+    monkeypatch.setattr(overlay_module, "_logged_once", set())
+    driver = OverlayDriver(root=str(tmp_path))
+
+    def failing(error: Exception):
+        def step(fastpath):
+            raise error
+        return step
+
+    caplog.set_level(logging.INFO, logger="drivers.overlay")
+    for error in (FastPathUnavailable("no tcx here"), FastPathUnavailable("no tcx here"),
+                  OSError(errno.ENOSPC, "map full"), KernelError("veth gone"), OSError(errno.ENOSPC, "map full")):
+        driver._fast_path("/run/netctl/overlay/x", "adding ny1", failing(error))
+    loud = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert loud == [("INFO", "overlay: no tcx here"),
+                    ("WARNING", "overlay fast path: adding ny1 failed ([Errno 28] map full); the bridge carries those frames")]
+    with pytest.raises(ValueError):  # a bug of ours is not swallowed
+        driver._fast_path("/run/netctl/overlay/x", "adding ny1", failing(ValueError("bug")))
