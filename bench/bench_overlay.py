@@ -324,6 +324,9 @@ def report_throughput(gbps: dict[str, list[float]], mtus: dict, args, idle_seen:
     ratio = statistics.median(paired_ratios(gbps, "overlay"))
     print(f"overlay / kernel VXLAN = {ratio:.1%}, median of {len(gbps['overlay'])} round ratios "
           f"(goal >= {GOAL:.0%}: {'met' if ratio >= GOAL else 'NOT met'})")
+    gains = [fast / slow for fast, slow in zip(gbps["overlay"], gbps["overlay-bridge"])]
+    print(f"fast path: overlay / overlay-bridge = {statistics.median(gains):.3f}, median of round ratios; "
+          f"faster in {sum(g > 1 for g in gains)} of {len(gains)} rounds")
     calm = [r for r, idle in zip(paired_ratios(gbps, "overlay"), idle_seen) if idle >= args.calm]
     if args.calm and calm:
         quartiles = statistics.quantiles(calm, n=4) if len(calm) > 1 else calm * 3

@@ -31,11 +31,12 @@ cannot carry it refuses to build the network rather than black-hole large packet
 
 Throughput (bench/bench_overlay.py; kernel 6.18, 2 cores): through the bridge, a container's traffic
 pays on each host one veth hop (netif_rx into the per-CPU backlog and out again) and one bridge
-beyond raw kernel VXLAN: 82-88 % of raw VXLAN. The fast path (drivers/overlay_fastpath.py, an eBPF
-program on tcx ingress of the VXLAN device and of each veth end) hands unicast frames between them
-past the bridge, and into a container without the backlog (bpf_redirect_peer): 93 % (median of 21
-paired rounds; the bridge-only path measured in the same run: 88 %). What is left is the veth hop
-out of the container, which only netkit (not built into our machines' kernel) avoids. The bridge
+beyond raw kernel VXLAN: 82-92 % of raw VXLAN. The fast path (drivers/overlay_fastpath.py, an
+eBPF program on tcx ingress of the VXLAN device and of each veth end) hands unicast frames between
+them past the bridge, and into a container without the backlog (bpf_redirect_peer): 93-94 % (three
+runs, medians of 11-21 paired rounds; the bridge-only path, in the same runs, was slower in 40 of
+53 rounds). What is left is the veth hop out of the container, which only netkit (not built into
+our machines' kernel) avoids. The bridge
 still carries broadcast, multicast and anything the fast path's map lacks; `-o fastpath=false`
 keeps every frame on it. Also tried, and no help: GRO/NAPI on the veth (the kernel bypasses veth
 NAPI for TSO packets from a TSO-capable peer), port learning off with static bridge entries,
