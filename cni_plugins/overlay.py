@@ -55,6 +55,7 @@ class OverlayConf:
     mtu: int
     ipam: native_ipam.IpamConf | None  # None: netctl picks the subnet
     dns: dict[str, Any]
+    fast_path: bool = True  # "fastPath": false keeps every frame on the segment's bridge
 
 
 def parse_conf(req: Request) -> OverlayConf:
@@ -93,6 +94,7 @@ def parse_conf(req: Request) -> OverlayConf:
         mtu=cfg.get_int(conf, "mtu", high=65535),
         ipam=ipam_conf,
         dns=dns,
+        fast_path=cfg.get_bool(conf, "fastPath", default=True),
     )
 
 
@@ -107,6 +109,8 @@ def network_spec(req: Request, conf: OverlayConf):
     from libnetwork.controller import NetworkSpec
 
     options = {k: str(v) for k, v in (("vni", conf.vni), ("port", conf.port)) if v}
+    if not conf.fast_path:
+        options["fastpath"] = "false"
     return NetworkSpec(name=req.name, driver="overlay", pools=list(conf.ipam.pools) if conf.ipam else [],
                        mtu=conf.mtu, options=options, labels={"netctl.cni.plugin": NAME})
 

@@ -392,10 +392,15 @@ class OverlayDriver:
                 sysctl.write(f"net.ipv6.conf.{ifname}.addr_gen_mode", "1", netns_path=path)
                 inside.set_link(ifname, master=bridge.index, up=True)
                 mac = self._configure_inside(endpoint, sandbox)
+                # The bridge need not learn where the container is: with the fast path its unicast
+                # never passes the bridge, and a learnt entry would age out into flooding.
+                port = inside.link(ifname)
+                if port is not None:
+                    inside.bridge_fdb_static(port.index, mac)
             except BaseException:
                 inside.del_link(ifname, missing_ok=True)
                 raise
-            vxlan, port = inside.link(vxlan_name(network)), inside.link(ifname)
+            vxlan = inside.link(vxlan_name(network))
         if vxlan is not None and port is not None and _fast_path_wanted(network):
             self._fast_path(path, f"adding {ifname}", lambda fp: fp.add_port(vxlan.index, port.index, mac))
 

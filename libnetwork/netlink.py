@@ -53,7 +53,7 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 253, 255, 1
 RT_TABLE_MAIN = 254
 NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
-NUD_PERMANENT, NTF_SELF = 0x80, 0x2
+NUD_PERMANENT, NUD_NOARP, NTF_SELF, NTF_MASTER = 0x80, 0x40, 0x2, 0x4
 AF_INET, AF_INET6, AF_BRIDGE = socket.AF_INET, socket.AF_INET6, 7
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -627,6 +627,13 @@ class Netlink:
         _, packed = _pack_ip(dst_ip, what)
         body = _NDMSG.pack(AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF, 0) + _attr(NDA_LLADDR, _pack_mac(mac))
         self._request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body + _attr(NDA_DST, packed), what)
+
+    def bridge_fdb_static(self, port_index: int, mac: str) -> None:
+        """A static entry in the bridge's FDB (`bridge fdb replace MAC dev PORT master static`): frames
+        for `mac` go to that port, learnt or not. It goes away with the port."""
+        what = f"set bridge fdb entry {mac} on port {port_index}"
+        body = _NDMSG.pack(AF_BRIDGE, port_index, NUD_NOARP, NTF_MASTER, 0) + _attr(NDA_LLADDR, _pack_mac(mac))
+        self._request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body, what)
 
     def fdb_del(self, index: int, mac: str, dst_ip: str = "", *, missing_ok: bool = True) -> bool:
         what = f"delete fdb entry {mac} on link {index}"

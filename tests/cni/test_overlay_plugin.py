@@ -227,6 +227,7 @@ def test_configuration_errors(lab, cnis):
         (overlay_conf("ov-e1", "10.75.0.0/24", vni=17), 7, "invalid vni=17"),
         (overlay_conf("ov-e1", "10.75.0.0/24", vni="x"), 7, "invalid vni='x'"),
         (overlay_conf("ov-e1", "10.75.0.0/24", port=80), 7, "invalid port=80"),
+        (overlay_conf("ov-e1", "10.75.0.0/24", fastPath="no"), 7, "invalid fastPath='no'"),
         (overlay_conf("ov-e1", "10.75.0.0/24", store="http://a/b"), 7, "invalid store="),
         (overlay_conf("ov-e1", "10.75.0.0/24", ipMasq=True), 2, "unsupported field ipMasq=True"),
         (dict(overlay_conf("ov-e1"), ipam={"type": "host-local", "subnet": "10.75.0.0/24"}), 2,

@@ -101,3 +101,15 @@ def test_a_main_plugin_named_as_ipam_is_refused_before_anything_runs(name):
     with pytest.raises(skel.CNIError) as refused:
         delegate.call(None, None, name, "ADD")  # refused on the name alone: no request is looked at
     assert refused.value.code == 7 and "not an IPAM plugin" in refused.value.msg
+
+
+def test_overlay_fast_path_key_becomes_the_network_option():
+    from types import SimpleNamespace
+
+    from cni_plugins.overlay import OverlayConf, network_spec
+
+    base = dict(store="", vni=0, port=0, mtu=0, ipam=None, dns={})
+    req = SimpleNamespace(name="ov")
+    assert network_spec(req, OverlayConf(**base)).options == {}
+    assert network_spec(req, OverlayConf(**{**base, "vni": 4242}, fast_path=False)).options == {
+        "vni": "4242", "fastpath": "false"}

@@ -175,3 +175,12 @@ def test_the_program_redirects_known_unicast_and_leaves_everything_else_to_the_b
         "remote endpoint from a veth": redirect,
         "remote endpoint from the vxlan device": bridge,
     }
+
+
+def test_the_bridge_knows_each_local_container_statically(lab):
+    # Its unicast passes the bridge by, so the bridge could not learn it; a miss would then flood.
+    h1 = lab.hosts[0]
+    for network, containers in ((lab.f, (lab.f1, lab.f1b)), (lab.s, (lab.s1,))):
+        out = lab.in_network(h1, network, "bridge", "-j", "fdb", "show", "br", network.driver_state["bridge"]).stdout
+        static = {(e["mac"], e["ifname"]) for e in json.loads(out) if e.get("state") == "static"}
+        assert {(c.endpoint.mac, segment_side(c)) for c in containers} <= static
