@@ -36,9 +36,10 @@ eBPF program on tcx ingress of the VXLAN device and of each veth end) hands unic
 them past the bridge, and into a container without the backlog (bpf_redirect_peer): 93-94 % (three
 runs, medians of 11-21 paired rounds; the bridge-only path, in the same runs, was slower in 40 of
 53 rounds). What is left is the veth hop out of the container, which only netkit (not built into
-our machines' kernel) avoids. The bridge
-still carries broadcast, multicast and anything the fast path's map lacks; `-o fastpath=false`
-keeps every frame on it. Also tried, and no help: GRO/NAPI on the veth (the kernel bypasses veth
+our machines' kernel) avoids. The bridge still carries broadcast, multicast and anything the fast
+path's map lacks; `-o fastpath=false` keeps every frame on it. Each local container has a static
+entry in the bridge's FDB: its unicast passing the bridge by, the bridge could not learn it.
+Also tried, and no help: GRO/NAPI on the veth (the kernel bypasses veth
 NAPI for TSO packets from a TSO-capable peer), port learning off with static bridge entries,
 multicast snooping off, txqueuelen and qdiscs (all noqueue), veth queue counts, the outer UDP
 checksum (offloaded over veth as over real NICs), a macvlan on the bridge instead of the veth
