@@ -392,24 +392,33 @@ class NetctlLab:
 
 
 @contextlib.contextmanager
+def _switch_and_hosts(host_names: list[str]) -> Iterator[list[Host]]:
+    """Throwaway hosts "sw" and `host_names`, in that order; all closed on exit, also on failure."""
+    made: list[Host] = []
+    try:
+        for name in ["sw", *host_names]:
+            made.append(Host.start(name))
+        yield made
+    finally:
+        for host in made:
+            host.close()
+
+
+@contextlib.contextmanager
 def driver_lab(etcd_url: str, host_names: list[str], *, underlay_mtu: int = 1500) -> Iterator[OverlayLab]:
     """An OverlayLab (switch "sw" and these hosts) on an empty /netctl/ in etcd at `etcd_url`. All of
     it is removed on exit, also on failure, the store's /netctl/ included."""
     from overlay.etcd_server import etcdctl
 
     etcdctl(etcd_url, "del", "--prefix", "/netctl/")
-    made: list[Host] = []
-    lab = None
     try:
-        for name in ["sw", *host_names]:
-            made.append(Host.start(name))
-        lab = OverlayLab.build(made[0], made[1:], etcd_url, underlay_mtu=underlay_mtu)
-        yield lab
+        with _switch_and_hosts(host_names) as made:
+            lab = OverlayLab.build(made[0], made[1:], etcd_url, underlay_mtu=underlay_mtu)
+            try:
+                yield lab
+            finally:
+                lab.close()
     finally:
-        if lab is not None:
-            lab.close()
-        for host in made:
-            host.close()
         etcdctl(etcd_url, "del", "--prefix", "/netctl/")
 
 
@@ -428,21 +437,15 @@ def netctl_lab(n: int = 3, *, underlay_mtu: int = 1500, register: bool = True, l
     register=False). Everything is removed on exit, also on failure: etcd by its PID, hosts with it."""
     from overlay.etcd_server import LabEtcdServer
 
-    made: list[Host] = []
-    lab = None
-    try:
-        for name in ["sw", *(names or [f"h{i}" for i in range(1, n + 1)])]:
-            made.append(Host.start(name))
+    with _switch_and_hosts(names or [f"h{i}" for i in range(1, n + 1)]) as made:
         switch, hosts = made[0], made[1:]
         vteps = build_underlay(switch, hosts, underlay_mtu, switch_address=SWITCH_ADDRESS)
         lab = NetctlLab(switch, hosts, LabEtcdServer(switch, SWITCH_ADDRESS), underlay_mtu, vteps)
-        lab.etcd.start()
-        if register:
-            for host in hosts:
-                lab.register(host, ttl=lease_ttl)
-        yield lab
-    finally:
-        if lab is not None:
+        try:
+            lab.etcd.start()
+            if register:
+                for host in hosts:
+                    lab.register(host, ttl=lease_ttl)
+            yield lab
+        finally:
             lab.close()
-        for host in made:
-            host.close()
