@@ -82,6 +82,28 @@ def test_corrupt_file_is_a_store_error_saying_what_to_do(tmp_path):
     assert "corrupt" in str(err.value) and "move it aside" in str(err.value)
 
 
+def test_writers_take_turns_on_the_lock_file_and_wait_boundedly(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    SQLiteStore(str(tmp_path)).close()
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_S", 0.3)
+    turn = open(tmp_path / "netctl.db.lock", "w")  # another writer's turn (a separate open: flock excludes it)
+    fcntl.flock(turn, fcntl.LOCK_EX)
+    try:
+        with SQLiteStore(str(tmp_path)) as s:
+            with pytest.raises(StoreError, match="stayed locked for more than 0 s"):
+                with s.transaction():
+                    pass
+            with s.snapshot() as tx:  # readers never wait for it
+                assert tx.list_networks() == []
+            threading.Timer(0.1, lambda: fcntl.flock(turn, fcntl.LOCK_UN)).start()
+            with s.transaction():  # its turn comes once the other writer is done
+                pass
+    finally:
+        turn.close()
+
+
 def test_lock_held_too_long_is_a_store_error(tmp_path, monkeypatch):
     SQLiteStore(str(tmp_path)).close()
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_S", 0.2)
