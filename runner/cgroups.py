@@ -257,7 +257,7 @@ class Cgroup:
                             f"(cat {directory}/cgroup.procs)"
                         ) from None
                     time.sleep(0.01)
-            _remove_empty_parents(directory, self.path.count("/"))
+            remove_empty_parents(directory, self.path.count("/"))
 
 
 def limit_files(version: int, limits: Limits) -> list[tuple[str, str]]:
@@ -302,7 +302,9 @@ def _mkdir_parents(directory: str, made: list[str]) -> None:
     raise KernelError(f"cannot create cgroup {directory}: its parent keeps disappearing")
 
 
-def _remove_empty_parents(directory: str, depth: int) -> None:
+def remove_empty_parents(directory: str, depth: int) -> None:
+    """rmdir up to `depth` ancestors of `directory`, nearest first, while they are empty: a parent
+    like "netctl" lives exactly as long as something is under it (one still in use stays)."""
     for _ in range(depth):
         directory = os.path.dirname(directory)
         if not _rmdir_quietly(directory):

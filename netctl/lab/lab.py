@@ -99,7 +99,6 @@ class State:
     created: str = ""
     file: str = ""
     cgroup_parent: str = ""  # PARENT/lab-<name>: each host's containers go under <this>/<host>
-    cgroup_base_made: list[str] = field(default_factory=list)  # PARENT dirs that `up` created
     etcd: dict = field(default_factory=dict)  # Recorded
     daemons: dict[str, dict] = field(default_factory=dict)  # host -> Recorded
     hosts: list[str] = field(default_factory=list)  # hosts whose namespace exists
@@ -176,7 +175,6 @@ def up(root: str, file: str, *, log: Callable[[str], None] = lambda line: None) 
     os.makedirs(paths.logs, exist_ok=True)
     state = State(topo.name, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   file=os.path.abspath(file), cgroup_parent=_cgroup_parent(topo.name))  # fmt: skip
-    state.cgroup_base_made = _missing_cgroup_dirs(state.cgroup_parent)
     write_state(paths, state)
     try:
         _build(paths, topo, state, log)
@@ -496,34 +494,31 @@ def _cgroup_tops() -> list[str]:
     return [CGROUP_ROOT] + [os.path.join(CGROUP_ROOT, d) for d in sorted(os.listdir(CGROUP_ROOT))]
 
 
-def _missing_cgroup_dirs(parent: str) -> list[str]:
-    """The ancestors of PARENT/lab-<name> that do not exist yet in any hierarchy (removed by `down`)."""
-    base = os.path.dirname(parent)
-    missing = []
-    while base:
-        if not any(os.path.isdir(os.path.join(top, base)) for top in _cgroup_tops()):
-            missing.append(base)
-        base = os.path.dirname(base)
-    return missing
-
-
 def _remove_cgroups(state: State) -> None:
+    """PARENT/lab-<name> in every hierarchy, then its ancestors that became empty (the default
+    parent "netctl" included), as the runner does after a container's last cgroup. Derived from
+    what is there, not from what `up` remembers having made: a concurrent lab or container, or an
+    `up` cut short, cannot leave a parent behind."""
+    from runner.cgroups import remove_empty_parents
+
     if not state.cgroup_parent:
         return
     left = []
-    for relative in [state.cgroup_parent] + list(state.cgroup_base_made):
-        for top in _cgroup_tops():
-            base = os.path.join(top, relative)
-            if os.path.isdir(base) and os.path.realpath(base).startswith(CGROUP_ROOT + "/"):
-                left += _rmdir_tree(base, only_self=relative != state.cgroup_parent)
+    for top in _cgroup_tops():
+        base = os.path.join(top, state.cgroup_parent)
+        if not os.path.realpath(base).startswith(CGROUP_ROOT + "/"):
+            continue
+        if os.path.isdir(base):
+            left += _rmdir_tree(base)
+        remove_empty_parents(base, state.cgroup_parent.count("/"))
     if left:
         raise LabError(f"cgroups could not be removed: {', '.join(left[:3])}")
 
 
-def _rmdir_tree(base: str, *, only_self: bool) -> list[str]:
-    """rmdir `base` (and, unless only_self, its sub-directories bottom-up); cgroup dirs cannot be
-    removed while tasks remain, so wait a little for exiting ones. Returns what stayed."""
-    dirs = [base] if only_self else [d for d, _, _ in os.walk(base)]
+def _rmdir_tree(base: str) -> list[str]:
+    """rmdir `base` and its sub-directories bottom-up; cgroup dirs cannot be removed while tasks
+    remain, so wait a little for exiting ones. Returns what stayed."""
+    dirs = [d for d, _, _ in os.walk(base)]
     left = []
     deadline = time.monotonic() + CGROUP_REMOVE_TIMEOUT_S
     for directory in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
@@ -534,9 +529,8 @@ def _rmdir_tree(base: str, *, only_self: bool) -> list[str]:
             except FileNotFoundError:
                 break
             except OSError as err:
-                if only_self or time.monotonic() > deadline:  # a parent still used by others stays
-                    if not only_self:
-                        left.append(f"{directory} ({err.strerror})")
+                if time.monotonic() > deadline:
+                    left.append(f"{directory} ({err.strerror})")
                     break
                 time.sleep(0.05)
     return left
