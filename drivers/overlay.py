@@ -54,11 +54,8 @@ caller in the global store), the remote endpoints come in as arguments.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
@@ -341,24 +338,14 @@ class OverlayDriver:
     def _locked(self, name: str = LOCK_FILE) -> Iterator[None]:
         """An exclusive lock between netctl processes of this host (the daemon and a CLI building the
         same network at once), bounded in time."""
+        from libnetwork import flock
+
+        path = os.path.join(self.root, name)
         os.makedirs(self.root, exist_ok=True)
-        fd = os.open(os.path.join(self.root, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            deadline = time.monotonic() + LOCK_TIMEOUT_S
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as err:
-                    if err.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                        raise KernelError(
-                            f"another netctl process has held {os.path.join(self.root, name)} for more than "
-                            f"{LOCK_TIMEOUT_S:.0f} s; retry, or find it with `fuser {self.root}/{name}`"
-                        ) from None
-                    time.sleep(0.01)
+        with flock.held(path, LOCK_TIMEOUT_S, lambda: KernelError(
+                f"another netctl process has held {path} for more than {LOCK_TIMEOUT_S:.0f} s; retry, or find "
+                f"it with `fuser {path}`")):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     # --- endpoints ------------------------------------------------------------------------------
 

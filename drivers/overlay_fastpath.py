@@ -20,7 +20,8 @@ The bridge stays and stays in charge of everything else: broadcast and multicast
 any MAC the map lacks, and every frame when the kernel has no BPF or no tcx. An entry missing or
 late costs speed, never a frame. An entry must not outlive its veth (the kernel drops a frame
 redirected to a device that is gone), so a leave deletes the entry before the veth, and a crash's
-leftovers are swept at the next change of the network. Remote entries never replace local ones.
+leftovers are swept at the next reconcile (the daemon resyncs every 30 s at least). Remote
+entries never replace local ones.
 
 Every step runs in the calling thread's network namespace (the driver enters the network's first),
 under the driver's fast-path lock (two processes installing at once would attach two programs).
@@ -319,12 +320,11 @@ def install(vxlan_index: int) -> None:
 
 def add_port(vxlan_index: int, port_index: int, mac: str) -> bool:
     """Map the container's MAC to its veth end, then attach the program there (frames from it take
-    the fast path only once frames to it can); False if the network has no fast path. Also drops
-    entries of local ends that are gone (a crash's leftovers)."""
+    the fast path only once frames to it can); False if the network has no fast path. A crash's
+    leftovers are the reconcile's to sweep (sync_remotes), not every join's."""
     with _Handles(vxlan_index) as handles:
         if not handles:
             return False
-        _sweep_gone(handles)
         _map_update(handles.map_fd, mac.lower(), port_index)
         try:
             _attach(handles.program_fd, port_index)

@@ -18,13 +18,10 @@ read and written only by libnetwork/ipam.py through `tx.conn`.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import sqlite3
-import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from libnetwork.errors import AlreadyExists, InvalidArgument, NetctlError, StoreError
 
@@ -37,7 +34,6 @@ if TYPE_CHECKING:
 DB_FILENAME = "netctl.db"
 WRITER_LOCK_SUFFIX = ".lock"  # netctl.db.lock: whose turn it is to write
 BUSY_TIMEOUT_S = 30.0
-WRITER_POLL_S = (0.001, 0.005)  # first and longest sleep between tries for the writer's turn
 MIN_PREFIX_LEN = 3  # shortest id prefix accepted as a reference, like `docker network inspect 1a2`
 
 # MIGRATIONS[i] brings a database from user_version i to i + 1. Append, never edit: a database in
@@ -317,27 +313,17 @@ class SQLiteStore:
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
         """An exclusive flock on netctl.db.lock for the duration of one write transaction."""
+        from libnetwork import flock
+
         if self.conn.in_transaction:  # before the flock: a nested writer would wait for itself
             raise RuntimeError("netctl store transactions do not nest; finish the open one first")
-        try:
-            fd = os.open(self.path + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise StoreError(f"cannot open {self.path + WRITER_LOCK_SUFFIX}: {e}; check that {self.root} is "
-                             "writable by you") from e
-        try:
-            deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, WRITER_POLL_S[0]
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                        raise self._translate(sqlite3.OperationalError("database is locked")) from None
-                time.sleep(pause)
-                pause = min(pause * 2, WRITER_POLL_S[1])
+        path = self.path + WRITER_LOCK_SUFFIX
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(flock.held(path, BUSY_TIMEOUT_S, self._locked_too_long))
+            except OSError as e:
+                raise StoreError(f"cannot open {path}: {e}; check that {self.root} is writable by you") from e
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -403,13 +389,16 @@ class SQLiteStore:
                 self.conn.rollback()
             raise
 
+    def _locked_too_long(self) -> StoreError:
+        return StoreError(
+            f"state store {self.path} stayed locked for more than {BUSY_TIMEOUT_S:.0f} s by another netctl "
+            f"process; retry, or find the stuck process with `fuser {self.path}`"
+        )
+
     def _translate(self, e: sqlite3.Error) -> NetctlError:
         text = str(e)
         if "locked" in text or "busy" in text:
-            return StoreError(
-                f"state store {self.path} stayed locked for more than {BUSY_TIMEOUT_S:.0f} s by another netctl "
-                f"process; retry, or find the stuck process with `fuser {self.path}`"
-            )
+            return self._locked_too_long()
         if isinstance(e, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
             return StoreError(
                 f"state store {self.path} is corrupt ({text}); move it aside (with its -wal and -shm files) "
