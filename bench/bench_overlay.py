@@ -3,7 +3,7 @@
 
     sudo .venv/bin/python bench/bench_overlay.py            # full run (~3 min on 2 idle cores)
     sudo .venv/bin/python bench/bench_overlay.py --quick    # smoke run (~40 s)
-    options: --rounds N --seconds S --streams P --pin --calm F --prototype --no-convergence
+    options: --rounds N --seconds S --streams P --pin | --one-cpu --calm F --prototype --no-convergence
 
 Lab: throwaway hosts h1, h2 on an underlay switch (tests/overlay/lab.py; br_netfilter off in the
 switch's namespace, so the emulated underlay costs what a wire does: nothing), state in a real etcd,
@@ -215,16 +215,35 @@ def iperf(client_host, client_netns: str | None, server_host, server_netns: str 
         server.wait(timeout=10)
 
 
+def cpu_ticks() -> tuple[int, int, int]:
+    """(idle + iowait, steal, total) jiffies of all CPUs so far, from /proc/stat (guest time is inside user)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return values[3] + values[4], values[7], sum(values[:8])
+
+
+def steal_share(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    """Share of CPU time the hypervisor gave to other guests between two cpu_ticks() readings. On a
+    shared VM the throughput figures (all subjects alike) sink with it, and the ratios get noisier."""
+    return (after[1] - before[1]) / max(1, after[2] - before[2])
+
+
+def bootstrap_median_interval(values: list[float], resamples: int = 2000, seed: int = 5) -> tuple[float, float]:
+    """A 95 % bootstrap interval of the median of `values` (seeded: the same samples print the same
+    interval). The round ratios scatter by several per cent on a shared VM; the interval says how
+    far their median can be trusted."""
+    import random
+
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
 def idle_fraction(window_s: float = 0.5) -> float:
     """Share of the machine's CPU time that was idle over the next `window_s` (from /proc/stat)."""
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return values[3] + values[4], sum(values[:8])  # idle + iowait, total (guest time is inside user)
-
-    idle0, total0 = sample()
+    idle0, _, total0 = cpu_ticks()
     time.sleep(window_s)
-    idle1, total1 = sample()
+    idle1, _, total1 = cpu_ticks()
     return (idle1 - idle0) / max(1, total1 - total0)
 
 
@@ -310,7 +329,8 @@ def paired_ratios(samples: dict[str, list[float]], name: str) -> list[float]:
     return [a / b for a, b in zip(samples[name], samples["vxlan-raw"])]
 
 
-def report_throughput(gbps: dict[str, list[float]], mtus: dict, args, idle_seen: list[float]) -> float:
+def report_throughput(gbps: dict[str, list[float]], mtus: dict, args, idle_seen: list[float],
+                      steal: float) -> float:
     base = statistics.median(gbps["vxlan-raw"])
     rows = []
     for name, values in gbps.items():
@@ -322,8 +342,10 @@ def report_throughput(gbps: dict[str, list[float]], mtus: dict, args, idle_seen:
     print(format_table(["subject", "median", "min", "max", "median/raw", "median of round ratios"], rows,
                        numeric=(1, 2, 3, 4, 5)))
     ratio = statistics.median(paired_ratios(gbps, "overlay"))
+    low, high = bootstrap_median_interval(paired_ratios(gbps, "overlay"))
     print(f"overlay / kernel VXLAN = {ratio:.1%}, median of {len(gbps['overlay'])} round ratios "
-          f"(goal >= {GOAL:.0%}: {'met' if ratio >= GOAL else 'NOT met'})")
+          f"(95 % bootstrap interval {low:.1%} .. {high:.1%}; goal >= {GOAL:.0%}: "
+          f"{'met' if ratio >= GOAL else 'NOT met'})")
     gains = [fast / slow for fast, slow in zip(gbps["overlay"], gbps["overlay-bridge"])]
     print(f"fast path: overlay / overlay-bridge = {statistics.median(gains):.3f}, median of round ratios; "
           f"faster in {sum(g > 1 for g in gains)} of {len(gains)} rounds")
@@ -332,6 +354,7 @@ def report_throughput(gbps: dict[str, list[float]], mtus: dict, args, idle_seen:
         quartiles = statistics.quantiles(calm, n=4) if len(calm) > 1 else calm * 3
         print(f"  over the {len(calm)} rounds that started with >= {args.calm:.0%} of the CPUs idle: "
               f"{statistics.median(calm):.1%} (quartiles {quartiles[0]:.1%} .. {quartiles[2]:.1%})")
+    print(f"  CPU time stolen by the hypervisor while measuring: {steal:.1%}")
     print("\nMTU of every device on h1 (h2 is built alike)")
     for where, links in mtus.items():
         print(f"  {where}: " + ", ".join(f"{name} {mtu}" for name, mtu in sorted(links.items())))
@@ -360,6 +383,10 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1, help="parallel TCP streams, iperf3 -P (default 1)")
     parser.add_argument("--pin", action="store_true",
                         help="pin iperf3's client to CPU 0 and server to CPU 1 (iperf3 -A 0,1), every subject alike")
+    parser.add_argument("--one-cpu", action="store_true",
+                        help="pin iperf3's client and server both to CPU 0 (iperf3 -A 0,0): the softirq work they "
+                             "raise runs there too, so each subject's figure is the inverse of its CPU cost per byte, "
+                             "what it gets on a machine whose other cores are busy")
     parser.add_argument("--prototype", action="store_true",
                         help="also measure a macvlan attachment prototype (not netctl's data plane)")
     parser.add_argument("--calm", type=float, default=0.8,
@@ -369,7 +396,10 @@ def main() -> int:
     args.rounds = args.rounds or (2 if args.quick else 11)
     args.seconds = args.seconds or 2  # short: the subjects of a round run close together in time
     trials = 5 if args.quick else 20
-    extra = (["-P", str(args.streams)] if args.streams > 1 else []) + (["-A", "0,1"] if args.pin else [])
+    if args.pin and args.one_cpu:
+        parser.error("--pin and --one-cpu exclude each other")
+    affinity = ["-A", "0,1"] if args.pin else ["-A", "0,0"] if args.one_cpu else []
+    extra = (["-P", str(args.streams)] if args.streams > 1 else []) + affinity
     if os.geteuid() != 0:
         raise SystemExit("bench: needs root (throwaway namespaces); run with sudo")
 
@@ -402,8 +432,10 @@ def main() -> int:
             log(f"lab up: overlay MTU {network.mtu} (derived) on a {lab.underlay_mtu} underlay; "
                 f"{args.rounds} rounds x {args.seconds} s, iperf3 {' '.join(extra) or '(defaults)'}")
             idle_seen: list[float] = []
+            ticks_before = cpu_ticks()
             gbps = throughput(lab, a1, a2, b1, b2, args.rounds, args.seconds, extra, args.prototype, args.calm,
                               idle_seen)
+            steal = steal_share(ticks_before, cpu_ticks())
             if not args.no_convergence:
                 conv = convergence(lab, network, trials)
         finally:
@@ -414,7 +446,7 @@ def main() -> int:
     if root_namespace_state() != root_before:
         raise SystemExit("bench: the machine's own namespace changed during the run")
 
-    ratio = report_throughput(gbps, mtus, args, idle_seen)
+    ratio = report_throughput(gbps, mtus, args, idle_seen, steal)
     print(f"machine load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
           f"on {os.cpu_count()} CPUs; idle share before each round: "
           + " ".join(f"{idle:.0%}" for idle in idle_seen))
@@ -425,7 +457,7 @@ def main() -> int:
         "iperf3_args": extra, "rounds": args.rounds, "seconds": args.seconds, "streams": args.streams,
         "throughput_gbps": gbps, "overlay_over_raw_per_round": paired_ratios(gbps, "overlay"),
         "overlay_over_raw_median": ratio, "loadavg_before_after": [load_before, load_after],
-        "idle_before_round": idle_seen,
+        "idle_before_round": idle_seen, "steal_share": steal,
         "convergence": conv,
     })
     print(f"\nresults: {path}")

@@ -31,21 +31,21 @@ cannot carry it refuses to build the network rather than black-hole large packet
 
 Throughput (bench/bench_overlay.py; kernel 6.18, 2 cores): through the bridge, a container's traffic
 pays on each host one veth hop (netif_rx into the per-CPU backlog and out again) and one bridge
-beyond raw kernel VXLAN: 82-92 % of raw VXLAN. The fast path (drivers/overlay_fastpath.py, an
-eBPF program on tcx ingress of the VXLAN device and of each veth end) hands unicast frames between
-them past the bridge, and into a container without the backlog (bpf_redirect_peer): 93-94 % (three
-runs, medians of 11-21 paired rounds; the bridge-only path, in the same runs, was slower in 40 of
-53 rounds). What is left is the veth hop out of the container, which only netkit (not built into
-our machines' kernel) avoids. The bridge still carries broadcast, multicast and anything the fast
-path's map lacks; `-o fastpath=false` keeps every frame on it. Each local container has a static
-entry in the bridge's FDB: its unicast passing the bridge by, the bridge could not learn it.
-Also tried, and no help: GRO/NAPI on the veth (the kernel bypasses veth
-NAPI for TSO packets from a TSO-capable peer), port learning off with static bridge entries,
-multicast snooping off, txqueuelen and qdiscs (all noqueue), veth queue counts, the outer UDP
-checksum (offloaded over veth as over real NICs), a macvlan on the bridge instead of the veth
-(bench --prototype: slower), no bridge via tc mirred (84 %), RPS on the veths (worse), BIG TCP
-(VXLAN does not carry GSO packets over 64 KiB: throughput collapses). The device parameters are the
-kernel's defaults on purpose.
+beyond raw kernel VXLAN: 90-98 % of raw VXLAN on a calm machine, 82-92 % on a busy one. The fast path
+(drivers/overlay_fastpath.py, an eBPF program on tcx ingress of the VXLAN device and of each veth
+end) hands unicast frames between them past the bridge, and into a container without the backlog
+(bpf_redirect_peer): 96-101 % of raw VXLAN on a calm machine (five runs, medians of 11-31 paired
+rounds; pooled 97.0 %), 93-94 % on a busy one. What is left is the veth hop out of the container
+(about 1.5x the backlog packets of raw VXLAN), which only netkit (not built into our machines'
+kernel) avoids. The bridge still carries broadcast, multicast and anything the fast path's map lacks;
+`-o fastpath=false` keeps every frame on it. Each local container has a static entry in the bridge's
+FDB: its unicast passing the bridge by, the bridge could not learn it. Also tried, and no help:
+GRO/NAPI on the veth (the kernel bypasses veth NAPI for TSO packets from a TSO-capable peer), port
+learning off with static bridge entries, multicast snooping off, txqueuelen and qdiscs (all noqueue),
+veth queue counts, the outer UDP checksum (offloaded over veth as over real NICs), a macvlan on the
+bridge instead of the veth (bench --prototype: slower), no bridge via tc mirred (84 %), RPS on the
+veths (worse), BIG TCP (VXLAN does not carry GSO packets over 64 KiB: throughput collapses). The
+device parameters are the kernel's defaults on purpose.
 
 The driver never touches the store: the VNI comes in `network.driver_state["vni"]` (allocated by the
 caller in the global store), the remote endpoints come in as arguments.
