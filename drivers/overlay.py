@@ -34,8 +34,8 @@ pays on each host one veth hop (netif_rx into the per-CPU backlog and out again)
 beyond raw kernel VXLAN: 90-98 % of raw VXLAN on a calm machine, 82-92 % on a busy one. The fast path
 (drivers/overlay_fastpath.py, an eBPF program on tcx ingress of the VXLAN device and of each veth
 end) hands unicast frames between them past the bridge, and into a container without the backlog
-(bpf_redirect_peer): 96-101 % of raw VXLAN on a calm machine (five runs, medians of 11-31 paired
-rounds; pooled 97.0 %), 93-94 % on a busy one. What is left is the veth hop out of the container
+(bpf_redirect_peer): 96-101 % of raw VXLAN on a calm machine (six runs, medians of 11-31 paired
+rounds; pooled 97.3 %), 93-94 % on a busy one. What is left is the veth hop out of the container
 (about 1.5x the backlog packets of raw VXLAN), which only netkit (not built into our machines'
 kernel) avoids. The bridge still carries broadcast, multicast and anything the fast path's map lacks;
 `-o fastpath=false` keeps every frame on it. Each local container has a static entry in the bridge's
