@@ -304,6 +304,46 @@ def test_etcd_down_add_fails_cleanly_del_still_cleans_the_kernel_and_gc_the_rest
     assert lab.overlay_netns(h2) == []
 
 
+ETCD_BLACK_HOLE = """table inet netctl_test_black_hole {
+    chain out { type filter hook output priority 0; policy accept; tcp dport 2379 drop; }
+}"""
+
+
+@pytest.mark.parametrize("mode", ["in-process", "service"])
+def test_etcd_black_holed_del_waits_out_one_etcd_timeout_not_one_per_call(lab, cnis, mode):
+    """etcd not refusing but silent (a partition, a dead peer's address): every request waits out the
+    store's timeout. A DEL must not pay it again for each etcd step it skips: it learns once that etcd
+    is away and takes the etcd-away path (kernel side and local copy go, the address waits for gc).
+    Only h1's packets to etcd are dropped, in h1's own namespace, so h2's daemon keeps its lease."""
+    from libnetwork.store.etcd import DEFAULT_TIMEOUT_S
+
+    c1 = cnis[0]
+    h1 = lab.hosts[0]
+    conf = overlay_conf("ov-hole", "10.84.0.0/24")
+    r1 = c1.add(conf, "e1")
+    address = r1["ips"][0]["address"]
+    service = Service(c1.host) if mode == "service" else None
+    h1.run("nft", "-f", "-", input=ETCD_BLACK_HOLE)
+    try:
+        started = time.monotonic()
+        gone = c1.run("netctl-overlay", "DEL", with_prev(conf, r1), cid="e1", netns="/run/netns/e1", ifname="eth0")
+        took = time.monotonic() - started
+        assert gone.ok and gone.stdout == "", gone.stderr
+        assert "stay in etcd until `netctl gc`" in gone.stderr and address in gone.stderr
+        assert "eth0" not in c1.links("e1") and lab.overlay_netns(h1) == [] and c1.sandboxes() == []
+        print(f"\nDEL with etcd black-holed: {took:.1f} s (etcd timeout {DEFAULT_TIMEOUT_S:g} s)")
+        assert DEFAULT_TIMEOUT_S <= took < 1.6 * DEFAULT_TIMEOUT_S, f"DEL took {took:.1f} s"
+    finally:
+        h1.run("nft", "delete", "table", "inet", "netctl_test_black_hole")
+        if service is not None:
+            service.stop()
+    if service is not None:
+        assert "netctl-overlay" in service.log()  # the service answered, not the fallback
+    assert address in endpoint_addresses(lab)  # what the DEL could not release...
+    lab.netctl(h1, "gc")
+    assert address not in endpoint_addresses(lab)  # ...gc releases once etcd answers
+
+
 def test_local_plugins_on_an_overlay_host_do_not_need_etcd(lab, cnis):
     """h1 has a global store (ROOT/global.json); its bridge networks are local and must not wait for etcd."""
     c1 = cnis[0]
