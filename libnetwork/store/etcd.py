@@ -1487,6 +1487,7 @@ class _LeaseKeeper:
 
     def _run(self) -> None:
         interval = max(0.5, self.ttl / 3)
+        failed, failing_since = 0, 0.0
         while not self._stop.wait(interval):
             try:
                 alive = self.record is not None and self._etcd.keepalive(self.record.lease) > 0
@@ -1496,7 +1497,18 @@ class _LeaseKeeper:
                     if self.on_registered is not None:
                         self.on_registered(self.record)
             except StoreError as err:
-                log.warning("keep-alive of host %s: %s", self.store.host_name, err)
+                # One warning per outage, not one every few seconds for as long as it lasts.
+                if not failed:
+                    failing_since = time.monotonic()
+                    log.warning("keep-alive of host %s: %s; retrying every %g s", self.store.host_name, err, interval)
+                else:
+                    log.debug("keep-alive of host %s: %s", self.store.host_name, err)
+                failed += 1
+                continue
+            if failed:
+                log.info("keep-alive of host %s works again after %d failed attempt%s over %.0f s",
+                            self.store.host_name, failed, "" if failed == 1 else "s", time.monotonic() - failing_since)
+                failed = 0
 
     def stop(self) -> None:
         self._stop.set()

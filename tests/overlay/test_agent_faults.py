@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
 SUBNET = "10.78.0.0/24"
 CONVERGE_S = 10.0  # bound of every wait for the daemons to converge (they take well under a second)
+KEEPALIVE_S = 10.0  # bound of a wait for a keep-alive to fail or recover (one every lease TTL / 3 = 3.3 s)
 
 
 def up(overlay_lab, tmp_path, *, lease_ttl: int = 10, resync: float = 30.0):
@@ -83,6 +84,7 @@ def test_etcd_away_keeps_containers_talking_and_refuses_new_ones_cleanly(overlay
     lab.etcd.stop()
     for daemon in lab.daemons.values():
         wait_for(lambda: daemon.lines("reconcile failed"), CONVERGE_S, f"{daemon.host.name} to try and fail")
+        wait_for(lambda: daemon.lines("keep-alive of host"), KEEPALIVE_S, f"{daemon.host.name}'s keep-alive to fail")
     assert all_pairs_ping([a1, a2, a3])
 
     refused = lab.netctl(h1, "network", "connect", "ov", "late", check=False)
@@ -92,6 +94,7 @@ def test_etcd_away_keeps_containers_talking_and_refuses_new_ones_cleanly(overlay
     assert h1.snapshot() == snapshot  # nothing half-made: no veth, no netns, no record
     assert all_pairs_ping([a1, a2, a3])  # still, after more failed reconciles
 
+    time.sleep(KEEPALIVE_S / 2)  # long enough for every keep-alive to fail once more, quietly
     lab.etcd.start()
     for h in lab.hosts:  # the kernel entries were kept as they were all along
         assert tables(lab, h, lab.network_id)["have"] == before[h.name]
@@ -100,6 +103,11 @@ def test_etcd_away_keeps_containers_talking_and_refuses_new_ones_cleanly(overlay
     wait_for(lambda: converged(lab), CONVERGE_S, "every host's tables to be exact")
     for daemon in lab.daemons.values():
         wait_for(lambda: daemon.lines("reconcile works again"), CONVERGE_S, f"{daemon.host.name} to recover")
+        recovered = f"keep-alive of host {daemon.host.name} works again"
+        wait_for(lambda: daemon.lines(recovered), KEEPALIVE_S, f"{daemon.host.name}'s keep-alive to recover")
+        # One line when the outage starts, one when it ends: the failures between them were quiet.
+        said = daemon.lines("keep-alive of host")
+        assert len(said) == 2 and recovered in said[1] and "failed attempts" in said[1], said
 
 
 def _connect(lab, host, name):
