@@ -1507,7 +1507,7 @@ class _LeaseKeeper:
                 continue
             if failed:
                 log.info("keep-alive of host %s works again after %d failed attempt%s over %.0f s",
-                            self.store.host_name, failed, "" if failed == 1 else "s", time.monotonic() - failing_since)
+                         self.store.host_name, failed, "" if failed == 1 else "s", time.monotonic() - failing_since)
                 failed = 0
 
     def stop(self) -> None:
