@@ -341,15 +341,16 @@ def report_throughput(gbps: dict[str, list[float]], mtus: dict, args, idle_seen:
     print(f"\nThroughput h1 -> h2, {streams}, {args.rounds} interleaved rounds x {args.seconds} s (Gbit/s)")
     print(format_table(["subject", "median", "min", "max", "median/raw", "median of round ratios"], rows,
                        numeric=(1, 2, 3, 4, 5)))
-    ratio = statistics.median(paired_ratios(gbps, "overlay"))
-    low, high = bootstrap_median_interval(paired_ratios(gbps, "overlay"))
+    overlay_ratios = paired_ratios(gbps, "overlay")
+    ratio = statistics.median(overlay_ratios)
+    low, high = bootstrap_median_interval(overlay_ratios)
     print(f"overlay / kernel VXLAN = {ratio:.1%}, median of {len(gbps['overlay'])} round ratios "
           f"(95 % bootstrap interval {low:.1%} .. {high:.1%}; goal >= {GOAL:.0%}: "
           f"{'met' if ratio >= GOAL else 'NOT met'})")
     gains = [fast / slow for fast, slow in zip(gbps["overlay"], gbps["overlay-bridge"])]
     print(f"fast path: overlay / overlay-bridge = {statistics.median(gains):.3f}, median of round ratios; "
           f"faster in {sum(g > 1 for g in gains)} of {len(gains)} rounds")
-    calm = [r for r, idle in zip(paired_ratios(gbps, "overlay"), idle_seen) if idle >= args.calm]
+    calm = [r for r, idle in zip(overlay_ratios, idle_seen) if idle >= args.calm]
     if args.calm and calm:
         quartiles = statistics.quantiles(calm, n=4) if len(calm) > 1 else calm * 3
         print(f"  over the {len(calm)} rounds that started with >= {args.calm:.0%} of the CPUs idle: "
@@ -381,12 +382,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="interleaved throughput rounds (default 11; quick 2)")
     parser.add_argument("--seconds", type=int, help="iperf3 duration per subject and round (default 2)")
     parser.add_argument("--streams", type=int, default=1, help="parallel TCP streams, iperf3 -P (default 1)")
-    parser.add_argument("--pin", action="store_true",
-                        help="pin iperf3's client to CPU 0 and server to CPU 1 (iperf3 -A 0,1), every subject alike")
-    parser.add_argument("--one-cpu", action="store_true",
-                        help="pin iperf3's client and server both to CPU 0 (iperf3 -A 0,0): the softirq work they "
-                             "raise runs there too, so each subject's figure is the inverse of its CPU cost per byte, "
-                             "what it gets on a machine whose other cores are busy")
+    pinning = parser.add_mutually_exclusive_group()
+    pinning.add_argument("--pin", action="store_true",
+                         help="pin iperf3's client to CPU 0 and server to CPU 1 (iperf3 -A 0,1), every subject alike")
+    pinning.add_argument("--one-cpu", action="store_true",
+                         help="pin iperf3's client and server both to CPU 0 (iperf3 -A 0,0): the softirq work they "
+                              "raise runs there too, so each subject's figure is the inverse of its CPU cost per byte, "
+                              "what it gets on a machine whose other cores are busy")
     parser.add_argument("--prototype", action="store_true",
                         help="also measure a macvlan attachment prototype (not netctl's data plane)")
     parser.add_argument("--calm", type=float, default=0.8,
@@ -396,8 +398,6 @@ def main() -> int:
     args.rounds = args.rounds or (2 if args.quick else 11)
     args.seconds = args.seconds or 2  # short: the subjects of a round run close together in time
     trials = 5 if args.quick else 20
-    if args.pin and args.one_cpu:
-        parser.error("--pin and --one-cpu exclude each other")
     affinity = ["-A", "0,1"] if args.pin else ["-A", "0,0"] if args.one_cpu else []
     extra = (["-P", str(args.streams)] if args.streams > 1 else []) + affinity
     if os.geteuid() != 0:

@@ -1151,11 +1151,28 @@ def _is_power_of_ten(n: int) -> bool:
     return n == 1
 
 
-def _recovered(prefix: str, failures: int) -> int:
-    """Log the end of a run of watch failures; the new count (0)."""
-    if failures:
-        log.warning("watch on %s works again after %d failure(s)", prefix, failures)
-    return 0
+class _FailureRun:
+    """Failures in a row of one recurring etcd call (a watch, a host's keep-alive), logged so that an
+    outage is a few lines, not one per retry: the 1st, 10th, 100th ... failure at WARNING (enough to
+    see an outage and its length), the others at DEBUG, and the first success after them once."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.count = 0
+        self._since = 0.0
+
+    def failed(self, err: BaseException, retry: str) -> None:
+        if not self.count:
+            self._since = time.monotonic()
+        self.count += 1
+        level = logging.WARNING if _is_power_of_ten(self.count) else logging.DEBUG
+        log.log(level, "%s: %s; %s (failure %d in a row)", self.what, err, retry, self.count)
+
+    def succeeded(self) -> None:
+        if self.count:
+            log.warning("%s works again after %d failure(s) over %.0f s", self.what, self.count,
+                        time.monotonic() - self._since)
+            self.count = 0
 
 
 class PrefixMirror:
@@ -1210,17 +1227,17 @@ class PrefixMirror:
         A mirror that has been read already (revision > 0) continues from there."""
         need_resync = self.revision == 0
         delay = self._retry[0]
-        failures = 0  # in a row: an etcd outage is one warning, not one per retry
+        failures = _FailureRun(f"watch on {self.prefix}")
         while not self._stop.is_set():
             try:
                 if need_resync:
                     self.resync()
                     need_resync = False
-                    failures = _recovered(self.prefix, failures)
+                    failures.succeeded()
                     on_change(self, None)
                 watch = Watch(self.url, self.prefix, self.revision + 1, idle_timeout=self._idle_timeout,
                               timeout=self._timeout)
-                failures = _recovered(self.prefix, failures)  # etcd answered the watch
+                failures.succeeded()  # etcd answered the watch
                 with self._lock:
                     self._watch = watch
                 if self._stop.is_set():
@@ -1234,11 +1251,7 @@ class PrefixMirror:
                 log.info("%s", err)
                 need_resync = True
             except StoreError as err:
-                failures += 1
-                # The 1st, 10th, 100th ... failure of a run: enough to see an outage and its length.
-                level = logging.WARNING if _is_power_of_ten(failures) else logging.DEBUG
-                log.log(level, "watch on %s: %s; retrying in %.1f s (failure %d in a row)", self.prefix, err,
-                        delay, failures)  # fmt: skip
+                failures.failed(err, f"retrying in {delay:.1f} s")
                 self.reconnects += 1
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._retry[1])
@@ -1487,7 +1500,7 @@ class _LeaseKeeper:
 
     def _run(self) -> None:
         interval = max(0.5, self.ttl / 3)
-        failed, failing_since = 0, 0.0
+        failures = _FailureRun(f"keep-alive of host {self.store.host_name}")
         while not self._stop.wait(interval):
             try:
                 alive = self.record is not None and self._etcd.keepalive(self.record.lease) > 0
@@ -1497,18 +1510,9 @@ class _LeaseKeeper:
                     if self.on_registered is not None:
                         self.on_registered(self.record)
             except StoreError as err:
-                # One warning per outage, not one every few seconds for as long as it lasts.
-                if not failed:
-                    failing_since = time.monotonic()
-                    log.warning("keep-alive of host %s: %s; retrying every %g s", self.store.host_name, err, interval)
-                else:
-                    log.debug("keep-alive of host %s: %s", self.store.host_name, err)
-                failed += 1
+                failures.failed(err, f"retrying every {interval:g} s")
                 continue
-            if failed:
-                log.info("keep-alive of host %s works again after %d failed attempt%s over %.0f s",
-                         self.store.host_name, failed, "" if failed == 1 else "s", time.monotonic() - failing_since)
-                failed = 0
+            failures.succeeded()
 
     def stop(self) -> None:
         self._stop.set()

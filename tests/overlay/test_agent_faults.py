@@ -7,6 +7,7 @@ desired set computed from the peers in etcd (no stale entry, no duplicate remote
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -107,7 +108,8 @@ def test_etcd_away_keeps_containers_talking_and_refuses_new_ones_cleanly(overlay
         wait_for(lambda: daemon.lines(recovered), KEEPALIVE_S, f"{daemon.host.name}'s keep-alive to recover")
         # One line when the outage starts, one when it ends: the failures between them were quiet.
         said = daemon.lines("keep-alive of host")
-        assert len(said) == 2 and recovered in said[1] and "failed attempts" in said[1], said
+        assert len(said) == 2 and "failure 1 in a row" in said[0] and recovered in said[1], said
+        assert int(re.search(r"works again after (\d+) failure", said[1]).group(1)) >= 2, said
 
 
 def _connect(lab, host, name):
