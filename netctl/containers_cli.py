@@ -71,6 +71,9 @@ def register(cli: click.Group) -> None:
     """Add the container runner's commands to the `netctl` group."""
     for command in (run, ps, stop, kill, rm, logs, exec_, inspect, wait, image, monitor_stats):
         cli.add_command(command)
+    from netctl import images_cli
+
+    images_cli.register(cli, image)
 
 
 def _options(table_name: str):
@@ -112,6 +115,10 @@ def run(ctx, image_ref, command, **values):
     values = dict(values)
     values["publish"] = [dataclasses.asdict(parse_port(p)) for p in values["publish"]]
     request = runopts.build_request(values, image_ref, list(command))
+    if values["pull"] != "never":
+        from runner.registry.present import ensure_image
+
+        ensure_image(_layout(ctx), image_ref, values["pull"] or "missing", values["platform"])
     sys.stdout.flush()
     container_id, code = client.run(
         _layout(ctx), request, detach=values["detach"], interactive=values["interactive"], tty=values["tty"]
@@ -350,7 +357,7 @@ def exec_(ctx, interactive, tty, env, user, workdir, ref, command):
 
 @click.group()
 def image() -> None:
-    """Import, list, inspect and remove images."""
+    """Pull, push, import, save, tag, list, inspect and remove images."""
 
 
 def _images(ctx):

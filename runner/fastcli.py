@@ -71,9 +71,14 @@ def _run(root: str | None, values: dict, image: str, command: list[str]) -> int:
 
         values["publish"] = [dataclasses.asdict(parse_port(p)) for p in values["publish"]]
     request = runopts.build_request(values, image, command)
+    layout = Layout.of(root)
+    if values["pull"] != "never":  # one small file read when the image is present; the registry code only to pull
+        from runner.registry.present import ensure_image
+
+        ensure_image(layout, image, values["pull"] or "missing", values["platform"])
     sys.stdout.flush()
     container_id, code = client.run(
-        Layout.of(root), request, detach=values["detach"], interactive=values["interactive"], tty=values["tty"]
+        layout, request, detach=values["detach"], interactive=values["interactive"], tty=values["tty"]
     )
     if values["detach"]:
         sys.stdout.write(container_id + "\n")

@@ -79,7 +79,7 @@ class HashingReader(io.RawIOBase):
 
 
 def decompressed(raw, what: str):
-    """A reader of `raw` without its compression (gzip, bzip2, xz or none), detected by magic bytes."""
+    """A reader of `raw` without its compression (gzip, zstd, bzip2, xz or none), detected by magic bytes."""
     head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
     if head.startswith(b"\x1f\x8b"):
         import gzip
@@ -94,8 +94,23 @@ def decompressed(raw, what: str):
 
         return lzma.LZMAFile(raw, mode="rb")
     if head.startswith(b"\x28\xb5\x2f\xfd"):
-        raise InvalidArgument(f"{what} is zstd-compressed, which netctl cannot read; recompress it with gzip")
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     return raw
+
+
+def compression_of(head: bytes) -> str:
+    """gzip, zstd, bzip2, xz or "" (uncompressed), from a stream's first bytes."""
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if head.startswith(b"BZh"):
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return ""
 
 
 @dataclass
@@ -130,6 +145,10 @@ def unpack(fileobj, dest: str, what: str, *, want_blob_digest: bool = False) -> 
         if err.errno is None:  # bz2 and friends report bad data as an OSError without errno
             raise CorruptArchive(f"{what} is corrupt ({_reason(err)}); check the file") from None
         raise
+    except Exception as err:
+        if type(err).__name__ != "ZstdError":  # zstandard's errors are plain Exceptions
+            raise
+        raise CorruptArchive(f"{what} is corrupt ({_reason(err)}); check the file") from None
     blob = raw.hexdigest() if isinstance(raw, HashingReader) else ""
     return LayerResult(diff_id=stream.hexdigest(), size=stream.size, blob_digest=blob)
 

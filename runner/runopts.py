@@ -39,7 +39,10 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (
     (("-d", "--detach"), "detach", FLAG, "", "Start it in the background and print its id."),
     (("--rm",), "auto_remove", FLAG, "", "Remove the container when it exits."),
     (("--entrypoint",), "entrypoint", VALUE, "CMD", "Replace the image's entrypoint."),
+    (("--pull",), "pull", VALUE, "missing|always|never", "Pull the image from its registry: when missing (default), always, or never."),
+    (("--platform",), "platform", VALUE, "OS/ARCH[/VARIANT]", "Platform to pull from a multi-platform image (default: this host's)."),
 )
+CLIENT_SIDE = ("pull", "platform")  # run options the CLI acts on itself (pulling); not sent to the monitor
 EXEC_OPTIONS: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (
     (("-i", "--interactive"), "interactive", FLAG, "", "Pass our stdin."),
     (("-t", "--tty"), "tty", FLAG, "", "Give the process a terminal."),
@@ -146,7 +149,8 @@ def build_request(values: dict, image: str, command: list[str], environ: dict[st
     for path in values["env_files"]:
         env += read_env_file(path, environ)
     env += parse_env(list(values["env"]), environ)
-    request = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in values.items() if k != "env_files"}
+    request = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in values.items()
+               if k != "env_files" and k not in CLIENT_SIDE}  # fmt: skip
     request.update(
         image=image,
         command=list(command),

@@ -1,0 +1,231 @@
+"""`netctl image pull`: a reference -> manifest (an index resolved to this host's platform, or the one
+--platform names) -> config -> the layers the store lacks, downloaded in parallel (3 at a time, as
+Docker does), each verified, unpacked with the import's safety checks (runner/layers.py) and moved to
+its content address; the image is recorded last, so an interrupted pull leaves no image and no partial
+layer visible (only ROOT/images/tmp/blobs/*.part, which the next pull continues).
+
+Layers are skipped by diff id (the config names them), so a layer the store holds from any source -
+another pull, an import - is not fetched again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from runner.images import ImageStore, layer_record
+from runner.layers import CorruptArchive, unpack
+from runner.registry import blobs, manifest
+from runner.registry.client import Registry, read_limited
+from runner.registry.config import Settings
+from runner.registry.errors import DigestMismatch, RegistryError, Unsupported
+from runner.registry.progress import Progress
+from runner.registry.reference import Reference, parse
+
+PARALLEL = 3
+
+
+@dataclass
+class PullResult:
+    reference: Reference
+    digest: str  # the manifest digest the reference resolved to (the index's, when it was an index)
+    image_id: str
+    fetched: int  # layers downloaded
+    present: int  # layers already in the store
+
+
+def pull(store: ImageStore, text: str, *, settings: Settings, progress: Progress, platform: str | None = None,
+         registry: Registry | None = None) -> PullResult:  # fmt: skip
+    ref = parse(text)
+    want = manifest.parse_platform(platform)
+    own = registry is None
+    registry = registry or Registry(ref.registry, ref.api_host, settings)
+    try:
+        return _Pull(store, ref, want, registry, progress).run()
+    finally:
+        if own:
+            registry.close()
+
+
+class _Pull:
+    def __init__(self, store: ImageStore, ref: Reference, want: manifest.Platform, registry: Registry, progress: Progress):
+        self.store = store
+        self.ref = ref
+        self.want = want
+        self.registry = registry
+        self.progress = progress
+        self.scope = f"repository:{ref.repository}:pull"
+        self.cancelled = threading.Event()
+
+    def run(self) -> PullResult:
+        ref, what = self.ref, str(self.ref)
+        self.progress.event("", f"{ref.selector if not ref.digest else ref.digest[:19]}: Pulling from {ref.name}")
+        top = manifest.fetch(self.registry, ref.repository, ref.selector, self.scope, what)
+        image_manifest = top
+        if top.media_type in manifest.INDEXES:
+            entry = manifest.choose(top, self.want, what)
+            chosen = manifest.descriptor_digest(entry, what)
+            image_manifest = manifest.fetch(self.registry, ref.repository, chosen, self.scope, f"{what} ({self.want})")
+            if image_manifest.media_type not in manifest.MANIFESTS:
+                raise Unsupported(f"{what}: the index entry for {self.want} is not an image manifest")
+        body = image_manifest.body
+        config_desc = body.get("config") or {}
+        config_digest = manifest.descriptor_digest(config_desc, what)
+        config_raw = self._config(config_digest, int(config_desc["size"]), what)
+        config = _parse_config(config_raw, what)
+        diff_ids = _diff_ids(config, what)
+        layers = body.get("layers") or []
+        if len(layers) != len(diff_ids):
+            raise RegistryError(f"{what}: the manifest lists {len(layers)} layers but the config {len(diff_ids)}; the image is broken")
+        for layer in layers:
+            media = str(layer.get("mediaType", ""))
+            if media not in manifest.LAYER_TYPES:
+                raise Unsupported(f"{what}: layer of type {media!r} is not a file-system layer netctl can unpack")
+            manifest.descriptor_digest(layer, what)
+        todo = []
+        for layer, diff_id in zip(layers, diff_ids):
+            item = layer["digest"][7:19]
+            if self.store.has_layer(diff_id):
+                self.progress.done(item, "Already exists")
+            else:
+                todo.append((layer, diff_id))
+        fetched = self._fetch_all(todo, what) if todo else 0
+        tags = [ref.familiar] if ref.tag else []
+        digest_ref = f"{ref.familiar_name}@{top.digest}"
+        image = self.store.add_image(config_raw, config, diff_ids, "registry", tags, [digest_ref])
+        return PullResult(ref, top.digest, image.id, fetched, len(layers) - len(todo))
+
+    def _config(self, digest: str, size: int, what: str) -> bytes:
+        import hashlib
+
+        if size > manifest.CONFIG_LIMIT:
+            raise RegistryError(f"the config of {what} is {size} bytes, over netctl's limit of {manifest.CONFIG_LIMIT}; refusing it")
+        response = self.registry.request("GET", f"/v2/{self.ref.repository}/blobs/{digest}", scope=self.scope, stream=True)
+        raw = read_limited(response, manifest.CONFIG_LIMIT, f"the config of {what}")
+        got = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if got != digest or len(raw) != size:
+            raise DigestMismatch(f"the config of {what} does not match its digest {digest[:19]} (got {got[:19]}); "
+                                 "the registry's copy is corrupt or was tampered with")  # fmt: skip
+        return raw
+
+    def _fetch_all(self, todo: list[tuple[dict, str]], what: str) -> int:
+        self.store.sweep_temp("pull")
+        fetched = 0
+        with self.store.locked(exclusive=False):  # no `image rm` collects a layer while we add to the store
+            with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="pull") as pool:
+                futures = [pool.submit(self._layer, layer, diff_id, what) for layer, diff_id in todo]
+                try:
+                    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                except BaseException:  # ^C: stop the other downloads at their next chunk
+                    self.cancelled.set()
+                    raise
+                if pending:
+                    self.cancelled.set()
+                    for future in pending:
+                        future.cancel()
+                    wait(pending)
+                errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+                errors.sort(key=lambda e: isinstance(e, blobs.Cancelled))  # the cause first, not what it stopped
+                if errors:
+                    raise errors[0]
+                fetched = sum(1 for f in futures if f.result())
+        return fetched
+
+    def _layer(self, layer: dict, diff_id: str, what: str) -> bool:
+        """Download, verify, unpack and install one layer; False if another pull installed it first."""
+        if self.cancelled.is_set():
+            return False
+        digest, size = layer["digest"], int(layer["size"])
+        item = digest[7:19]
+        tmp = self.store.layout.images_tmp
+        with blobs.blob_lock(tmp, digest[7:]):
+            if self.store.has_layer(diff_id):
+                self.progress.done(item, "Already exists")
+                return False
+            part = os.path.join(blobs.blob_dir(tmp), f"{digest[7:]}.part")
+            blobs.download(self.registry, self.ref.repository, digest, size, part, self.scope, self.progress, item,
+                           self.cancelled)  # fmt: skip
+            self.progress.event(item, "Download complete")
+            if self.cancelled.is_set():
+                return False
+            self.progress.event(item, "Extracting")
+            temp = self.store.new_temp_dir("pull")
+            try:
+                os.mkdir(os.path.join(temp, "diff"))
+                with open(part, "rb") as f:
+                    head = f.read(6)
+                    f.seek(0)
+                    result = unpack(f, os.path.join(temp, "diff"), f"layer {digest[:19]} of {what}")
+                if result.diff_id != diff_id:
+                    raise CorruptArchive(f"layer {digest[:19]} of {what} unpacks to diff id sha256:{result.diff_id[:12]}, "
+                                         f"not the config's sha256:{diff_id[:12]}; the image is broken")  # fmt: skip
+                from runner.layers import compression_of
+
+                os.rename(part, os.path.join(temp, "blob"))
+                record = layer_record(diff_id, result.size, digest[7:], size, compression_of(head))
+                record["blob"]["mediaType"] = layer.get("mediaType", "")
+                record["blob"]["source"] = f"{self.ref.registry}/{self.ref.repository}"
+                with open(os.path.join(temp, "layer.json"), "w") as f:
+                    json.dump(record, f, indent=1, sort_keys=True)
+                installed = self.store.install_layer(temp, diff_id)
+            except BaseException:
+                from runner.images import _remove_tree
+
+                _remove_tree(temp)
+                if os.path.exists(part):
+                    os.unlink(part)  # verified against its digest: the registry's content itself is bad
+                raise
+        self.progress.done(item, "Pull complete")
+        return installed
+
+
+def _parse_config(raw: bytes, what: str) -> dict:
+    try:
+        config = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise RegistryError(f"the config of {what} is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise RegistryError(f"the config of {what} is not a JSON object")
+    if config.get("os", "linux") != "linux":
+        raise Unsupported(f"{what} is an image for {config.get('os')}, not linux")
+    return config
+
+
+def _diff_ids(config: dict, what: str) -> list[str]:
+    ids = (config.get("rootfs") or {}).get("diff_ids")
+    if not isinstance(ids, list) or not ids:
+        raise RegistryError(f"the config of {what} has no rootfs.diff_ids")
+    out = []
+    for d in ids:
+        hexpart = d[7:] if isinstance(d, str) and d.startswith("sha256:") else ""
+        if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+            raise RegistryError(f"the config of {what} has an invalid diff id {str(d)[:80]!r}")
+        out.append(hexpart)
+    return out
+
+
+def pull_and_report(layout, text: str, *, quiet: bool = False, platform: str | None = None,
+                    insecure: tuple[str, ...] = (), out=None, err=None) -> PullResult:  # fmt: skip
+    """A pull as the command line shows it: progress on `err` (bars on a terminal, lines otherwise,
+    nothing when quiet), then the digest and status on `out` (with -q only the reference)."""
+    import sys
+
+    from runner.registry.progress import for_terminal
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    progress = for_terminal(quiet, err)
+    try:
+        result = pull(ImageStore(layout), text, settings=Settings.load(insecure), progress=progress, platform=platform)
+    finally:
+        progress.close()
+    name = result.reference.familiar if result.reference.tag else f"{result.reference.familiar_name}@{result.digest}"
+    if not quiet:
+        status = "Downloaded newer image" if result.fetched else "Image is up to date"
+        out.write(f"Digest: {result.digest}\nStatus: {status} for {name}\n")
+    out.write(f"{result.reference}\n")
+    out.flush()
+    return result
