@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(iproute2 nftables iputils-ping containernetworking-plugins python3-venv util-linux procps tcpdump
-              busybox-static podman runc iperf3 etcd-server etcd-client netavark aardvark-dns)
+              busybox-static podman runc iperf3 etcd-server etcd-client netavark aardvark-dns
+              docker-registry skopeo openssl)
 VENV=.venv
 MARKER="$VENV/.netctl-installed"  # touched after a successful pip install
 

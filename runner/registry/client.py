@@ -115,7 +115,7 @@ class Registry:
         except requests.exceptions.RequestException as err:
             if self.settings.plain_http_allowed(self.registry) and self._plain_http_answers():
                 return f"http://{self.api_host}"
-            raise RegistryError(f"cannot reach registry {self.registry}: {_reason(err)}; check that it runs and the address") from None
+            raise RegistryConnectionError(f"cannot reach registry {self.registry}: {_reason(err)}; check that it runs and the address") from None
 
     def _plain_http_answers(self) -> bool:
         try:
@@ -272,6 +272,8 @@ def read_limited(response: requests.Response, limit: int, what: str) -> bytes:
 
 def _reason(err: BaseException) -> str:
     text = str(err)
+    if "NameResolution" in text or "Failed to resolve" in text or "Name or service not known" in text:
+        return "its host name does not resolve"
     for marker in ("[SSL: CERTIFICATE_VERIFY_FAILED]", "Connection refused", "timed out", "Name or service not known",
                    "WRONG_VERSION_NUMBER", "Connection reset", "RemoteDisconnected", "IncompleteRead"):  # fmt: skip
         if marker in text:

@@ -69,6 +69,16 @@ def ensure_image(layout, image: str, policy: str, platform: str = "") -> None:
 
     from runner.registry.pull import pull_and_report
 
-    if policy == "missing" and not platform:
-        sys.stderr.write(f"Unable to find image '{image}' locally\n")
-    pull_and_report(layout, image, platform=platform or None, out=sys.stderr)
+    if policy != "missing" or platform:
+        pull_and_report(layout, image, platform=platform or None, out=sys.stderr)
+        return
+    sys.stderr.write(f"Unable to find image '{image}' locally\n")
+    from runner.registry.client import RegistryConnectionError
+    from runner.registry.errors import ImageNotFound
+
+    try:
+        pull_and_report(layout, image, out=sys.stderr)
+    except (ImageNotFound, RegistryConnectionError) as err:
+        from libnetwork.errors import NotFound
+
+        raise NotFound(f"image {image!r} not found locally, and pulling it failed: {err.message}") from None

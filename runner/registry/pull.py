@@ -74,7 +74,7 @@ class _Pull:
         body = image_manifest.body
         config_desc = body.get("config") or {}
         config_digest = manifest.descriptor_digest(config_desc, what)
-        config_raw = self._config(config_digest, int(config_desc["size"]), what)
+        config_raw = self._known_config(config_digest) or self._config(config_digest, int(config_desc["size"]), what)
         config = _parse_config(config_raw, what)
         diff_ids = _diff_ids(config, what)
         layers = body.get("layers") or []
@@ -97,6 +97,17 @@ class _Pull:
         digest_ref = f"{ref.familiar_name}@{top.digest}"
         image = self.store.add_image(config_raw, config, diff_ids, "registry", tags, [digest_ref])
         return PullResult(ref, top.digest, image.id, fetched, len(layers) - len(todo))
+
+    def _known_config(self, digest: str) -> bytes | None:
+        """The config of an image the store holds (its id is the config's digest): no download."""
+        import hashlib
+
+        try:
+            with open(self.store.config_file(digest[7:]), "rb") as f:
+                raw = f.read(manifest.CONFIG_LIMIT + 1)
+        except FileNotFoundError:
+            return None
+        return raw if "sha256:" + hashlib.sha256(raw).hexdigest() == digest else None
 
     def _config(self, digest: str, size: int, what: str) -> bytes:
         import hashlib
