@@ -216,7 +216,7 @@ class ImageStore:
 
     def import_path(self, path: str, ref: str = "", *, default_config: dict[str, Any] | None = None) -> list[Image]:
         """Import every image in the file or directory `path`; tag it `ref` if given."""
-        tag = normalize_reference(ref) if ref else ""
+        tag = normalize_reference(_familiar_tag_ref(ref)) if ref else ""
         if not os.path.exists(path):
             raise NotFound(f"image file {path!r} does not exist")
         with self.locked(exclusive=True):
@@ -588,7 +588,7 @@ class _Import:
                     diff_id, n = self._layer(f, f"{self.path}: layer {name}", expected=want)
                 layers.append(diff_id)
                 size += n
-            tags = [normalize_reference(t) for t in entry.get("RepoTags") or []]
+            tags = [normalize_reference(_familiar_tag_ref(t)) for t in entry.get("RepoTags") or []]
             images.append(self._image(raw, config, layers, size, "docker-save", tags))
         if not images:
             raise CorruptArchive(f"{self.path}: manifest.json lists no images")
@@ -620,7 +620,7 @@ class _Import:
                 size += n
             # The annotation is often a bare tag ("latest"), which names no repository: then only a
             # NAME given on the command line tags the image.
-            tags = [normalize_reference(ref_name)] if ":" in ref_name else []
+            tags = [normalize_reference(_familiar_tag_ref(ref_name))] if ":" in ref_name else []
             images.append(self._image(config_raw, config, layers, size, "oci-layout", tags))
         if not images:
             raise CorruptArchive(f"{self.path}: index.json lists no image for linux/{go_arch()}")

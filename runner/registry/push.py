@@ -52,6 +52,7 @@ class _Blob:
     data: bytes | None  # bytes in memory (the config)
     media_type: str
     source: str = ""  # registry/repository it was pulled from, for a mount
+    oci: bool = False  # pulled with an OCI media type
 
 
 def push(store: ImageStore, local: str, *, settings: Settings, progress: Progress, target: str = "",
@@ -61,7 +62,7 @@ def push(store: ImageStore, local: str, *, settings: Settings, progress: Progres
     if ref.digest:
         raise InvalidArgument(f"push {ref}: push to a tag, not a digest (NAME[:TAG])")
     layers = _layer_blobs(store, image.layers, local)
-    oci = any(b.media_type == "zstd" for b in layers)
+    oci = any(b.media_type == "zstd" or b.oci for b in layers)  # zstd, or pulled as OCI: stay OCI
     table = _OCI_LAYER if oci else _DOCKER_LAYER
     for blob in layers:
         if blob.media_type not in table:
@@ -105,7 +106,8 @@ def _layer_blobs(store: ImageStore, diff_ids: list[str], local: str) -> list[_Bl
         if not blob.get("digest") or not os.path.exists(path):
             raise NotFound(f"layer {diff_id[:12]} of {local} has no kept archive (stored by an older netctl); "
                            "re-import or pull the image, then push")  # fmt: skip
-        out.append(_Blob(blob["digest"], int(blob["size"]), path, None, blob.get("compression", ""), blob.get("source", "")))
+        out.append(_Blob(blob["digest"], int(blob["size"]), path, None, blob.get("compression", ""), blob.get("source", ""),
+                         str(blob.get("mediaType", "")).startswith("application/vnd.oci.")))  # fmt: skip
     return out
 
 
