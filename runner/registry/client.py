@@ -41,6 +41,13 @@ class _TLSAdapter(HTTPAdapter):
         return super().proxy_manager_for(*args, **kw)
 
 
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """'Bearer realm="...",service="...",scope="..."' -> ("bearer", {...})."""
     scheme, _, rest = header.strip().partition(" ")
@@ -109,6 +116,13 @@ class Registry:
             self.session.get(f"{https}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False).close()
             return https
         except requests.exceptions.SSLError as err:
+            if self.settings.named_insecure(self.registry):  # as Docker: HTTPS without verification first
+                self.session.mount("https://", _TLSAdapter(_unverified_context(), pool_connections=4, pool_maxsize=8))
+                try:
+                    self.session.get(f"{https}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False).close()
+                    return https
+                except requests.exceptions.RequestException:
+                    pass
             if self.settings.plain_http_allowed(self.registry) and self._plain_http_answers():
                 return f"http://{self.api_host}"
             raise RegistryError(self._tls_advice(err)) from None
@@ -118,11 +132,14 @@ class Registry:
             raise RegistryConnectionError(f"cannot reach registry {self.registry}: {_reason(err)}; check that it runs and the address") from None
 
     def _plain_http_answers(self) -> bool:
+        """A registry answers plain HTTP here (not an HTTPS server telling us off with a 400)."""
         try:
-            self.session.get(f"http://{self.api_host}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False).close()
-            return True
+            response = self.session.get(f"http://{self.api_host}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                                        allow_redirects=False)  # fmt: skip
         except requests.exceptions.RequestException:
             return False
+        response.close()
+        return response.status_code in (200, 401) or "Docker-Distribution-Api-Version" in response.headers
 
     def _tls_advice(self, err: Exception) -> str:
         docker_dir, ours = self.settings.certs_dirs(self.registry)

@@ -3,7 +3,9 @@
     netctl's config dir    NETCTL_CONFIG, else $XDG_CONFIG_HOME/netctl, else ~/.config/netctl
       auth.json            {"auths": {"HOST[:PORT]": {"auth": base64("user:password")}}}, mode 0600,
                            written by `netctl login`, read first
-      registries.json      {"insecure-registries": ["HOST[:PORT]", ...]} (plain HTTP allowed)
+      registries.json      {"insecure-registries": ["HOST[:PORT]", ...]}: HTTPS without certificate
+                           verification, else plain HTTP (as Docker's insecure-registries); loopback
+                           registries may use plain HTTP without being named
       certs.d/HOST[:PORT]/ ca.crt (and any *.crt), client.cert + client.key: as Docker's certs.d
     ~/.docker/config.json  Docker's "auths" (what users already have), read after ours
     /etc/docker/certs.d/HOST[:PORT]/   Docker's CA convention
@@ -136,9 +138,15 @@ class Settings:
         listed = data.get("insecure-registries") or []
         return cls(insecure={str(x) for x in listed} | {str(x) for x in insecure_flags})
 
-    def plain_http_allowed(self, registry: str) -> bool:
+    def named_insecure(self, registry: str) -> bool:
+        """Named by --insecure-registry or registries.json: HTTPS without verification, then plain HTTP."""
         host = registry.rsplit(":", 1)[0] if ":" in registry and not registry.endswith("]") else registry
-        return registry in self.insecure or host in self.insecure or is_localhost(registry)
+        return registry in self.insecure or host in self.insecure
+
+    def plain_http_allowed(self, registry: str) -> bool:
+        """Named insecure, or a loopback registry (as Docker): plain HTTP after HTTPS failed. A loopback
+        registry that does speak TLS is still verified (stricter than Docker, which skips verification)."""
+        return self.named_insecure(registry) or is_localhost(registry)
 
     def certs_dirs(self, registry: str) -> list[str]:
         """Docker's certs.d, then netctl's: every *.crt is a CA, client.cert/client.key a client cert."""
