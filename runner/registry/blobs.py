@@ -38,7 +38,8 @@ def blob_dir(images_tmp: str) -> str:
 
 
 @contextmanager
-def blob_lock(images_tmp: str, hexdigest: str):
+def blob_lock(images_tmp: str, hexdigest: str, *, wait: bool = True):
+    """Holds the blob's lock (yields True); with wait=False yields False at once if another holds it."""
     fd = os.open(os.path.join(blob_dir(images_tmp), f"{hexdigest}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
@@ -47,10 +48,13 @@ def blob_lock(images_tmp: str, hexdigest: str):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
                 if time.monotonic() > deadline:
                     raise RegistryError(f"blob {hexdigest[:12]} stayed locked by another pull for {LOCK_WAIT_S:.0f} s") from None
                 time.sleep(0.05)
-        yield
+        yield True
     finally:
         os.close(fd)
 

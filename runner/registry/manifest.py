@@ -13,8 +13,32 @@ from dataclasses import dataclass
 from runner.registry.client import Registry, read_limited
 from runner.registry.errors import DigestMismatch, RegistryError, Unsupported
 
-MANIFEST_LIMIT = 4 << 20  # bytes; real manifests are a few kB, indexes a few tens
+import os
+
+# Size limits (bytes) on what is read whole into memory. Real manifests are a few kB, indexes a few tens,
+# configs rarely over 100 kB. The registry itself serves no manifest over 4 MiB (the OCI spec's floor).
+# NETCTL_MAX_MANIFEST_BYTES / NETCTL_MAX_CONFIG_BYTES change them.
+MANIFEST_LIMIT = 4 << 20
 CONFIG_LIMIT = 8 << 20
+
+
+def manifest_limit() -> int:
+    return _env_int("NETCTL_MAX_MANIFEST_BYTES", MANIFEST_LIMIT)
+
+
+def config_limit() -> int:
+    return _env_int("NETCTL_MAX_CONFIG_BYTES", CONFIG_LIMIT)
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1024:
+        from runner.registry.errors import Unsupported
+
+        raise Unsupported(f"{name}={text!r}: use a number of bytes, at least 1024")
+    return int(text)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -72,7 +96,7 @@ def fetch(registry: Registry, repository: str, selector: str, scope: str, what: 
     response = registry.request("GET", f"/v2/{repository}/manifests/{selector}", scope=scope, stream=True,
                                 headers={"Accept": ACCEPT})  # fmt: skip
     header_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-    raw = read_limited(response, MANIFEST_LIMIT, f"the manifest of {what}")
+    raw = read_limited(response, manifest_limit(), f"the manifest of {what}")
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     if selector.startswith("sha256:") and digest != selector:
         raise DigestMismatch(f"the manifest of {what} does not match its digest {selector[:19]} (got {digest[:19]}); "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from runner.images import ImageStore, layer_record
 from runner.layers import CorruptArchive, unpack
 from runner.registry import blobs, manifest
-from runner.registry.client import Registry, read_limited
+from runner.registry.client import Registry, RegistryConnectionError, read_limited
 from runner.registry.config import Settings
 from runner.registry.errors import DigestMismatch, RegistryError, Unsupported
 from runner.registry.progress import Progress
@@ -59,6 +59,8 @@ class _Pull:
         self.progress = progress
         self.scope = f"repository:{ref.repository}:pull"
         self.cancelled = threading.Event()
+        self.installed: list[str] = []  # layers this pull moved into the store (undone if it fails)
+        self.lock = threading.Lock()
 
     def run(self) -> PullResult:
         ref, what = self.ref, str(self.ref)
@@ -104,7 +106,7 @@ class _Pull:
 
         try:
             with open(self.store.config_file(digest[7:]), "rb") as f:
-                raw = f.read(manifest.CONFIG_LIMIT + 1)
+                raw = f.read(manifest.config_limit() + 1)
         except FileNotFoundError:
             return None
         return raw if "sha256:" + hashlib.sha256(raw).hexdigest() == digest else None
@@ -112,10 +114,11 @@ class _Pull:
     def _config(self, digest: str, size: int, what: str) -> bytes:
         import hashlib
 
-        if size > manifest.CONFIG_LIMIT:
-            raise RegistryError(f"the config of {what} is {size} bytes, over netctl's limit of {manifest.CONFIG_LIMIT}; refusing it")
+        limit = manifest.config_limit()
+        if size > limit:
+            raise RegistryError(f"the config of {what} is {size} bytes, over netctl's limit of {limit}; refusing it")
         response = self.registry.request("GET", f"/v2/{self.ref.repository}/blobs/{digest}", scope=self.scope, stream=True)
-        raw = read_limited(response, manifest.CONFIG_LIMIT, f"the config of {what}")
+        raw = read_limited(response, limit, f"the config of {what}")
         got = "sha256:" + hashlib.sha256(raw).hexdigest()
         if got != digest or len(raw) != size:
             raise DigestMismatch(f"the config of {what} does not match its digest {digest[:19]} (got {got[:19]}); "
@@ -124,6 +127,30 @@ class _Pull:
 
     def _fetch_all(self, todo: list[tuple[dict, str]], what: str) -> int:
         self.store.sweep_temp("pull")
+        try:
+            return self._fetch_all_locked(todo, what)
+        except BaseException as err:
+            self._undo(todo, keep_partial=isinstance(err, (RegistryConnectionError, KeyboardInterrupt)) or
+                       "pull again to continue" in str(err))  # fmt: skip
+            raise
+
+    def _undo(self, todo: list[tuple[dict, str]], keep_partial: bool) -> None:
+        """After a failed pull: the layers it installed go (no image uses them yet), and so do its
+        partial downloads unless the failure was the connection's (then the next pull continues them)."""
+        with self.store.locked(exclusive=True):
+            self.store._collect_layers(self.installed, users_of_layer=set())
+        if keep_partial:
+            return
+        tmp = self.store.layout.images_tmp
+        for layer, _ in todo:
+            hexpart = layer["digest"][7:]
+            part = os.path.join(blobs.blob_dir(tmp), f"{hexpart}.part")
+            if os.path.exists(part):
+                with blobs.blob_lock(tmp, hexpart, wait=False) as got:
+                    if got and os.path.exists(part):
+                        os.unlink(part)
+
+    def _fetch_all_locked(self, todo: list[tuple[dict, str]], what: str) -> int:
         fetched = 0
         with self.store.locked(exclusive=False):  # no `image rm` collects a layer while we add to the store
             with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="pull") as pool:
@@ -182,6 +209,9 @@ class _Pull:
                 with open(os.path.join(temp, "layer.json"), "w") as f:
                     json.dump(record, f, indent=1, sort_keys=True)
                 installed = self.store.install_layer(temp, diff_id)
+                if installed:
+                    with self.lock:
+                        self.installed.append(diff_id)
             except BaseException:
                 from runner.images import _remove_tree
 

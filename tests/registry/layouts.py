@@ -72,7 +72,8 @@ def _blob(directory: str, data: bytes) -> dict:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def _image(directory: str, layers: list[bytes], arch: str, compress: bool, marker: str) -> dict:
+def _image(directory: str, layers: list[bytes], arch: str, compress: bool, marker: str, config_pad: int = 0,
+           manifest_pad: int = 0) -> dict:  # fmt: skip
     diff_ids, descriptors = [], []
     for layer in layers:
         diff_ids.append("sha256:" + hashlib.sha256(layer).hexdigest())
@@ -85,21 +86,25 @@ def _image(directory: str, layers: list[bytes], arch: str, compress: bool, marke
                    "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }  # fmt: skip
+    if config_pad:
+        config["config"]["Labels"] = {"pad": "x" * config_pad}
     config_desc = {"mediaType": "application/vnd.oci.image.config.v1+json", **_blob(directory, json.dumps(config).encode())}
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": config_desc,
                 "layers": descriptors}  # fmt: skip
+    if manifest_pad:
+        manifest["annotations"] = {"pad": "x" * manifest_pad}
     return {"mediaType": "application/vnd.oci.image.manifest.v1+json", **_blob(directory, json.dumps(manifest).encode()),
             "platform": {"architecture": arch, "os": "linux"}}  # fmt: skip
 
 
 def write_layout(directory: str, layers: list[bytes], *, archs: tuple[str, ...] = ("amd64",), compress: bool = True,
-                 tag: str = "latest", marker: str = "test") -> str:  # fmt: skip
+                 tag: str = "latest", marker: str = "test", config_pad: int = 0, manifest_pad: int = 0) -> str:  # fmt: skip
     """An OCI layout at `directory`: one manifest (one arch) or an index of several; `tag` annotated.
     Returns the skopeo source oci:DIR:TAG."""
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "oci-layout"), "w") as f:
         f.write('{"imageLayoutVersion": "1.0.0"}')
-    entries = [_image(directory, layers, arch, compress, f"{marker}-{arch}") for arch in archs]
+    entries = [_image(directory, layers, arch, compress, f"{marker}-{arch}", config_pad, manifest_pad) for arch in archs]
     if len(entries) == 1:
         top = entries[0]
     else:
