@@ -39,6 +39,11 @@ def pull(ctx, quiet, platform, insecure, ref):
 
     Layers the store already holds are not downloaded; an interrupted pull continues where it stopped.
     Credentials come from `netctl login` and ~/.docker/config.json."""
+    if platform is None and not insecure:  # present and unchanged: one HEAD, no requests (runner/registry/quick.py)
+        from runner import fastcli
+
+        if fastcli.main(["--root", _layout(ctx).root, "pull", *(["-q"] if quiet else []), ref]) == 0:
+            return
     from runner.registry.pull import pull_and_report
 
     pull_and_report(_layout(ctx), ref, quiet=quiet, platform=platform, insecure=tuple(insecure))

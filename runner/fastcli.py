@@ -3,7 +3,8 @@ requests, the same output and exit codes as the click commands, for the command 
 container start (and every exec) pays.
 
     main(argv) -> exit code, or None when the full CLI must handle the command line (help, an option
-    this parser does not know, anything but run/exec): the caller then runs netctl.cli as usual.
+    this parser does not know, anything but run/exec and a warm `pull`): the caller then runs
+    netctl.cli as usual.
 
 Entry points call it before importing click (see netctl/entry.py); `python -m runner.fastcli ARGS`
 runs it directly, falling back to the full CLI.
@@ -38,6 +39,8 @@ def main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     root, words = parsed
+    if words[:1] == ["pull"] or words[:2] == ["image", "pull"]:
+        return _pull_up_to_date(root, words[1:] if words[0] == "pull" else words[2:])
     if not words or words[0] not in ("run", "exec"):
         return None
     from runner import runopts
@@ -84,6 +87,28 @@ def _run(root: str | None, values: dict, image: str, command: list[str]) -> int:
         sys.stdout.write(container_id + "\n")
         sys.stdout.flush()
     return code
+
+
+def _pull_up_to_date(root: str | None, args: list[str]) -> int | None:
+    """`pull [-q] REF` of an image that is present and unchanged in its registry (runner/registry/
+    quick.py: one HEAD, no requests, no click); None for everything else (the full CLI pulls)."""
+    quiet = any(a in ("-q", "--quiet") for a in args)
+    rest = [a for a in args if a not in ("-q", "--quiet")]
+    if len(rest) != 1 or rest[0].startswith("-"):
+        return None
+    from runner.paths import Layout
+    from runner.registry.quick import up_to_date
+
+    found = up_to_date(Layout.of(root).images, rest[0])
+    if found is None:
+        return None
+    ref, digest = found
+    name = ref.familiar if ref.tag else f"{ref.familiar_name}@{digest}"
+    if not quiet:
+        sys.stdout.write(f"Digest: {digest}\nStatus: Image is up to date for {name}\n")
+    sys.stdout.write(f"{ref}\n")
+    sys.stdout.flush()
+    return 0
 
 
 def _exec(root: str | None, values: dict, ref: str, command: list[str]) -> int:

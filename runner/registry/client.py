@@ -86,6 +86,11 @@ class Registry:
     def close(self) -> None:
         self.session.close()
 
+    @property
+    def anonymous(self) -> bool:
+        """No credentials or tokens were used so far."""
+        return not self._basic and not self._tokens
+
     # --- transport ------------------------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:

@@ -259,10 +259,17 @@ def pull_and_report(layout, text: str, *, quiet: bool = False, platform: str | N
     out = out or sys.stdout
     err = err or sys.stderr
     progress = for_terminal(quiet, err)
+    store = ImageStore(layout)
+    ref = parse(text)
+    registry = Registry(ref.registry, ref.api_host, Settings.load(insecure))
     try:
-        result = pull(ImageStore(layout), text, settings=Settings.load(insecure), progress=progress, platform=platform)
+        result = pull(store, text, settings=registry.settings, progress=progress, platform=platform, registry=registry)
+        from runner.registry.quick import record_endpoint
+
+        record_endpoint(layout.images, ref.registry, registry.base, anonymous=registry.anonymous)
     finally:
         progress.close()
+        registry.close()
     name = result.reference.familiar if result.reference.tag else f"{result.reference.familiar_name}@{result.digest}"
     if not quiet:
         status = "Downloaded newer image" if result.fetched else "Image is up to date"
