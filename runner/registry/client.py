@@ -76,9 +76,10 @@ class Registry:
         self.creds = creds if creds is not None else (credentials(registry) if use_stored_credentials else None)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        self.session.mount("https://", _TLSAdapter(self._ssl_context(), pool_connections=4, pool_maxsize=8))
         self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=8))
+        self._tls_ready = False  # the TLS adapter is mounted on first HTTPS use (its CA loading costs ~40 ms)
         self._base: str | None = None
+        self._known_base = ""
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._lock = threading.Lock()
@@ -106,16 +107,33 @@ class Registry:
                 context.load_cert_chain(cert, key)
         return context
 
+    def use_known_base(self, base: str) -> None:
+        """Skip the probe: a previous pull found the registry at `base` (plain HTTP only where still
+        allowed). Should it not answer there, the first request probes again."""
+        if base.startswith("https://") or (base.startswith("http://") and self.settings.plain_http_allowed(self.registry)):
+            self._known_base = base
+
+    def _ensure_tls(self) -> None:
+        if not self._tls_ready:
+            self.session.mount("https://", _TLSAdapter(self._ssl_context(), pool_connections=4, pool_maxsize=8))
+            self._tls_ready = True
+
     @property
     def base(self) -> str:
         if self._base is None:
             with self._lock:
                 if self._base is None:
-                    self._base = self._probe()
+                    if self._known_base:
+                        if self._known_base.startswith("https://"):
+                            self._ensure_tls()
+                        self._base = self._known_base
+                    else:
+                        self._base = self._probe()
         return self._base
 
     def _probe(self) -> str:
         """https://HOST/v2/ answers (any status) -> https; else http:// where allowed."""
+        self._ensure_tls()
         https = f"https://{self.api_host}"
         try:
             self.session.get(f"{https}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False).close()
@@ -159,7 +177,15 @@ class Registry:
         with the challenge's scheme. Returns a response whose status is in `ok` (else raises)."""
         target = url or f"{self.base}{path}"
         for attempt in range(2):
-            response = self._send(method, target, scope, headers, data, stream)
+            try:
+                response = self._send(method, target, scope, headers, data, stream)
+            except RegistryConnectionError:
+                if not self._known_base or url:
+                    raise
+                with self._lock:  # the recorded endpoint is gone: find the registry again, once
+                    self._known_base, self._base = "", None
+                target = f"{self.base}{path}"
+                response = self._send(method, target, scope, headers, data, stream)
             if response.status_code != 401 or attempt == 1:
                 break
             challenge = response.headers.get("WWW-Authenticate", "")
@@ -204,6 +230,8 @@ class Registry:
         if scopes:
             query["scope"] = scopes
         auth = (self.creds.username, self.creds.password) if self.creds else None
+        if params["realm"].startswith("https://"):
+            self._ensure_tls()
         try:
             response = self.session.get(params["realm"], params=query, auth=auth, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
         except requests.exceptions.SSLError as err:

@@ -262,6 +262,9 @@ def pull_and_report(layout, text: str, *, quiet: bool = False, platform: str | N
     store = ImageStore(layout)
     ref = parse(text)
     registry = Registry(ref.registry, ref.api_host, Settings.load(insecure))
+    from runner.registry.quick import known_endpoint
+
+    registry.use_known_base(known_endpoint(layout.images, ref.registry).get("base", ""))
     try:
         result = pull(store, text, settings=registry.settings, progress=progress, platform=platform, registry=registry)
         from runner.registry.quick import record_endpoint

@@ -8,7 +8,7 @@ client.py, requests): it only says "up to date" when
 
   * the reference's tag (or digest) is in the store and was pulled from this registry (digests.json),
   * a previous full pull of this registry needed no authentication and recorded its endpoint
-    (ROOT/images/endpoints.json: {"REGISTRY": "http://HOST:PORT" | "https://HOST:PORT"}),
+    (ROOT/images/endpoints.json: {"REGISTRY": {"base": "http[s]://HOST:PORT", "anonymous": true}}),
   * the registry answers the HEAD with 200 and a Docker-Content-Digest we have.
 
 Anything else (a 401, a TLS or connection error, another digest) returns None: the caller runs the
@@ -38,19 +38,20 @@ def _read(path: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def known_endpoint(images_dir: str, registry: str) -> dict:
+    entry = _read(endpoints_file(images_dir)).get(registry)
+    return entry if isinstance(entry, dict) and isinstance(entry.get("base"), str) else {}
+
+
 def record_endpoint(images_dir: str, registry: str, base: str, anonymous: bool) -> None:
-    """After a successful full pull: remember where the registry answered (only when no credentials
-    or tokens were needed; otherwise forget it, so the quick path leaves it to the full client)."""
+    """After a successful full pull: remember where the registry answered and whether it needed
+    credentials or tokens (then the quick path leaves it to the full client)."""
     path = endpoints_file(images_dir)
     data = _read(path)
-    if anonymous:
-        if data.get(registry) == base:
-            return
-        data[registry] = base
-    elif registry in data:
-        del data[registry]
-    else:
+    entry = {"base": base, "anonymous": anonymous}
+    if data.get(registry) == entry:
         return
+    data[registry] = entry
     temp = f"{path}.{os.getpid()}.tmp"
     with open(temp, "w") as f:
         json.dump(data, f)
@@ -72,7 +73,8 @@ def up_to_date(images_dir: str, text: str):
     image_id = _read(os.path.join(images_dir, "repositories.json")).get(ref.familiar)
     prefix = f"{ref.familiar_name}@"
     known = {k[len(prefix):] for k, v in digests.items() if k.startswith(prefix) and v == image_id}
-    base = _read(endpoints_file(images_dir)).get(ref.registry)
+    endpoint = known_endpoint(images_dir, ref.registry)
+    base = endpoint.get("base") if endpoint.get("anonymous") else None
     if not image_id or not known or not base:
         return None
     digest = _head_digest(base, f"/v2/{ref.repository}/manifests/{ref.tag}", ref.registry)
