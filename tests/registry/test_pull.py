@@ -4,6 +4,7 @@ by skopeo from OCI layouts the tests build. Digests are compared with what skope
 from __future__ import annotations
 
 import hashlib
+import sys
 import json
 import os
 
@@ -146,3 +147,13 @@ def test_save_docker_archive_and_oci_layout(rhost, registry, tmp_path):
     rhost.netctl("image", "rm", f"{REG}/sv:1")
     out = rhost.netctl("image", "import", "/run/sv.tar").stdout
     assert out.startswith(image_id)
+
+
+def test_run_of_a_present_image_imports_no_registry_code(rhost):
+    rhost.netctl("image", "build-busybox")
+    run = rhost.host.run(sys.executable, "-X", "importtime", "-m", "netctl", "run", "--rm", "--network", "none", "busybox", "true",
+                         env=rhost.env)  # fmt: skip
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "runner.fastcli" in imported and "runner.registry.present" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("requests", "urllib3", "tqdm", "zstandard", "click")}
+    assert not {m for m in imported if m.startswith("runner.registry.") and m != "runner.registry.present"}
