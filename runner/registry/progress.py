@@ -63,13 +63,18 @@ class BarProgress(Progress):
         self.lock = threading.Lock()
         self.bars: dict = {}
         self.position = 0
+        import shutil
+
+        size = shutil.get_terminal_size((100, 24))
+        self.columns = min(size.columns or 100, 120)
+        self.rows = size.lines or 24  # a terminal that reports 0 rows would hide every bar
 
     def _bar(self, item: str, total: int | None, text: str):
         bar = self.bars.get(item)
         if bar is None:
             bar = self._tqdm(total=total, desc=f"{item}: {text}", unit="B", unit_scale=True, unit_divisor=1024,
-                             position=self.position, leave=True, file=self.stream, dynamic_ncols=True,
-                             bar_format="{desc:<34} {bar:30} {n_fmt:>6}/{total_fmt:<6} {rate_fmt:>10}")  # fmt: skip
+                             position=self.position, leave=True, file=self.stream, ncols=self.columns, nrows=self.rows,
+                             bar_format=_WITH_BAR if total else "{desc}")  # fmt: skip
             self.position += 1
             self.bars[item] = bar
         return bar
@@ -84,6 +89,7 @@ class BarProgress(Progress):
     def start(self, item: str, total: int, text: str) -> None:
         with self.lock:
             bar = self._bar(item, total, text)
+            bar.bar_format = _WITH_BAR
             bar.reset(total=total)
             bar.set_description_str(f"{item}: {text}")
 
@@ -104,6 +110,9 @@ class BarProgress(Progress):
             for bar in self.bars.values():
                 bar.close()
             self.bars.clear()
+
+
+_WITH_BAR = "{desc:<34} {bar:30} {n_fmt:>6}/{total_fmt:<6} {rate_fmt:>10}"
 
 
 def for_terminal(quiet: bool, stream=None) -> Progress:
