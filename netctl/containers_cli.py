@@ -423,6 +423,7 @@ def image_inspect(ctx, refs):
         views.append({
             "Id": f"sha256:{img.id}",
             "RepoTags": img.tags,
+            "RepoDigests": store.repo_digests(img.id),
             "Imported": img.imported,
             "Source": img.source,
             "Size": img.size,

@@ -8,6 +8,11 @@ Every digest the input states is checked (OCI blob digests, docker/OCI config di
 or tampered archive is refused; layers are unpacked by runner/layers.py, which refuses members that
 escape the rootfs and device nodes.
 
+Registry support (runner/registry/ uses it): each layer directory also keeps the layer as it was
+imported or pulled (`blob`, described in layer.json), each image its config bytes as hashed
+(images/configs/<id>.json), and digests.json maps NAME@sha256:<manifest digest> to image ids, so push
+and save send exactly what came in and `NAME@DIGEST` references resolve.
+
 An image id is the sha256 of its config JSON, as with Docker. Mutations (import, rm) hold an exclusive
 flock on ROOT/images/.lock for their whole duration, so a layer is never collected while an import that
 will use it is in flight; `run` holds the lock shared while it resolves an image and records its use.
@@ -344,6 +349,11 @@ class ImageStore:
                 digests.update({ref: image.id for ref in digest_refs})
                 _write_json_atomic(self._digests_file, dict(sorted(digests.items())))
         return image
+
+    def discard_unused_layers(self, diff_ids: list[str]) -> list[str]:
+        """Remove those of `diff_ids` no image uses (a failed pull's layers); what was removed."""
+        with self.locked(exclusive=True):
+            return self._collect_layers(diff_ids, users_of_layer=set())
 
     def tag(self, source: str, target: str) -> Image:
         """`image tag SOURCE TARGET`: TARGET (NAME[:TAG]) names SOURCE's image too."""

@@ -258,15 +258,16 @@ class Registry:
             )
         if self.creds is None:
             return AuthError(f"registry {self.registry} refused anonymous access: run `netctl login {self.registry}`")
-        return AuthError(f"registry {self.registry} denied {self.creds.username!r} access; check the repository name and rights")
+        return AuthError(f"registry {self.registry} denied {self.creds.username!r} (from {self.creds.source}) access; "
+                         f"check the repository name and your rights, or `netctl login {self.registry}` as another user")  # fmt: skip
 
     def _failure(self, response: requests.Response, method: str, path: str) -> Exception:
         codes = error_codes(response)
         status = response.status_code
         response.close()
         repo = path.split("/v2/", 1)[-1].rsplit("/", 2)[0] if "/v2/" in path else path
-        if status == 401:
-            return self._denied(wrong_credentials=self._basic or bool(self._tokens))
+        if status == 401:  # after Basic: the password is wrong; after a token: its scope was not granted
+            return self._denied(wrong_credentials=self._basic)
         if status == 403 or "DENIED" in codes:
             return AuthError(f"registry {self.registry} denied access to {repo}; check the name and your rights (netctl login)")
         if "NAME_UNKNOWN" in codes:

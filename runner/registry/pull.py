@@ -137,8 +137,7 @@ class _Pull:
     def _undo(self, todo: list[tuple[dict, str]], keep_partial: bool) -> None:
         """After a failed pull: the layers it installed go (no image uses them yet), and so do its
         partial downloads unless the failure was the connection's (then the next pull continues them)."""
-        with self.store.locked(exclusive=True):
-            self.store._collect_layers(self.installed, users_of_layer=set())
+        self.store.discard_unused_layers(self.installed)
         if keep_partial:
             return
         tmp = self.store.layout.images_tmp
