@@ -72,12 +72,11 @@ def ensure_image(layout, image: str, policy: str, platform: str = "") -> None:
     if policy != "missing" or platform:
         pull_and_report(layout, image, platform=platform or None, out=sys.stderr)
         return
-    sys.stderr.write(f"Unable to find image '{image}' locally\n")
     from runner.registry.client import RegistryConnectionError
     from runner.registry.errors import ImageNotFound
 
     try:
-        pull_and_report(layout, image, out=sys.stderr)
+        pull_and_report(layout, image, out=sys.stderr, notice=f"Unable to find image '{image}' locally")
     except (ImageNotFound, RegistryConnectionError) as err:
         from libnetwork.errors import NotFound
 

@@ -38,20 +38,22 @@ class PullResult:
 
 
 def pull(store: ImageStore, text: str, *, settings: Settings, progress: Progress, platform: str | None = None,
-         registry: Registry | None = None) -> PullResult:  # fmt: skip
+         registry: Registry | None = None, notice: str = "") -> PullResult:  # fmt: skip
     ref = parse(text)
     want = manifest.parse_platform(platform)
     own = registry is None
     registry = registry or Registry(ref.registry, ref.api_host, settings)
     try:
-        return _Pull(store, ref, want, registry, progress).run()
+        return _Pull(store, ref, want, registry, progress, notice).run()
     finally:
         if own:
             registry.close()
 
 
 class _Pull:
-    def __init__(self, store: ImageStore, ref: Reference, want: manifest.Platform, registry: Registry, progress: Progress):
+    def __init__(self, store: ImageStore, ref: Reference, want: manifest.Platform, registry: Registry, progress: Progress,
+                 notice: str = ""):  # fmt: skip
+        self.notice = notice
         self.store = store
         self.ref = ref
         self.want = want
@@ -64,8 +66,10 @@ class _Pull:
 
     def run(self) -> PullResult:
         ref, what = self.ref, str(self.ref)
-        self.progress.event("", f"{ref.selector if not ref.digest else ref.digest[:19]}: Pulling from {ref.name}")
         top = manifest.fetch(self.registry, ref.repository, ref.selector, self.scope, what)
+        if self.notice:  # said once the image is known to exist: a failure before is one line
+            self.progress.event("", self.notice)
+        self.progress.event("", f"{ref.selector if not ref.digest else ref.digest[:19]}: Pulling from {ref.name}")
         image_manifest = top
         if top.media_type in manifest.INDEXES:
             entry = manifest.choose(top, self.want, what)
@@ -248,7 +252,7 @@ def _diff_ids(config: dict, what: str) -> list[str]:
 
 
 def pull_and_report(layout, text: str, *, quiet: bool = False, platform: str | None = None,
-                    insecure: tuple[str, ...] = (), out=None, err=None) -> PullResult:  # fmt: skip
+                    insecure: tuple[str, ...] = (), out=None, err=None, notice: str = "") -> PullResult:  # fmt: skip
     """A pull as the command line shows it: progress on `err` (bars on a terminal, lines otherwise,
     nothing when quiet), then the digest and status on `out` (with -q only the reference)."""
     import sys
@@ -265,7 +269,8 @@ def pull_and_report(layout, text: str, *, quiet: bool = False, platform: str | N
 
     registry.use_known_base(known_endpoint(layout.images, ref.registry).get("base", ""))
     try:
-        result = pull(store, text, settings=registry.settings, progress=progress, platform=platform, registry=registry)
+        result = pull(store, text, settings=registry.settings, progress=progress, platform=platform, registry=registry,
+                      notice=notice)  # fmt: skip
         from runner.registry.quick import record_endpoint
 
         record_endpoint(layout.images, ref.registry, registry.base, anonymous=registry.anonymous)

@@ -89,23 +89,23 @@ def parse(text: str, *, default_tag: str = "latest") -> Reference:
     """A Reference from what a user typed; InvalidArgument (one line) if it is not one."""
     original = text
     if not text or len(text) > 512 or text != text.strip():
-        raise InvalidArgument(f"invalid image reference {original!r}: use [REGISTRY/]NAME[:TAG|@sha256:DIGEST], e.g. busybox:1.36")
+        raise InvalidArgument(f"invalid image name {original!r}: use [REGISTRY/]NAME[:TAG|@sha256:DIGEST], e.g. busybox:1.36")
     digest = ""
     if "@" in text:
         text, _, digest = text.partition("@")
         if not _DIGEST.match(digest):
-            raise InvalidArgument(f"invalid digest in {original!r}: use @sha256: and 64 lowercase hex digits")
+            raise InvalidArgument(f"invalid image name {original!r}: a digest is @sha256: and 64 lowercase hex digits")
     tag = ""
     slash = text.rfind("/")
     colon = text.rfind(":")
     if colon > slash:
         text, tag = text[:colon], text[colon + 1:]
         if not _TAG.match(tag):
-            raise InvalidArgument(f"invalid tag {tag!r} in {original!r}: letters, digits, '_', '.', '-', up to 128")
+            raise InvalidArgument(f"invalid image name {original!r}: the tag {tag!r} may have letters, digits, '_', '.', '-', up to 128")
     first, sep, rest = text.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
         if not _DOMAIN.match(first):
-            raise InvalidArgument(f"invalid registry {first!r} in {original!r}")
+            raise InvalidArgument(f"invalid image name {original!r}: {first!r} is not a registry HOST[:PORT]")
         registry, path = first, rest
     else:
         registry, path = DOCKER_HUB, text
@@ -115,8 +115,8 @@ def parse(text: str, *, default_tag: str = "latest") -> Reference:
         path = f"library/{path}"
     if not _PATH.match(path) or len(path) > 255:
         raise InvalidArgument(
-            f"invalid repository name in {original!r}: lowercase letters, digits and separators (. _ __ -), "
-            "components joined by /"
+            f"invalid image name {original!r}: use lowercase letters, digits and separators (. _ __ -), "
+            "components joined by /, e.g. busybox or team/app:1"
         )
     if not tag and not digest:
         tag = default_tag
