@@ -11,7 +11,8 @@ import click
 
 from libnetwork.errors import InvalidArgument
 
-_INSECURE_HELP = "Registry (HOST[:PORT]) that may be reached over plain HTTP (repeatable); also registries.json."
+_INSECURE_HELP = ("Registry (HOST[:PORT]) to reach without TLS verification, or else over plain HTTP (repeatable); "
+                  "also registries.json in netctl's config directory.")
 
 
 def register(cli: click.Group, image: click.Group) -> None:

@@ -27,6 +27,10 @@ CHUNK = 1 << 20
 LOCK_WAIT_S = 3600.0  # another pull downloading the same blob: wait for it, bounded
 
 
+class DownloadInterrupted(RegistryConnectionError):
+    """The connection kept failing after every retry; what arrived is kept for the next pull."""
+
+
 class Cancelled(RegistryError):
     """Another layer of the same pull failed (or ^C): this download stops, its .part file stays."""
 
@@ -106,7 +110,7 @@ def download(registry: Registry, repository: str, digest: str, size: int, path: 
                 out.flush()
                 failures += 1
                 if failures > RETRIES:
-                    raise RegistryError(
+                    raise DownloadInterrupted(
                         f"downloading blob {digest[:19]} of {repository} from {registry.registry} failed {failures} times "
                         f"({str(err).splitlines()[0][:100]}); {have} of {size} bytes are kept, pull again to continue"
                     ) from None

@@ -44,7 +44,9 @@ def pull(store: ImageStore, text: str, *, settings: Settings, progress: Progress
     own = registry is None
     registry = registry or Registry(ref.registry, ref.api_host, settings)
     try:
-        return _Pull(store, ref, want, registry, progress, notice).run()
+        job = _Pull(store, ref, want, registry, progress, notice)
+        job.explicit_platform = bool(platform)
+        return job.run()
     finally:
         if own:
             registry.close()
@@ -54,6 +56,7 @@ class _Pull:
     def __init__(self, store: ImageStore, ref: Reference, want: manifest.Platform, registry: Registry, progress: Progress,
                  notice: str = ""):  # fmt: skip
         self.notice = notice
+        self.explicit_platform = False
         self.store = store
         self.ref = ref
         self.want = want
@@ -82,6 +85,10 @@ class _Pull:
         config_digest = manifest.descriptor_digest(config_desc, what)
         config_raw = self._known_config(config_digest) or self._config(config_digest, int(config_desc["size"]), what)
         config = _parse_config(config_raw, what)
+        if self.explicit_platform and image_manifest is top:  # one manifest, no index: it must be what was asked for
+            have = manifest.Platform(str(config.get("os", "linux")), str(config.get("architecture", "")), str(config.get("variant", "")))
+            if (have.os, have.architecture) != (self.want.os, self.want.architecture):
+                raise Unsupported(f"{what} is an image for {have} only, not {self.want}; pull it without --platform")
         diff_ids = _diff_ids(config, what)
         layers = body.get("layers") or []
         if len(layers) != len(diff_ids):
@@ -134,8 +141,7 @@ class _Pull:
         try:
             return self._fetch_all_locked(todo, what)
         except BaseException as err:
-            self._undo(todo, keep_partial=isinstance(err, (RegistryConnectionError, KeyboardInterrupt)) or
-                       "pull again to continue" in str(err))  # fmt: skip
+            self._undo(todo, keep_partial=isinstance(err, (RegistryConnectionError, KeyboardInterrupt)))
             raise
 
     def _undo(self, todo: list[tuple[dict, str]], keep_partial: bool) -> None:

@@ -77,6 +77,11 @@ def test_platform_selection(rhost, registry, tmp_path):
     assert bad.stderr.count("\n") == 1 and bad.stdout == ""
     assert "no image for linux/s390x; it has linux/amd64, linux/arm64" in bad.stderr
     assert rhost.stored_layers() == layers
+    # a single-platform image is not an arm64 image because --platform says so
+    put(rhost, tmp_path, "single:1", layouts.busybox_layers())
+    wrong = rhost.netctl("image", "pull", "-q", "--platform", "linux/arm64", f"{REG}/single:1", check=False)
+    assert wrong.returncode == 2 and "is an image for linux/amd64 only, not linux/arm64" in wrong.stderr
+    assert wrong.stderr.count("\n") == 1
 
 
 def test_shared_layers_are_not_fetched_again(rhost, registry, tmp_path):
