@@ -19,7 +19,7 @@ PLUGINS = {"netctl-bridge": "bridge", "netctl-overlay": "overlay", "netctl-null"
 
 LAUNCHER = """#!{python} -IS
 import sys; sys.path.insert(0, {package_dir!r}){extra_paths}
-from cni_plugins.launch import main; main({plugin!r})
+from cni_plugins.launch import main; main({plugin!r}, {agent_python!r})
 """
 # Plugins needing packages beyond the standard library, by the module to locate: with -S the
 # interpreter sees no site-packages, so the launcher appends the directory holding it (after the
@@ -75,7 +75,8 @@ def install(directory: str, python: str = "") -> list[str]:
         path = os.path.join(directory, name)
         temporary = f"{path}.tmp-{os.getpid()}"
         with open(temporary, "w") as f:
-            f.write(LAUNCHER.format(python=python, package_dir=package_dir(), plugin=plugin,
+            # The agent started on first use needs netctl's third-party packages: this interpreter's.
+            f.write(LAUNCHER.format(python=python, package_dir=package_dir(), plugin=plugin, agent_python=sys.executable,
                                     extra_paths=_extra_paths(THIRD_PARTY.get(name, ""))))
         os.chmod(temporary, 0o755)
         os.replace(temporary, path)

@@ -344,13 +344,22 @@ class HostLease:
     """This host's record in etcd on a lease kept alive (EtcdStore.start_keepalive, which registers
     again by itself if the lease was lost). Registration is retried in the background while etcd is
     unreachable, so a daemon started before etcd (or during its restart) joins when etcd comes.
-    `stop()` stops refreshing and revokes nothing (see netctl/daemon.py for why)."""
+
+    A refusal is final, never retried: another host (another host id) holds this host's name or VTEP
+    on a live lease (etcd.HostTaken). Then `refused` holds the error and `on_refused(err)` is called,
+    from this object's thread or the keep-alive's; whether that happens at the first registration or
+    at a later one (the lease was lost and the other host took the name meanwhile), nothing of the
+    other host's is touched. `stop()` stops refreshing and revokes nothing (see netctl/daemon.py)."""
 
     def __init__(self, store_url: str, host_name: str, vtep: str, ttl: int,
-                 on_registered: Callable[[Any], None] | None = None):
+                 on_registered: Callable[[Any], None] | None = None, *, host_id: str = "",
+                 on_refused: Callable[[Any], None] | None = None):
         self.store_url, self.host_name, self.vtep, self.ttl = store_url, host_name, vtep, ttl
+        self.host_id = host_id
         self.on_registered = on_registered
+        self.on_refused = on_refused
         self.registered = threading.Event()
+        self.refused: Any = None  # the etcd.HostTaken that ended it, once refused
         self._stop = threading.Event()
         self._store = None
         self._lock = threading.Lock()
@@ -361,22 +370,35 @@ class HostLease:
         return self
 
     def _registered(self, record: Any) -> None:
-        log.info("host %s registered in %s (vtep %s, lease %x, ttl %d s)", record.name, self.store_url,
-                 record.vtep, record.lease, self.ttl)
+        log.info("host %s registered in %s (host id %s, vtep %s, lease %x, ttl %d s)", record.name, self.store_url,
+                 record.short_id, record.vtep, record.lease, self.ttl)
         self.registered.set()
         if self.on_registered is not None:
             self.on_registered(record)
 
+    def _refused(self, err: Any) -> None:
+        self.refused = err
+        if self.on_refused is not None:
+            self.on_refused(err)
+        else:
+            log.error("%s", err.message)
+
     def _run(self) -> None:
         from libnetwork.errors import NetctlError
-        from libnetwork.store.etcd import EtcdStore
+        from libnetwork.store.etcd import EtcdStore, HostTaken
 
         backoff, last_error = Backoff(first=0.2, cap=2.0), ""
         while not self._stop.is_set():
             store = None
             try:
-                store = EtcdStore(self.store_url, host=self.host_name, timeout=max(1.0, min(5.0, self.ttl / 3)))
-                store.start_keepalive(self.vtep, ttl=self.ttl, on_registered=self._registered)
+                store = EtcdStore(self.store_url, host=self.host_name, host_id=self.host_id,
+                                  timeout=max(1.0, min(5.0, self.ttl / 3)))
+                store.start_keepalive(self.vtep, ttl=self.ttl, on_registered=self._registered,
+                                      on_refused=self._refused)
+            except HostTaken as err:  # final: retrying would only wait for the other host to die
+                store.close()
+                self._refused(err)
+                return
             except NetctlError as err:
                 if store is not None:
                     store.close()

@@ -24,8 +24,12 @@ def controller(ctx: click.Context):
 
     obj = ctx.find_root().obj
     if "controller" not in obj:
-        ctl = Controller(obj["root"], store_url=obj.get("store"), host_name=obj.get("host_name"))
-        obj["controller"] = ctx.find_root().with_resource(ctl)
+        warm = obj.get("warm_controller")  # the agent's (netctl/service.py): kept open between requests
+        if warm is not None and obj.get("store") is None and obj.get("host_name") is None:
+            obj["controller"] = warm
+        else:
+            ctl = Controller(obj["root"], store_url=obj.get("store"), host_name=obj.get("host_name"))
+            obj["controller"] = ctx.find_root().with_resource(ctl)
     return obj["controller"]
 
 
@@ -106,7 +110,8 @@ format_option = click.option(
 @click.pass_context
 def cli(ctx: click.Context, root: str, store: str | None, host_name: str | None, debug: bool) -> None:
     """netctl: container networks (bridge, null, overlay across hosts) with sandboxes, IPAM and an nftables firewall."""
-    ctx.obj = {"root": root, "debug": debug, "store": store or None, "host_name": host_name or None}
+    # The agent passes its warm controller in (obj=...); everything else is this command line's.
+    ctx.obj = {**(ctx.obj or {}), "root": root, "debug": debug, "store": store or None, "host_name": host_name or None}
     if debug:
         import logging
 
@@ -427,24 +432,33 @@ def firewall_sync(ctx):
               help="Seconds without the daemon after which other hosts drop this host's containers.")
 @click.option("--resync-interval", type=click.FloatRange(min=0.1), default=30.0, hidden=True,
               help="Seconds between full reconciles when nothing changes (tests shorten it).")
+@click.option("--group", default="", metavar="NAME",
+              help="Also let members of this group use the agent (its socket becomes 0660 root:NAME).")
+@click.option("--auto", is_flag=True, hidden=True,
+              help="Started on first use by a command: leave quietly if an agent runs; make way for one started by hand.")
 @click.pass_context
-def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval):
-    """Serve CLI commands from a warm process on ROOT/netctl.sock (foreground; stop with SIGTERM).
+def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval, group, auto):
+    """Run this host's agent on ROOT/netctl.sock (foreground; stop with SIGTERM).
 
-    While it runs, `netctl network ...`, `sandbox create/rm/ls/inspect`, `doctor`, `gc` and `firewall
-    sync` are answered by it (~4x faster); without it they run in-process, with the same results.
-    With a global store it also registers this host there (ROOT/global.json records the choice) and
-    keeps its overlay networks' VXLAN tables and containers' /etc/hosts in step with the other hosts."""
+    The agent keeps netctl warm for the `netctl` command (network, sandbox, doctor, gc, firewall
+    sync) and for the CNI plugins; without it they run in-process, with the same results, and start
+    one in the background for the next call (NETCTL_NO_DAEMON=1: never). Only root and members of
+    --group may use it. With a global store it also registers this host there (ROOT/global.json records
+    the choice) and keeps its overlay networks' VXLAN tables and containers' /etc/hosts in step with
+    the other hosts."""
     import logging
 
     from netctl import daemon as daemon_module
 
-    logging.basicConfig(level=logging.INFO, format="netctl daemon: %(message)s", stream=sys.stderr)
+    if auto:
+        os.chdir("/")  # started from some command's directory, which must stay unmountable
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s netctl daemon: %(message)s" if auto
+                        else "netctl daemon: %(message)s", stream=sys.stderr)
     obj = ctx.find_root().obj
     options = daemon_module.GlobalOptions(store=store or obj.get("store") or "", vtep=vtep,
                                           host_name=host_name or obj.get("host_name") or "", lease_ttl=lease_ttl,
                                           resync_interval=resync_interval)
-    daemon_module.serve(obj["root"], options=options,
+    daemon_module.serve(obj["root"], options=options, agent=daemon_module.AgentOptions(group=group, auto=auto),
                         on_ready=lambda path: click.echo(f"netctl daemon listening on {path}", err=True))
 
 
@@ -459,11 +473,11 @@ cli.add_command(__import__("netctl.lab_cli", fromlist=["lab"]).lab)  # `netctl l
 # --- entry point ------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, obj: dict | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         # Without standalone mode click returns the exit code of ctx.exit()/--help instead of exiting.
-        rc = cli.main(args=argv, prog_name="netctl", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="netctl", standalone_mode=False, obj=obj)
         sys.exit(rc if isinstance(rc, int) else 0)
     except click.Abort:
         click.echo("aborted", err=True)

@@ -25,7 +25,6 @@ exclusive flock on ROOT/monitor.lock makes sure a host has one monitor.
 from __future__ import annotations
 
 import errno
-import fcntl
 import heapq
 import json
 import logging
@@ -40,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from libnetwork import ipc
 from libnetwork.errors import InUse, InvalidArgument, NetctlError
 from runner import linux, process, protocol
 from runner.lifecycle import Runtime
@@ -154,16 +154,8 @@ class Monitor:
             self._tick()
 
     def _listen(self) -> socket.socket:
-        path = self.layout.monitor_socket
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        sock.bind(path)
-        os.chmod(path, 0o600)
-        sock.listen(128)
-        return sock
+        # Called with ROOT/monitor.lock held (main): a socket file already there is a dead monitor's.
+        return ipc.listen(self.layout.monitor_socket, nonblocking=True)
 
     def _reconcile(self) -> None:
         """Worker: containers an earlier monitor left. Alive ones are watched by pidfd (their exit code
@@ -285,6 +277,10 @@ class Monitor:
                 sock, _ = self.listener.accept()
             except BlockingIOError:
                 return
+            if not ipc.authorized(sock):  # a socket passed to another user must not let it in
+                log.warning("refused a client that is neither root nor the monitor's user")
+                sock.close()
+                continue
             sock.setblocking(False)
             client = Client(sock)
             self.selector.register(sock, selectors.EVENT_READ, ("client", client))
@@ -786,19 +782,13 @@ def _raise_nofile() -> None:
 def main(argv: list[str]) -> int:
     root = argv[0] if argv else None
     layout = Layout.of(root)
-    os.makedirs(layout.root, mode=0o700, exist_ok=True)
-    lock = os.open(layout.monitor_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if ipc.lock_instance(layout.monitor_lock) is None:
         return 0  # another monitor serves this root
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("NETCTL_MONITOR_DEBUG") else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    os.ftruncate(lock, 0)
-    os.write(lock, f"{os.getpid()}\n".encode())
     Monitor(layout).serve()
     return 0
 

@@ -187,10 +187,58 @@ class HostRecord:
     vtep: str  # underlay address other hosts send VXLAN packets to
     lease: int
     registered: float = 0.0  # unix time
+    host_id: str = ""  # the state root's persistent id (rootdir.host_id); "" in records of older netctl
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HostRecord":
-        return cls(**d)
+        # Fields this version does not know are dropped: a newer netctl may add some.
+        return cls(**{k: v for k, v in d.items() if k in _HOST_FIELDS})
+
+    def held_by_another(self, host_id: str) -> bool:
+        """Whether this record belongs to a host other than the one whose id is `host_id`. A record
+        without an id was written by a netctl older than host ids: it is taken over, as it always
+        was (it cannot say whose it is). A registrant without an id proves nothing, so it may not
+        take a record that carries one."""
+        return bool(self.host_id) and self.host_id != host_id
+
+    @property
+    def short_id(self) -> str:
+        return self.host_id[:12] or "none"
+
+
+_HOST_FIELDS = {"name", "vtep", "lease", "registered", "host_id"}
+
+
+class HostTaken(AlreadyExists):
+    """Another host (another host id) holds this host's name or VTEP address on a live lease."""
+
+
+def registration_clash(name: str, vtep: str, host_id: str, live: list[HostRecord]) -> HostTaken | None:
+    """Why host `name` (id `host_id`, VTEP `vtep`) may not register beside the `live` host records,
+    or None when it may. Records exist only while their lease lives (etcd deletes a record with its
+    lease), so every record read is a live one. The name is checked first: it is what the user
+    changes (--host-name) when two cloned machines share a hostname."""
+    others = [r for r in live if r.held_by_another(host_id)]
+    for record in others:
+        if record.name == name:
+            return HostTaken(
+                f"host name '{name}' is held by another host (host id {record.short_id}, VTEP {record.vtep}) "
+                "on a live lease in etcd; pass --host-name NAME (or stop the other host's daemon)"
+            )
+    for record in others:
+        if _same_address(record.vtep, vtep):
+            return HostTaken(
+                f"VTEP address {vtep} is held by host '{record.name}' (host id {record.short_id}) on a live lease "
+                "in etcd; pass --vtep ADDR (or stop the other host's daemon)"
+            )
+    return None
+
+
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
 
 
 @dataclass
@@ -328,6 +376,10 @@ class _Etcd:
         self.url, host, port = parse_url(url)
         self.timeout = timeout
         self.client: Etcd3Client = Etcd3Client(host=host, port=port, timeout=timeout)
+        # After a call found etcd silent (no answer within the timeout: a partition, a dead peer's
+        # address), calls fail at once for one more timeout's length instead of each waiting it out:
+        # an operation of several etcd steps (a warm agent's CNI DEL) pays one timeout, not one per step.
+        self._silent: tuple[float, StoreError | None] = (0.0, None)
 
     def close(self) -> None:
         self.client.session.close()
@@ -338,13 +390,26 @@ class _Etcd:
             reason = f"no answer within {self.timeout:g} s"
         return StoreError(f"etcd at {self.url} is unreachable: {reason}; start it or pass --store")
 
+    def _fail_fast_while_silent(self) -> None:
+        until, error = self._silent
+        if error is not None and time.monotonic() < until:
+            raise StoreError(error.message)
+
+    def _timed_out(self, err: BaseException) -> StoreError:
+        error = self.unreachable(err)
+        self._silent = (time.monotonic() + self.timeout, error)
+        return error
+
     def url_for(self, path: str) -> str:
         """The gateway URL of an API path (the first call asks etcd its version: /v3/ or /v3beta/)."""
         from etcd3gw import exceptions
 
+        self._fail_fast_while_silent()
         try:
             return self.client.get_url(path)
-        except (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError) as err:
+        except exceptions.ConnectionTimeoutError as err:
+            raise self._timed_out(err) from None
+        except exceptions.ConnectionFailedError as err:
             raise self.unreachable(err) from None
         except exceptions.Etcd3Exception as err:
             raise StoreError(f"{self.url} did not answer like etcd ({_reason(err)}); check the --store address") from None
@@ -355,7 +420,9 @@ class _Etcd:
         url = self.url_for(path)
         try:
             return self.client.post(url, json=body)
-        except (exceptions.ConnectionFailedError, exceptions.ConnectionTimeoutError) as err:
+        except exceptions.ConnectionTimeoutError as err:
+            raise self._timed_out(err) from None
+        except exceptions.ConnectionFailedError as err:
             raise self.unreachable(err) from None
         except exceptions.Etcd3Exception as err:
             reason = _reason(err)
@@ -1273,11 +1340,14 @@ class PrefixMirror:
 
 class EtcdStore:
     """The global store. `host` names this machine in the overlay (needed to write endpoints and to
-    register); one store object per thread (each holds one HTTP session)."""
+    register); `host_id` is its state root's persistent id (rootdir.host_id), which registration
+    compares with the holder of the name; one store object per thread (each holds one HTTP session)."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, host: str = "", timeout: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, url: str = DEFAULT_URL, *, host: str = "", host_id: str = "",
+                 timeout: float = DEFAULT_TIMEOUT_S):
         self.url, _, _ = parse_url(url)
         self.host_name = _component(host, "host name") if host else ""
+        self.host_id = host_id
         self.timeout = timeout
         self.conflicts = 0  # commits refused because another writer got in first (atomic retried them)
         self._etcd = _Etcd(self.url, timeout)
@@ -1340,7 +1410,12 @@ class EtcdStore:
     def register_host(self, vtep: str, *, ttl: int = DEFAULT_LEASE_TTL_S) -> HostRecord:
         """Take (or take over) this host's record on a fresh lease, re-publish the peer records of its
         ready endpoints on that lease, then revoke the lease a previous run held. Peers are never
-        missing in between, so other hosts see no flap when a daemon restarts."""
+        missing in between, so other hosts see no flap when a daemon restarts.
+
+        HostTaken if another host (another host id) holds the name or the VTEP address on a live
+        lease (see registration_clash): two cloned machines share a hostname, and the second must
+        not silently take the first one's record. Only this host's own record (same id: a restart,
+        or the lease was lost) or one of an older netctl (no id) is taken over."""
         return self._register(self._etcd, vtep, ttl)
 
     def _register(self, etcd: _Etcd, vtep: str, ttl: int) -> HostRecord:
@@ -1350,10 +1425,16 @@ class EtcdStore:
         except ValueError:
             raise InvalidArgument(f"VTEP address {vtep!r} of host '{name}' is not an IP address") from None
         lease, _ = etcd.grant(ttl)
-        record = HostRecord(name, vtep, lease, time.time())
+        record = HostRecord(name, vtep, lease, time.time(), self.host_id)
 
         def take(tx: EtcdTxn) -> HostRecord | None:
+            # Both reads are fences of the commit: the name's key by its mod revision (or absence),
+            # every other record by the range's. Two daemons racing for one name (or VTEP) cannot
+            # both pass the check: the loser's commit fails, and its retry sees the winner's record.
             old = tx.get_host(name)
+            clash = registration_clash(name, vtep, self.host_id, tx.list_hosts())
+            if clash is not None:
+                raise clash
             tx._put(Keys.host(name), asdict(record), lease=lease)
             return old
 
@@ -1412,26 +1493,33 @@ class EtcdStore:
                     "connect or registration publishes the rest", record.name)
 
     def unregister_host(self) -> None:
-        """Revoke this host's lease: its record and peers disappear everywhere at once. Idempotent."""
+        """Revoke this host's lease: its record and peers disappear everywhere at once. Idempotent;
+        a record of the same name held by another host (another host id) is left alone."""
         self.stop_keepalive()
         with self.snapshot() as tx:
             record = tx.get_host(self.require_host_name())
-        if record is not None:
+        if record is not None and not record.held_by_another(self.host_id):
             self._etcd.revoke(record.lease)
 
     def keepalive(self) -> bool:
         """Refresh this host's lease once; False if it has expired (call register_host again)."""
         with self.snapshot() as tx:
             record = tx.get_host(self.require_host_name())
-        return record is not None and self._etcd.keepalive(record.lease) > 0
+        if record is None or record.held_by_another(self.host_id):
+            return False
+        return self._etcd.keepalive(record.lease) > 0
 
     def start_keepalive(self, vtep: str, *, ttl: int = DEFAULT_LEASE_TTL_S,
-                        on_registered: Callable[[HostRecord], None] | None = None) -> None:
-        """A background thread refreshing the lease every ttl/3 s; if the lease was lost (etcd
-        unreachable for longer than the TTL), it registers again, which re-publishes the peers."""
+                        on_registered: Callable[[HostRecord], None] | None = None,
+                        on_refused: Callable[[HostTaken], None] | None = None) -> None:
+        """Register (HostTaken raised here, as by register_host), then a background thread refreshes
+        the lease every ttl/3 s; if the lease was lost (etcd unreachable for longer than the TTL), it
+        registers again, which re-publishes the peers. If meanwhile another host took the name or the
+        VTEP, that registration is refused like the first: the thread calls `on_refused` (or logs the
+        refusal at ERROR) and stops for good: it never takes the name back."""
         if self._keeper is not None:
             return
-        keeper = _LeaseKeeper(self, vtep, ttl, on_registered)
+        keeper = _LeaseKeeper(self, vtep, ttl, on_registered, on_refused)
         try:
             keeper.start()
         except BaseException:
@@ -1482,12 +1570,15 @@ class EtcdStore:
 class _LeaseKeeper:
     """The thread behind EtcdStore.start_keepalive (its own HTTP session: sessions are per thread)."""
 
-    def __init__(self, store: EtcdStore, vtep: str, ttl: int, on_registered: Callable[[HostRecord], None] | None):
+    def __init__(self, store: EtcdStore, vtep: str, ttl: int, on_registered: Callable[[HostRecord], None] | None,
+                 on_refused: Callable[[HostTaken], None] | None = None):
         self.store = store
         self.vtep = vtep
         self.ttl = ttl
         self.on_registered = on_registered
+        self.on_refused = on_refused
         self.record: HostRecord | None = None
+        self.refused: HostTaken | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"netctl-lease-{store.host_name}", daemon=True)
         self._etcd = _Etcd(store.url, min(store.timeout, max(1.0, ttl / 3)))
@@ -1509,13 +1600,24 @@ class _LeaseKeeper:
                     self.record = self.store._register(self._etcd, self.vtep, self.ttl)
                     if self.on_registered is not None:
                         self.on_registered(self.record)
+            except HostTaken as err:  # another host took the name or VTEP while the lease was lost
+                self._refuse(err)
+                return
             except StoreError as err:
                 failures.failed(err, f"retrying every {interval:g} s")
                 continue
             failures.succeeded()
 
+    def _refuse(self, err: HostTaken) -> None:
+        self.refused, self.record = err, None
+        if self.on_refused is not None:
+            self.on_refused(err)
+        else:
+            log.error("%s", err.message)
+
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        # on_registered/on_refused run in this thread: a callback that stops the store must not join it
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=self._etcd.timeout + 1)
         self._etcd.close()

@@ -330,7 +330,9 @@ class SQLiteStore:
             os.makedirs(self.root, exist_ok=True)
             # isolation_level=None: we issue BEGIN ourselves; Python's implicit transactions would
             # start a DEFERRED one and lose the IMMEDIATE lock semantics.
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            # check_same_thread=False: the agent hands a warm store from request to request, and its
+            # requests run on different threads - one at a time per store, never two at once.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(
                 f"cannot open state store {self.path}: {e}; check that {self.root} exists and is writable by you"
