@@ -55,6 +55,14 @@ class Driver(Protocol):
     def marked_objects(self, host: "Netlink") -> list[KernelObject]:
         """Every kernel object in the host namespace that carries this driver's mark."""
 
+    def repair_network(self, network: "Network", host: "Netlink") -> list[str]:
+        """Bring the network's kernel side back (after a reboot, or a device deleted by hand): make
+        what is missing, fix what is off. Returns what it did, one line each; [] when all was in place."""
+
+    def repair_endpoint(self, network: "Network", endpoint: "Endpoint", sandbox: "Sandbox",
+                        host: "Netlink") -> list[str]:
+        """The same for an endpoint whose sandbox's namespace still exists; [] when all was in place."""
+
 
 def parse_bool_option(driver: str, key: str, value: str) -> str:
     lowered = value.strip().lower()

@@ -42,3 +42,9 @@ class NullDriver:
 
     def marked_objects(self, host) -> list[KernelObject]:
         return []
+
+    def repair_network(self, network, host) -> list[str]:
+        return []  # nothing in the kernel
+
+    def repair_endpoint(self, network, endpoint, sandbox, host) -> list[str]:
+        return []

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from drivers.overlay import OverlayDriver, ReconcileResult
     from libnetwork.netlink import Netlink
+    from libnetwork.repair import RepairReport
     from libnetwork.store.etcd import EtcdStore
 
 DEFAULT_ROOT = "/var/lib/netctl"
@@ -106,7 +107,8 @@ def checkpoint(name: str) -> None:
         import sys
         import time
 
-        print(f"paused at {name}", file=sys.stderr, flush=True)
+        # sys.__stderr__: in the agent, sys.stderr is the request's captured output until it ends.
+        print(f"paused at {name}", file=sys.__stderr__, flush=True)
         time.sleep(60)
 
 
@@ -1428,6 +1430,33 @@ class Controller:
             tx.delete_endpoint(endpoint_id)
         self._drop_network_here_if_unused(tx, network, driver)
 
+    def _release_sandbox(self, tx, sandbox: Sandbox) -> list[Endpoint]:
+        """A sandbox whose namespace is gone: its endpoints with their addresses (and their records in
+        etcd), its handle and its record. Returns the endpoints released. The caller syncs the firewall."""
+        from libnetwork import netns
+
+        endpoints = tx.list_endpoints(sandbox_id=sandbox.id)
+        for endpoint in endpoints:
+            network = tx.get_network(endpoint.network_id)
+            if network is None and is_global_copy(endpoint):
+                self._gc_overlay_endpoint(tx, endpoint.id)
+                continue
+            if endpoint.host_ifname:
+                self.host.del_link(endpoint.host_ifname, missing_ok=True)
+            ipam.release_addresses(tx, endpoint.id)
+            tx.delete_endpoint(endpoint.id)
+        if not sandbox.external:
+            netns.delete(sandbox.netns_path)
+        tx.delete_sandbox(sandbox.id)
+        return endpoints
+
+    def repair(self) -> "RepairReport":
+        """Bring the kernel back in line with the store after an agent restart or a reboot (the agent
+        calls it at start); see libnetwork/repair.py."""
+        from libnetwork.repair import repair
+
+        return repair(self)
+
     def gc(self) -> list[Problem]:
         """Remove everything doctor reports, in an order that never strands anything."""
         from libnetwork import netns
@@ -1449,20 +1478,8 @@ class Controller:
                         tx.delete_endpoint(endpoint.id)
                 elif problem.kind == "stale-sandbox":
                     sandbox = tx.get_sandbox(problem.object)
-                    if sandbox is None:
-                        continue
-                    for endpoint in tx.list_endpoints(sandbox_id=sandbox.id):
-                        network = tx.get_network(endpoint.network_id)
-                        if network is None and is_global_copy(endpoint):
-                            self._gc_overlay_endpoint(tx, endpoint.id)
-                            continue
-                        if endpoint.host_ifname:
-                            self.host.del_link(endpoint.host_ifname, missing_ok=True)
-                        ipam.release_addresses(tx, endpoint.id)
-                        tx.delete_endpoint(endpoint.id)
-                    if not sandbox.external:
-                        netns.delete(sandbox.netns_path)
-                    tx.delete_sandbox(sandbox.id)
+                    if sandbox is not None:
+                        self._release_sandbox(tx, sandbox)
                 elif problem.kind == "orphan-netns":
                     netns.delete(problem.object)
                 elif problem.kind == "stale-network":
