@@ -244,11 +244,13 @@ def listen(path: str, *, group: str = "", nonblocking: bool = False, backlog: in
 
 
 def group_id(group: str) -> int:
-    """The gid of a group name or number; InvalidArgument naming it when there is none."""
+    """The gid of a group name, or a number taken as it is; InvalidArgument naming an unknown name."""
     import grp
 
+    if group.isdigit():
+        return int(group)
     try:
-        return grp.getgrnam(group).gr_gid if not group.isdigit() else grp.getgrgid(int(group)).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
         from libnetwork.errors import InvalidArgument
 

@@ -59,9 +59,18 @@ def split_globals(argv: list[str]) -> tuple[str, bool, list[str]] | None:
 
 
 def delegable(argv: list[str]) -> str | None:
-    """The daemon socket to use for this command line, or None to run in-process."""
+    """The agent socket to use for this command line, or None to run in-process."""
     if os.environ.get("NETCTL_NO_DAEMON") or os.environ.get("NETCTL_TEST_PAUSE"):
         return None
+    path = agent_socket_for(argv)
+    if path is None or not _same_membership_as_daemon(os.path.dirname(path)):
+        return None
+    return path
+
+
+def agent_socket_for(argv: list[str]) -> str | None:
+    """The socket of the agent that may run this command line (by its words and root alone), or None
+    for commands that must run in the caller's own process."""
     parsed = split_globals(argv)
     if parsed is None:
         return None
@@ -69,8 +78,6 @@ def delegable(argv: list[str]) -> str | None:
     if debug or "-h" in words or "--help" in words:
         return None
     if tuple(words[:2]) not in DELEGATED and tuple(words[:1]) not in DELEGATED:
-        return None
-    if not _same_membership_as_daemon(root):
         return None
     return rootdir.path(root, rootdir.AGENT_SOCKET)
 
@@ -99,8 +106,10 @@ def via_daemon(path: str, argv: list[str]) -> int | None:
     """Run argv in the agent; None if no agent listens there (the caller then runs it itself)."""
     try:
         sock = ipc.try_connect(path)
-    except OSError:
-        return None  # a socket we may not use: in-process, where the kernel says what is not allowed
+    except OSError:  # an agent runs, and we may not talk to it: whatever we did here would fail too
+        sys.stderr.write(f"netctl: permission denied on {path}: run netctl as root, or as a member of the "
+                         "group the agent was started with (netctl daemon --group)\n")
+        return 77
     if sock is None:
         return None  # no agent (or a stale socket file of a dead one): nothing was sent
     code, reason = None, "it closed the connection"

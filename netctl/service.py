@@ -117,7 +117,7 @@ class RequestServer:
     # --- CLI ----------------------------------------------------------------------------------------
 
     def _run_cli(self, request: dict) -> tuple[int, bytes, bytes]:
-        from netctl.entry import delegable
+        from netctl.entry import agent_socket_for
 
         argv = request.get("argv")
         if not isinstance(argv, list) or len(argv) > MAX_ARGS or not all(isinstance(a, str) for a in argv):
@@ -125,7 +125,7 @@ class RequestServer:
         # The client chose this socket by its root (--root or NETCTL_ROOT, which the agent's own
         # environment need not share); judge the command as if run with the agent's root, which a
         # different --root in argv still overrides.
-        if delegable(["--root", self.root, *argv]) != ipc_path(self.root):
+        if agent_socket_for(["--root", self.root, *argv]) != ipc_path(self.root):
             # Never run what the client must run itself (exec would replace the agent) or another root's.
             return 2, b"", b"netctl: this command cannot run in the agent\n"
         with self._cli_turn:
