@@ -25,6 +25,8 @@ from e2e.conftest import command_pid
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
 
 START_TIMEOUT_S = 30.0
+# What the agent does at start, run by hand inside a host: every line it would log, one per line.
+REPAIR = "from libnetwork.repair import repair_root; r = repair_root(); print(*r.actions + r.failures, sep='\\n')"
 
 
 class Agent:
@@ -207,6 +209,8 @@ def test_repair_of_an_intact_host_changes_nothing(machine):
     m.netctl("network", "connect", "back", "alpha")
     m.netctl("network", "connect", "nothing", "alpha")
     m.cni().add(CNI_NET, cid="c1")
+    m.netctl("image", "build-busybox")
+    m.netctl("run", "-d", "--name", "db", "--network", "web", "-p", "8081:80", "busybox", "sleep", "600")
     before = m.host.snapshot()
     for _ in range(2):
         out = m.host.py("from libnetwork.repair import repair_root; r = repair_root(); print(r.actions, r.failures)")
@@ -217,8 +221,13 @@ def test_repair_of_an_intact_host_changes_nothing(machine):
 def test_repair_of_a_running_host_rebuilds_what_was_removed_under_live_sandboxes(machine):
     """Not a reboot: the agent restarts after someone deleted a bridge and flushed nftables while the
     sandboxes lived on. The bridge comes back with its gateway, the live endpoints' veths are attached
-    to it again, and the published port's rules are back."""
+    to it again, and the published port's rules are back. A network that cannot be repaired (a veth
+    took its bridge's name) is reported, and the others are repaired all the same."""
     m = machine
+    m.netctl("network", "create", "--subnet", "10.76.0.0/24", "other")
+    other = m.inspect("other")["Bridge"]
+    m.host.run("ip", "link", "del", other)
+    m.host.run("ip", "link", "add", other, "type", "veth", "peer", "name", "intruder")
     m.netctl("network", "create", "--subnet", "10.77.0.0/24", "web")
     for name in ("alpha", "beta"):
         m.netctl("sandbox", "create", "--name", name)
@@ -230,10 +239,10 @@ def test_repair_of_a_running_host_rebuilds_what_was_removed_under_live_sandboxes
     beta = json.loads(m.netctl("sandbox", "inspect", "beta").stdout)[0]
     m.host.run("ip", "link", "del", beta["endpoints"][0]["HostInterface"])  # and one veth pair
 
-    out = m.host.py("from libnetwork.repair import repair_root; r = repair_root(); print(*r.actions, sep='\\n'); "
-                    "print(*r.failures, sep='\\n')")
-    lines = out.stdout.splitlines()
-    assert "not repaired" not in out.stdout
+    lines = m.host.py(REPAIR).stdout.splitlines()
+    refused = (f"network other: not repaired: link {other} of network 'other' is a veth link, not a bridge; "
+               f"delete it (`ip link del {other}`), then restart the agent")
+    assert [line for line in lines if "not repaired" in line] == [refused]
     assert f"network web: bridge {bridge} recreated (10.77.0.1/24)" in lines
     assert any(line.startswith("network web: endpoint ") and "(sandbox alpha): veth nv" in line
                and line.endswith(f"attached to bridge {bridge} again") for line in lines), lines
@@ -244,4 +253,6 @@ def test_repair_of_a_running_host_rebuilds_what_was_removed_under_live_sandboxes
     addresses = {e["Sandbox"]: e["IPv4Address"].split("/")[0] for e in containers.values()}
     for name, peer in (("alpha", addresses["beta"]), ("beta", "10.77.0.1")):
         m.netctl("sandbox", "exec", name, "--", "ping", "-c1", "-W2", peer, timeout=30)
+    m.host.run("ip", "link", "del", other)
+    assert m.host.py(REPAIR).stdout == f"network other: bridge {other} recreated (10.76.0.1/24)\n"
     assert m.netctl("doctor").stdout == "no problems found\n"
