@@ -264,6 +264,24 @@ def peer_credentials(sock) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
+def same_network_namespace(sock) -> bool:
+    """Whether the peer runs in our network namespace. A host's agent acts on the host's namespace:
+    a command run with `ip netns exec X netctl ...` means X, which the agent is not in, so such a
+    client runs its command itself. A peer we cannot see (another PID namespace) counts as ours: it
+    reached a socket inside our root."""
+    import os
+
+    pid, _, _ = peer_credentials(sock)
+    if pid <= 0:
+        return True
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return True
+    ours = os.stat("/proc/self/ns/net")
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def authorized(sock, gid: int = -1) -> bool:
     """Whether the peer may use this server: root, our own uid, or (with gid >= 0) a member of that
     group, by its primary group or a supplementary one (read from /proc: SO_PEERCRED has only the

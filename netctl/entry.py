@@ -22,6 +22,7 @@ import sys
 from libnetwork import ipc, rootdir
 
 REPLY_TIMEOUT_S = 300.0
+NOT_SERVED = -1  # via_daemon: an agent runs but leaves this command to us (another network namespace)
 # The agent serves every later command, so it must not take this one's overlay membership (ROOT/global.json
 # says what the host's is) or a test's fault injection.
 _NOT_FOR_THE_AGENT = {"NETCTL_STORE", "NETCTL_HOST_NAME", "NETCTL_TEST_PAUSE", "NETCTL_NO_DAEMON"}
@@ -103,7 +104,8 @@ def _same_membership_as_daemon(root: str) -> bool:
 
 
 def via_daemon(path: str, argv: list[str]) -> int | None:
-    """Run argv in the agent; None if no agent listens there (the caller then runs it itself)."""
+    """Run argv in the agent: its exit code; None if no agent listens there, NOT_SERVED if it leaves
+    the command to us (either way the caller runs it itself)."""
     try:
         sock = ipc.try_connect(path)
     except OSError:  # an agent runs, and we may not talk to it: whatever we did here would fail too
@@ -129,6 +131,8 @@ def via_daemon(path: str, argv: list[str]) -> int | None:
                 elif event.get("event") == "refused":
                     sys.stderr.write(f"netctl: {event.get('message', 'the agent refused the request')}\n")
                     return 77
+                elif event.get("event") == "not-mine":
+                    return NOT_SERVED
                 break
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
@@ -154,11 +158,20 @@ def _write(fd: int, data: bytes) -> None:
             return
 
 
+def _in_init_network_namespace() -> bool:
+    ours, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
+    return (ours.st_dev, ours.st_ino) == (init.st_dev, init.st_ino)
+
+
 def start_agent(root: str) -> None:
     """Start the host's agent in the background, detached from us (its own session, stdio to
     ROOT/agent.log); a second one started meanwhile by another command finds the lock held and
-    leaves quietly. Errors here only cost the next command its speed: they are not reported."""
+    leaves quietly. Errors here only cost the next command its speed: they are not reported.
+    Only from the host's own network namespace (init's): `ip netns exec X netctl ...` must not leave
+    an agent behind in X to serve the host's later commands."""
     try:
+        if not _in_init_network_namespace():
+            return
         os.makedirs(root, mode=0o700, exist_ok=True)
         log = os.open(rootdir.path(root, rootdir.AGENT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
@@ -197,9 +210,10 @@ def main() -> None:
     path = delegable(argv)
     if path is not None:
         code = via_daemon(path, argv)
-        if code is not None:
+        if code is not None and code != NOT_SERVED:
             exit_now(code)
-        start_agent(os.path.dirname(path))  # for the next command; this one runs here meanwhile
+        if code is None:
+            start_agent(os.path.dirname(path))  # for the next command; this one runs here meanwhile
     from netctl.cli import main as run_in_process
 
     run_in_process(argv)

@@ -6,7 +6,8 @@ Requests, one per connection, each a JSON frame first:
     {"op": "cni", "plugin": NAME, "env": {...}}   a CNI plugin call (cni_plugins/launch.py), followed by
                                                   one STDIN frame: the configuration, verbatim
 Answers: STDOUT and STDERR frames, then {"event": "exit", "code": N}; or {"event": "not-mine"} when
-the request is another root's (the client then runs it itself), or {"event": "refused", "message": ...}.
+the request is another root's or comes from another network namespace (`ip netns exec X netctl ...`
+means X): the client then runs it itself; or {"event": "refused", "message": ...}.
 
 CLI commands run through the very click CLI a cold `netctl` runs, so output and exit codes cannot
 differ; they take turns (stdout/stderr are redirected for the whole process while one runs) and share
@@ -75,6 +76,9 @@ class RequestServer:
                 frames = ipc.read_frames(conn)
                 request = self._request(frames)
                 if request is None:
+                    return
+                if not ipc.same_network_namespace(conn):  # its command means another namespace than ours
+                    conn.sendall(ipc.message({"event": "not-mine"}))
                     return
                 if request.get("op") == "cli":
                     conn.settimeout(None)

@@ -129,3 +129,21 @@ def test_a_client_whose_agent_is_killed_mid_request_gets_one_line_and_nothing_is
     lab.netctl("gc")
     assert lab.netctl("doctor").stdout.strip() == "no problems found"
     lab.connect("mid", "s1")  # and the same request works now
+
+
+def test_a_command_from_another_network_namespace_is_not_the_agents(lab):
+    """`ip netns exec X netctl ...` means namespace X: no agent is started there to serve the host's
+    later commands, and a running agent (in the host's namespace) leaves such a command to its caller."""
+    lab.host.run("ip", "netns", "add", "elsewhere")
+    inside = ["ip", "netns", "exec", "elsewhere", sys.executable, "-m", "netctl"]
+    lab.host.run(*inside, "network", "ls")
+    time.sleep(0.5)  # what would be long enough for a spawn to show up; nothing may
+    assert not agent_answers(lab)
+    lab.network("here", "--subnet", "10.67.0.0/24")  # from the host's namespace: starts the agent
+    wait_for("the agent started on first use", lambda: agent_answers(lab))
+    before = agent_log(lab)
+    listing = lab.host.run(*inside, "network", "ls", "-q").stdout
+    assert listing.split() == [lab.inspect("here")["Id"][:12]]  # the same store, run by the caller
+    assert agent_log(lab)[len(before):].count("served network ls -q") == 0
+    assert lab.host.run("pgrep", "-fc", "netctl.*daemon").stdout.strip() == "1"
+    lab.host.run("ip", "netns", "del", "elsewhere")
