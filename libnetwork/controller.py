@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from libnetwork import ipam
+from libnetwork import ipam, rootdir
 from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NetctlError, NotFound, StoreError
 from libnetwork.model import CREATING, READY, Endpoint, Network, PoolConfig, PortMapping, Sandbox
 
@@ -814,6 +814,14 @@ class Controller:
                 raise NotFound(
                     f"host {self.host_name!r} is not registered in the global store at {self.store_url}; start "
                     f"`netctl daemon --store {self.store_url}` on this host first"
+                )
+            if host.held_by_another(rootdir.host_id(self.root)):
+                # This root's agent was refused its name after losing its lease (another host took it
+                # meanwhile): an endpoint here must not be published under the other host's record.
+                raise AlreadyExists(
+                    f"host name {self.host_name!r} is held by another host (host id {host.short_id}) in the global "
+                    f"store at {self.store_url}; restart `netctl daemon --store {self.store_url}` with "
+                    "--host-name NAME on this host"
                 )
             current = g.get_network(network.id)
             if current is None:
