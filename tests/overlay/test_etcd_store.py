@@ -17,6 +17,7 @@ import pytest
 
 from libnetwork.errors import AlreadyExists, InvalidArgument, Overlap, PoolExhausted, StoreError
 from libnetwork.model import CREATING, READY, Endpoint, Network, PoolConfig
+from libnetwork.store.etcd import hosts
 from libnetwork.store.etcd import (
     VNI_FIRST,
     Compacted,
@@ -383,7 +384,7 @@ def test_an_endpoint_removed_while_peers_are_republished_does_not_get_its_peer_b
     monkeypatch.setattr(etcd, "range", range_then_remove_r1)
     with store.snapshot() as tx:
         record = tx.get_host("h1")
-    store._republish_peers(etcd, record)
+    hosts.republish_peers(etcd, record)
     monkeypatch.undo()
     with store.snapshot() as tx:
         peers = {p.endpoint_id for p in tx.list_peers(net.id)}
