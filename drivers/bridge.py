@@ -9,16 +9,13 @@ by the controller from the store into netctl's nftables tables (libnetwork/firew
 from __future__ import annotations
 
 import os
-import re
 
-from drivers.base import KernelObject, parse_bool_option
+from drivers.base import IFNAMSIZ, KernelObject, parse_bool_option, validate_ifname
 from libnetwork import netns, sysctl
 from libnetwork.errors import AlreadyExists, InvalidArgument
 
 BRIDGE_PREFIX = "nc-"
 VETH_PREFIX = "nv"
-IFNAMSIZ = 15  # usable characters of a Linux interface name
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # Docker's option names are accepted too, so `-o com.docker.network.bridge.name=br0` works.
 OPTION_ALIASES = {
@@ -29,15 +26,6 @@ OPTION_ALIASES = {
 }
 BOOL_OPTIONS = ("icc", "masquerade")
 KNOWN_OPTIONS = ("bridge", "icc", "masquerade", "mtu")
-
-
-def validate_ifname(name: str, what: str) -> str:
-    if not name or len(name) > IFNAMSIZ or not _IFNAME.match(name):
-        raise InvalidArgument(
-            f"{what} {name!r} is not a valid interface name: use 1-{IFNAMSIZ} characters of letters, "
-            "digits, '_', '.' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 def bridge_name(network) -> str:
@@ -68,6 +56,11 @@ class BridgeDriver:
     name = "bridge"
     scope = "local"
     uses_ipam = True
+    host_ifname_prefix = VETH_PREFIX
+
+    @staticmethod
+    def host_ifname(endpoint_id: str) -> str:
+        return host_veth_name(endpoint_id)
 
     # --- options and planning -------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ class NullDriver:
     name = "null"
     scope = "local"
     uses_ipam = False
+    host_ifname_prefix = ""  # no interface on the host
+
+    def host_ifname(self, endpoint_id: str) -> str:
+        return ""
 
     def validate_options(self, options: dict[str, str]) -> dict[str, str]:
         if options:

@@ -60,8 +60,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-from drivers.base import KernelObject
-from libnetwork import netns, sysctl
+from drivers.base import KernelObject, ReconcileResult
+from libnetwork import netns, rootdir, sysctl
 from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError, NetctlError, NotFound
 
 if TYPE_CHECKING:
@@ -77,8 +77,8 @@ def _log_once(kind: str, level: int, message: str, *args: object) -> None:
     log.log(level if kind not in _logged_once else logging.DEBUG, message, *args)
     _logged_once.add(kind)
 
-DEFAULT_ROOT = "/var/lib/netctl"
-NETNS_DIR = "overlay"  # under ROOT; not ROOT/netns, which holds sandboxes (and is garbage-collected as such)
+DEFAULT_ROOT = rootdir.DEFAULT_ROOT
+NETNS_DIR = rootdir.OVERLAY_NETNS  # under ROOT; not ROOT/netns, which holds sandboxes (and is garbage-collected as such)
 LOCK_FILE = "overlay.lock"  # under ROOT: serialises building and removing networks between processes
 FAST_PATH_LOCK_FILE = "overlay-fastpath.lock"  # under ROOT: serialises changes of the fast paths' maps
 LOCK_TIMEOUT_S = 10.0
@@ -127,18 +127,6 @@ class OverlayTables:
     neighbours: dict[str, str] = field(default_factory=dict)  # IP -> MAC ("MAC (state 0x..)" if not permanent)
 
 
-@dataclass
-class ReconcileResult:
-    fdb_added: list[str] = field(default_factory=list)  # "mac -> vtep"
-    fdb_removed: list[str] = field(default_factory=list)
-    neighbours_added: list[str] = field(default_factory=list)  # "ip -> mac"
-    neighbours_removed: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.fdb_added or self.fdb_removed or self.neighbours_added or self.neighbours_removed)
-
-
 def bridge_name(network: "Network") -> str:
     return network.driver_state["bridge"]
 
@@ -177,6 +165,19 @@ class OverlayDriver:
     name = "overlay"
     scope = "global"
     uses_ipam = True
+    # The global-scope part of the contract (drivers/base.py GlobalDriver):
+    host_ifname_prefix = VETH_PREFIX
+    overhead = VXLAN_OVERHEAD
+    state_dir = NETNS_DIR
+
+    @staticmethod
+    def host_ifname(endpoint_id: str) -> str:
+        return host_veth_name(endpoint_id)
+
+    @staticmethod
+    def derived_state(network_id: str) -> dict[str, str]:
+        suffix = network_id[: IFNAMSIZ - len(BRIDGE_PREFIX)]
+        return {"bridge": BRIDGE_PREFIX + suffix, "vxlan": VXLAN_PREFIX + suffix}
 
     def __init__(self, vtep: str = "", root: str = ""):
         self.vtep = vtep

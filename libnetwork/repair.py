@@ -79,7 +79,7 @@ def repair_root(root: str | None = None) -> RepairReport:
     from libnetwork.controller import Controller
 
     with Controller(root) as controller:
-        return controller.repair()
+        return repair(controller)
 
 
 def _step(report: RepairReport, what: str, action: Callable[..., list[str]], *args: object) -> bool:
@@ -126,7 +126,7 @@ def _release_vanished(report: RepairReport, controller: "Controller", tx, sandbo
                       etcd: _EtcdProbe) -> None:
     """Released whole or not at all: one with overlay endpoints waits while etcd does not answer (its
     records there, peers included, must go with it; the next start or `netctl gc` releases it)."""
-    from libnetwork.controller import is_global_copy
+    from libnetwork.controller_base import is_global_copy
 
     what = f"sandbox {sandbox.name}"
     if any(is_global_copy(e) for e in tx.list_endpoints(sandbox_id=sandbox.id)) and etcd.error():
@@ -187,7 +187,7 @@ def _repair_endpoint(report: RepairReport, controller: "Controller", tx, network
 
 def _overlay_copies(tx, waiting: set[str]) -> dict[str, list["Endpoint"]]:
     """{global network id: this host's endpoints on it} (the local copies of live sandboxes)."""
-    from libnetwork.controller import is_global_copy
+    from libnetwork.controller_base import is_global_copy
 
     local = {n.id for n in tx.list_networks()}
     found: dict[str, list[Endpoint]] = {}
@@ -200,7 +200,7 @@ def _overlay_copies(tx, waiting: set[str]) -> dict[str, list["Endpoint"]]:
 def _repair_overlay(report: RepairReport, controller: "Controller", tx, network_id: str,
                     endpoints: list["Endpoint"], etcd: _EtcdProbe) -> list[str]:
     """Looks at the kernel first (names derived from the id), and asks etcd only when something is missing."""
-    from libnetwork.controller import overlay_stand_in
+    from libnetwork.controller_base import overlay_stand_in
 
     driver = controller._overlay_driver()
     stand_in = overlay_stand_in(network_id)
@@ -248,7 +248,7 @@ def _rejoin(driver, network: "Network", endpoint: "Endpoint", sandbox: "Sandbox"
 
 def _repair_firewall(controller: "Controller", tx) -> list[str]:
     from libnetwork import firewall
-    from libnetwork.controller import firewall_networks
+    from libnetwork.controller_base import firewall_networks
 
     differences = firewall.drift(firewall_networks(tx, controller.driver("bridge")))
     if not differences:

@@ -11,8 +11,9 @@ subtree (images, containers, the monitor's files) is runner/paths.py's.
     ROOT/host-id         the host's persistent identity (32 hex digits), made on first use
     ROOT/netctl.db       the local store (SQLite)
     ROOT/netns/<id>      network namespace handles of sandboxes
+    ROOT/overlay/<id>    namespaces of the overlay networks built on this host (drivers/overlay.py)
 
-Imports only `os`: the CLI's thin client and the CNI plugin launcher read these names on their hot path.
+Imports only `os` (json when global.json is read): the CLI's thin client and the CNI plugin launcher read these names on their hot path.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ AGENT_LOCK = "daemon.pid"
 AGENT_LOG = "agent.log"
 GLOBAL_CONFIG = "global.json"
 HOST_ID = "host-id"
+NETNS = "netns"
+OVERLAY_NETNS = "overlay"
+
+
+class UnreadableConfig(Exception):
+    """ROOT/global.json exists but cannot be used; the caller says what to do about it."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 def resolve(root: str | None = None) -> str:
@@ -34,6 +46,28 @@ def resolve(root: str | None = None) -> str:
 
 def path(root: str, name: str) -> str:
     return os.path.join(os.path.abspath(root), name)
+
+
+def global_config_path(root: str) -> str:
+    return path(root, GLOBAL_CONFIG)
+
+
+def read_global_config(root: str) -> dict[str, str]:
+    """ROOT/global.json ({"store", "host", "vtep"}: this host's overlay membership, written by the
+    agent), or {} when there is none. The one reader: the controller and the agent both use it."""
+    import json  # lazy: a local-only host never has the file, and the hot paths never read it
+
+    file = global_config_path(root)
+    try:
+        with open(file) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise UnreadableConfig(file, str(err)) from None
+    if not isinstance(data, dict):
+        raise UnreadableConfig(file, "not a JSON object")
+    return {k: str(v) for k, v in data.items() if isinstance(v, (str, int))}
 
 
 def host_id(root: str) -> str:

@@ -9,8 +9,9 @@ SQLite connection are not shared between threads):
   so no change is missed while etcd restarts;
 - one worker: waits for dirty networks, lets a burst of events settle (a few ms, bounded, so one
   `run` of ten containers elsewhere costs one reconcile, not ten), then calls
-  Controller.reconcile_overlay() for them and rewrites the /etc/hosts files of local containers on
-  them (runner.hosts.refresh, under the store's write lock like every other writer of those files);
+  Controller.reconcile_overlay() for them, whose names-changed event rewrites the /etc/hosts files of
+  local containers on them (netctl/names.py: runner.hosts.refresh, under the store's write lock like
+  every other writer of those files);
   with nothing dirty it still reconciles everything every `resync_interval_s` as a safety net;
 - the lease keeper (EtcdStore.start_keepalive), started by the daemon, not here.
 
@@ -280,9 +281,13 @@ class OverlayAgent:
 
     def _controller(self):
         from libnetwork.controller import Controller
+        from netctl.names import keep_hosts_files_current
 
         s = self.settings
-        return Controller(s.root, store_url=s.store_url, host_name=s.host_name)
+        controller = Controller(s.root, store_url=s.store_url, host_name=s.host_name)
+        # Each reconcile emits names-changed (remote endpoints came or went): hosts files follow.
+        keep_hosts_files_current(controller, on_changed=_log_rewritten)
+        return controller
 
     def reconcile(self, controller, networks: set[str] | None, *, since: float = 0.0) -> dict[str, Any]:
         """One pass: the kernel tables of `networks` (EVERYTHING: all built here) := the store's peers,
@@ -305,8 +310,6 @@ class OverlayAgent:
             elif result.changed:
                 delay = f" ({(time.monotonic() - since) * 1000:.0f} ms after the event)" if since else ""
                 log.info("%s%s", describe(network_id, result), delay)
-        # Local containers are only on networks built here: the others have no hosts file to change.
-        self._refresh_names(controller, networks if networks is EVERYTHING else networks & before)
         # The controller logs a network it could not reconcile and goes on with the others; a network
         # still built here with no result failed: raise, so that the worker retries it.
         failed = (before if networks is EVERYTHING else networks & before) & after - results.keys()
@@ -319,25 +322,17 @@ class OverlayAgent:
     def _built_here(self) -> set[str]:
         """Networks whose kernel side exists on this host (drivers/overlay.py: ROOT/overlay/<id>);
         a directory listing, so events of networks this host does not use cost nothing."""
-        from drivers.overlay import NETNS_DIR
+        from libnetwork.rootdir import OVERLAY_NETNS
 
         try:
-            return set(os.listdir(os.path.join(self.settings.root, NETNS_DIR)))
+            return set(os.listdir(os.path.join(self.settings.root, OVERLAY_NETNS)))
         except FileNotFoundError:
             return set()
 
-    def _refresh_names(self, controller, networks: set[str] | None) -> None:
-        from runner import hosts
-        from runner.paths import Layout
 
-        layout = Layout.of(self.settings.root)
-        if networks is not EVERYTHING and not networks:
-            return
-        if not os.path.isdir(layout.containers):
-            return  # no container on this host: nothing resolves names here
-        changed = hosts.refresh(controller, layout, networks=None if networks is EVERYTHING else networks)
-        if changed:
-            log.info("rewrote %d hosts file(s)", changed)
+def _log_rewritten(count: int) -> None:
+    if count:
+        log.info("rewrote %d hosts file(s)", count)
 
 
 class HostLease:

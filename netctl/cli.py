@@ -28,7 +28,10 @@ def controller(ctx: click.Context):
         if warm is not None and obj.get("store") is None and obj.get("host_name") is None:
             obj["controller"] = warm
         else:
+            from netctl.names import keep_hosts_files_current
+
             ctl = Controller(obj["root"], store_url=obj.get("store"), host_name=obj.get("host_name"))
+            keep_hosts_files_current(ctl)  # the warm one subscribed when the agent made it
             obj["controller"] = ctx.find_root().with_resource(ctl)
     return obj["controller"]
 
@@ -244,7 +247,9 @@ def network_ls(ctx, fmt, quiet):
 @click.pass_context
 def network_inspect(ctx, fmt, names):
     """Show networks in detail (JSON)."""
-    emit_json([controller(ctx).inspect_network(name) for name in names])
+    from netctl.views import inspect_network
+
+    emit_json([inspect_network(controller(ctx), name) for name in names])
 
 
 @network.command("rm")
@@ -256,8 +261,6 @@ def network_rm(ctx, force, names):
     for name in names:
         removed = controller(ctx).delete_network(name, force=force)
         if removed is not None:
-            if force:
-                containers_cli.refresh_names(ctx, None)  # -f disconnected containers: their peers changed
             click.echo(removed.name)
 
 
@@ -281,7 +284,6 @@ def network_connect(ctx, ip, ip6, alias, publish, ifname, network_name, sandbox)
         ports=[parse_port(p) for p in publish],
         ifname=ifname,
     )
-    containers_cli.refresh_names(ctx, {endpoint.network_id})  # containers on it learn the new name
     click.echo(" ".join([endpoint.ifname] + endpoint.addresses))
 
 
@@ -291,8 +293,7 @@ def network_connect(ctx, ip, ip6, alias, publish, ifname, network_name, sandbox)
 @click.pass_context
 def network_disconnect(ctx, network_name, sandbox):
     """Disconnect SANDBOX from NETWORK, releasing its addresses."""
-    endpoint = controller(ctx).disconnect(network_name, sandbox)
-    containers_cli.refresh_names(ctx, {endpoint.network_id}, endpoint.sandbox_id)  # names on both sides
+    controller(ctx).disconnect(network_name, sandbox)
 
 
 @network.command("prune")
@@ -349,7 +350,9 @@ def sandbox_ls(ctx, fmt, quiet):
 @click.pass_context
 def sandbox_inspect(ctx, names):
     """Show sandboxes in detail (JSON)."""
-    emit_json([controller(ctx).inspect_sandbox(name) for name in names])
+    from netctl.views import inspect_sandbox
+
+    emit_json([inspect_sandbox(controller(ctx), name) for name in names])
 
 
 @sandbox.command("rm")

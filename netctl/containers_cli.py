@@ -453,22 +453,3 @@ def monitor_stats(ctx):
     from runner import client
 
     emit_json(client.call(_layout(ctx), {"op": "stats"}))
-
-
-# --- network hooks --------------------------------------------------------------------------------
-
-
-def refresh_names(ctx: click.Context, network_ids, sandbox_id: str = "") -> None:
-    """After `network connect/disconnect/rm`: rewrite the hosts files of containers on those networks
-    (None: of every container). Costs one stat when the host has no containers."""
-    from runner.paths import Layout
-
-    layout = Layout.of(ctx.find_root().obj["root"])
-    if not os.path.isdir(layout.containers):
-        return
-    from netctl.cli import controller
-    from runner import hosts
-
-    networks = set(network_ids) if network_ids is not None else None
-    hosts.refresh(controller(ctx), layout, networks=networks, sandboxes=[sandbox_id] if sandbox_id else [])
-

@@ -111,22 +111,16 @@ class GlobalConfig:
 
 
 def global_config_path(root: str) -> str:
-    return rootdir.path(root, GLOBAL_CONFIG)
+    return rootdir.global_config_path(root)
 
 
 def read_global_config(root: str) -> dict[str, str]:
     """ROOT/global.json, or {} when there is none (an unreadable one is an error: say where)."""
-    path = global_config_path(root)
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as err:
-        raise InvalidArgument(f"{path} is unreadable ({err}); fix or remove it, then start the daemon with --store") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"{path} is not a JSON object; fix or remove it, then start the daemon with --store")
-    return {k: str(v) for k, v in data.items() if isinstance(v, (str, int))}
+        return rootdir.read_global_config(root)
+    except rootdir.UnreadableConfig as err:
+        raise InvalidArgument(f"{err.path} is unreadable ({err.reason}); fix or remove it, then start the daemon "
+                              "with --store") from None
 
 
 def write_global_config(root: str, config: GlobalConfig) -> None:

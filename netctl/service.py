@@ -169,8 +169,10 @@ class RequestServer:
     def _warm_controller(self):
         if self._controller is None:
             from libnetwork.controller import Controller
+            from netctl.names import keep_hosts_files_current
 
             self._controller = Controller(self.root)
+            keep_hosts_files_current(self._controller)  # containers' hosts files follow names-changed
         return self._controller
 
     def _close_controller(self) -> None:
