@@ -20,44 +20,13 @@ import os
 import sys
 
 from libnetwork import ipc, rootdir
+from netctl.delegated import agent_socket_for
 
 REPLY_TIMEOUT_S = 300.0
 NOT_SERVED = -1  # via_daemon: an agent runs but leaves this command to us (another network namespace)
 # The agent serves every later command, so it must not take this one's overlay membership (ROOT/global.json
 # says what the host's is) or a test's fault injection.
 _NOT_FOR_THE_AGENT = {"NETCTL_STORE", "NETCTL_HOST_NAME", "NETCTL_TEST_PAUSE", "NETCTL_NO_DAEMON"}
-
-# Commands the daemon may run: they read nothing but their arguments and write only stdout/stderr.
-# Left out on purpose: `sandbox exec` (replaces this process), `network prune` (asks on stdin),
-# `daemon` itself, and everything of the container runner (terminals, signals, the caller's cgroup).
-DELEGATED = {
-    ("network", "create"), ("network", "rm"), ("network", "connect"), ("network", "disconnect"),
-    ("network", "ls"), ("network", "inspect"),
-    ("sandbox", "create"), ("sandbox", "rm"), ("sandbox", "ls"), ("sandbox", "inspect"),
-    ("doctor",), ("gc",), ("firewall", "sync"),
-}
-
-
-def split_globals(argv: list[str]) -> tuple[str, bool, list[str]] | None:
-    """(root, debug, command words) from `netctl [--root DIR|--root=DIR] [--debug] CMD...`, or None
-    for anything else (help, unknown global flags): those run in-process."""
-    root = os.environ.get("NETCTL_ROOT") or rootdir.DEFAULT_ROOT
-    debug = False
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        arg = argv[i]
-        if arg == "--debug":
-            debug = True
-        elif arg == "--root" and i + 1 < len(argv):
-            i += 1
-            root = argv[i]
-        elif arg.startswith("--root="):
-            root = arg[len("--root="):]
-        else:
-            return None
-        i += 1
-    return root, debug, argv[i:]
-
 
 def delegable(argv: list[str]) -> str | None:
     """The agent socket to use for this command line, or None to run in-process."""
@@ -67,20 +36,6 @@ def delegable(argv: list[str]) -> str | None:
     if path is None or not _same_membership_as_daemon(os.path.dirname(path)):
         return None
     return path
-
-
-def agent_socket_for(argv: list[str]) -> str | None:
-    """The socket of the agent that may run this command line (by its words and root alone), or None
-    for commands that must run in the caller's own process."""
-    parsed = split_globals(argv)
-    if parsed is None:
-        return None
-    root, debug, words = parsed
-    if debug or "-h" in words or "--help" in words:
-        return None
-    if tuple(words[:2]) not in DELEGATED and tuple(words[:1]) not in DELEGATED:
-        return None
-    return rootdir.path(root, rootdir.AGENT_SOCKET)
 
 
 def _same_membership_as_daemon(root: str) -> bool:
@@ -214,7 +169,7 @@ def main() -> None:
             exit_now(code)
         if code is None:
             start_agent(os.path.dirname(path))  # for the next command; this one runs here meanwhile
-    from netctl.cli import main as run_in_process
+    from netctl.program import main as run_in_process
 
     run_in_process(argv)
 
@@ -235,6 +190,6 @@ def cni_server_alias() -> None:
         else:
             sys.stderr.write(f"netctl-cni-server: unknown argument {argv[i]!r}; it is `netctl daemon` now, see its --help\n")
             sys.exit(2)
-    from netctl.cli import main as run_in_process
+    from netctl.program import main as run_in_process
 
     run_in_process([*(["--root", root] if root else []), "daemon"])

@@ -121,7 +121,7 @@ class RequestServer:
     # --- CLI ----------------------------------------------------------------------------------------
 
     def _run_cli(self, request: dict) -> tuple[int, bytes, bytes]:
-        from netctl.entry import agent_socket_for
+        from netctl.delegated import agent_socket_for
 
         argv = request.get("argv")
         if not isinstance(argv, list) or len(argv) > MAX_ARGS or not all(isinstance(a, str) for a in argv):
