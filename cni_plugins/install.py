@@ -76,8 +76,8 @@ def install(directory: str, python: str = "") -> list[str]:
         temporary = f"{path}.tmp-{os.getpid()}"
         with open(temporary, "w") as f:
             # The agent started on first use needs netctl's third-party packages: this interpreter's.
-            f.write(LAUNCHER.format(python=python, package_dir=package_dir(), plugin=plugin, agent_python=sys.executable,
-                                    extra_paths=_extra_paths(THIRD_PARTY.get(name, ""))))
+            f.write(LAUNCHER.format(python=python, package_dir=package_dir(), plugin=plugin,
+                                    agent_python=sys.executable, extra_paths=_extra_paths(THIRD_PARTY.get(name, ""))))
         os.chmod(temporary, 0o755)
         os.replace(temporary, path)
         written.append(path)
@@ -85,7 +85,8 @@ def install(directory: str, python: str = "") -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Install netctl's CNI plugins (netctl-bridge, netctl-overlay, netctl-null, netctl-ipam).")
+    parser = argparse.ArgumentParser(
+        description="Install netctl's CNI plugins (netctl-bridge, netctl-overlay, netctl-null, netctl-ipam).")
     parser.add_argument("directory", help="where the runtime looks for plugins (first in its cni_plugin_dirs)")
     parser.add_argument("--python", default="", help="interpreter of the plugins (default: /usr/bin/python3 if it is "
                         "this Python's version, else this one)")

@@ -9,7 +9,7 @@ beyond what the interpreter has already loaded until it knows what the request n
     listens on ROOT/netctl.sock: one connect, the environment and stdin out, the answer back
     (libnetwork/ipc.py's frames: C modules only, no json package, no libnetwork proper);
   * otherwise (no agent, or one serving another root) the request runs in this process
-    (cni_plugins/skel.py), which pays for importing libnetwork; with no agent at all, one is
+    (cni_plugins/plugins.py), which pays for importing libnetwork; with no agent at all, one is
     started in the background for the next call (NETCTL_NO_DAEMON=1: in-process, nothing started).
 
 The executables are tiny scripts (cni_plugins/install.py writes them) starting Python with -I -S:
@@ -20,11 +20,13 @@ Output goes straight to fds 1 and 2 and the process ends with _exit: interpreter
 
 import posix
 
-DEFAULT_ROOT = "/var/lib/netctl"  # = libnetwork.rootdir.DEFAULT_ROOT (not imported: it needs `os`)
+from cni_plugins import SUPPORTED, version_reply  # the package, imported already: nothing more to load
+
+# = libnetwork.rootdir.DEFAULT_ROOT, not imported (rootdir needs `os`); tests/unit/test_imports.py checks they agree
+DEFAULT_ROOT = "/var/lib/netctl"
 SOCKET_NAME = "netctl.sock"  # = libnetwork.rootdir.AGENT_SOCKET
 AGENT_LOG = "agent.log"  # = libnetwork.rootdir.AGENT_LOG
 ROOT_KEY = b'"netctlRoot"'
-SUPPORTED = b'["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]'
 SERVICE_TIMEOUT_S = 150.0  # longer than the agent's own bounds (delegated plugins: 120 s)
 NAMES = {"bridge": "netctl-bridge", "overlay": "netctl-overlay", "null": "netctl-null", "ipam": "netctl-ipam"}
 
@@ -50,31 +52,15 @@ def main(plugin: str, agent_python: str = "") -> None:
         if not alone:
             _start_agent(root, agent_python)
         try:
-            from cni_plugins.skel import run_in_process
+            from cni_plugins.plugins import run_in_process
 
             answer = run_in_process(plugin, None, stdin)
-        except Exception as err:  # a broken installation: still a spec error, never a traceback
-            answer = 1, _error(999, f"netctl plugin cannot run: {type(err).__name__}: {err}"), b""
+        except Exception as exc:  # a broken installation: still a spec error, never a traceback
+            answer = 1, _error(999, f"netctl plugin cannot run: {type(exc).__name__}: {exc}"), b""
     status, out, err = answer
     _write(2, err)
     _write(1, out)
     posix._exit(status)
-
-
-def version_reply(stdin: bytes) -> bytes:
-    """Spec §5: VERSION's cniVersion echoes the request's when supported, else the newest. Found by a
-    byte scan of `"cniVersion": "X"`: parsing JSON here would cost more than the whole answer."""
-    version = b"1.1.0"
-    at = stdin.find(b'"cniVersion"')
-    if at >= 0:
-        rest = stdin[at + 12 :].lstrip()
-        if rest.startswith(b":"):
-            rest = rest[1:].lstrip()
-            if rest.startswith(b'"'):
-                asked = rest[1 : rest.find(b'"', 1)]
-                if b'"' + asked + b'"' in SUPPORTED:
-                    version = asked
-    return b'{"cniVersion":"' + version + b'","supportedVersions":' + SUPPORTED + b"}"
 
 
 def bridge() -> None:
@@ -138,7 +124,8 @@ def _parse_json(data: bytes):
 
     try:
         text = data.decode().strip()
-        return _json.make_scanner(Context())(text, 0)[0]
+        # typeshed types the argument as a JSONDecoder; any object with its attributes will do
+        return _json.make_scanner(Context())(text, 0)[0]  # type: ignore[arg-type]
     except Exception:  # not JSON: the in-process run reports it properly
         return None
 
@@ -204,7 +191,8 @@ def _start_agent(root: str, python: str) -> None:
     try:
         posix.posix_spawn(python, [python, "-m", "netctl", "--root", root, "daemon", "--auto"], env,
                           file_actions=[(posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
-                                        (posix.POSIX_SPAWN_OPEN, 1, log, posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, 0o600),
+                                        (posix.POSIX_SPAWN_OPEN, 1, log,
+                                         posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, 0o600),
                                         (posix.POSIX_SPAWN_DUP2, 1, 2)],
                           setsid=True)
     except OSError:

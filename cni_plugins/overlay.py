@@ -77,7 +77,8 @@ def parse_conf(req: Request) -> OverlayConf:
         ipam_type = cfg.get_str(ipam_section, "type", where="ipam.")
         if ipam_type != native_ipam.NAME:
             raise cfg.unsupported("ipam.type", ipam_type, "overlay addresses come from netctl's global IPAM in etcd; "
-                                  "a per-host IPAM plugin would hand out the same address on two hosts; use netctl-ipam")
+                                  "a per-host IPAM plugin would hand out the same address on two hosts; "
+                                  "use netctl-ipam")
         ipam_conf = native_ipam.parse_ipam(req)
         if ipam_conf.ranges:
             subnet = next(iter(ipam_conf.ranges))
@@ -208,7 +209,7 @@ def _install_routes(req: Request, endpoint, routes: list[dict[str, Any]]) -> lis
     from libnetwork.netlink import Netlink
 
     with Netlink(req.netns) as inside:
-        link = inside.link(endpoint.ifname)
+        link = kernel.existing_link(inside, endpoint.ifname, req.netns)
         for route in routes:
             inside.add_route(route["dst"], gateway=route.get("gw", ""), oif=link.index)
     return [dict(r) for r in routes]
@@ -255,8 +256,8 @@ def delete(req: Request, context: Context) -> None:
     from libnetwork.errors import InvalidArgument, StoreError
 
     netns_usable = kernel.usable_netns(req.netns)
-    store = req.config.get("store") if isinstance(req.config.get("store"), str) else ""
-    controller = controller_for(req, context, store)
+    store = req.config.get("store")
+    controller = controller_for(req, context, store if isinstance(store, str) else "")
     try:
         endpoint = controller.detach_container(req.name, req.container_id, req.ifname)
         if endpoint is None and controller.store_url:
@@ -316,7 +317,8 @@ def check(req: Request, context: Context) -> None:
                                      f"on network {req.name!r}")
     network, endpoint, _ = found
     if network.driver != "overlay":
-        raise CNIError(CNI_INTERNAL, f"network {req.name!r} is a netctl {network.driver} network, not a netctl-overlay one")
+        raise CNIError(CNI_INTERNAL,
+                       f"network {req.name!r} is a netctl {network.driver} network, not a netctl-overlay one")
     _require_same_overlay(network, conf)
     with controller.global_store.snapshot() as g:
         if g.get_endpoint(endpoint.id, network.id) is None:
@@ -341,8 +343,8 @@ def check(req: Request, context: Context) -> None:
 def gc(req: Request, context: Context) -> None:
     """Detach this host's attachments not in cni.dev/valid-attachments (other hosts' are theirs)."""
     valid = cfg.valid_attachments(req)
-    store = req.config.get("store") if isinstance(req.config.get("store"), str) else ""
-    controller = controller_for(req, context, store)
+    store = req.config.get("store")
+    controller = controller_for(req, context, store if isinstance(store, str) else "")
     controller.gc_attachments(req.name, valid)
     if controller.store_url:  # and what ADDs killed half-way left in etcd for containers not valid
         keep = {(_sandbox_name(container_id), ifname) for container_id, ifname in valid}
@@ -374,4 +376,3 @@ def status(req: Request, context: Context) -> None:
         raise CNIError(STATUS_NOT_AVAILABLE, f"overlay network {req.name!r} has no free IPv{exhausted[0]} address left",
                        "remove containers or give the network a larger subnet")
     return None
-

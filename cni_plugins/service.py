@@ -27,6 +27,7 @@ import threading
 import time
 
 from cni_plugins import skel
+from cni_plugins.plugins import load_plugin
 
 log = logging.getLogger("netctl.cni")
 PLUGINS = ("bridge", "overlay", "null", "ipam")
@@ -66,7 +67,7 @@ class CniService:
         context = self._take()
         started = time.perf_counter()
         try:
-            status, out, err = skel.run(skel.load_plugin(plugin), env, stdin, context)
+            status, out, err = skel.run(load_plugin(plugin), env, stdin, context)
         finally:
             self._contexts.put(context)
         log.info("%s netctl-%s %s %s: status %d in %.1f ms", env.get("CNI_COMMAND"), plugin,
