@@ -189,7 +189,8 @@ def run(layout: Layout, request: dict, *, detach: bool, interactive: bool, tty: 
             if master >= 0:
                 os.close(master)
     raise NetctlError(
-        f"lost the connection to the container monitor{' while container ' + container_id[:12] + ' ran' if container_id else ''}; "
+        "lost the connection to the container monitor"
+        f"{' while container ' + container_id[:12] + ' ran' if container_id else ''}; "
         "`netctl ps -a` shows its state"
     )
 
