@@ -75,7 +75,9 @@ def set_dynamic_range(tx: Txn, network: Network, subnet: str, first: str, last: 
         "SELECT id FROM ipam_pools WHERE network_id = ? AND subnet = ?", (network.id, str(net))
     ).fetchone()
     if found is None:
-        raise InvalidArgument(f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not have")
+        raise InvalidArgument(
+            f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not have"
+        )
     _move_range(tx, found[0], start, end)
 
 
@@ -301,9 +303,9 @@ def _refuse_second_address(tx: Txn, network: Network, version: int, owner: str) 
         (owner, network.id, version),
     ).fetchone()
     if row:
+        held = rules.format_address(_int(row[2]), row[0], row[1])
         raise AlreadyExists(
-            f"{rules.describe_owner(owner)} already holds address {rules.format_address(_int(row[2]), row[0], row[1])} in "
-            f"network '{network.name}'; "
+            f"{rules.describe_owner(owner)} already holds address {held} in network '{network.name}'; "
             f"release it before asking for another"
         )
 

@@ -191,7 +191,9 @@ def first_free_block(base: IPNetwork, prefixlen: int, clashes: list[Clash]) -> I
     while candidate + block - 1 <= end:
         clash = first_clash(candidate, candidate + block - 1, clashes)
         if clash is None:
-            return ipaddress.IPv4Network((candidate, prefixlen)) if base.version == 4 else ipaddress.IPv6Network((candidate, prefixlen))
+            if base.version == 4:
+                return ipaddress.IPv4Network((candidate, prefixlen))
+            return ipaddress.IPv6Network((candidate, prefixlen))
         candidate = (clash.last // block + 1) * block  # first aligned block after the clash
     return None
 
@@ -244,7 +246,8 @@ def plan_pool(
 def reserved_addresses(network_id: str, config: PoolConfig) -> list[tuple[int, str]]:
     """(address, owner) of what a pool reserves for its network: the gateway, then the aux addresses."""
     reserved = [(int(ipaddress.ip_address(config.gateway)), gateway_owner(network_id))]
-    reserved += [(int(ipaddress.ip_address(a)), aux_owner(name, network_id)) for name, a in config.aux_addresses.items()]
+    for name, address in config.aux_addresses.items():
+        reserved.append((int(ipaddress.ip_address(address)), aux_owner(name, network_id)))
     return reserved
 
 
@@ -346,7 +349,9 @@ def _validated_aux(
     aux = {}
     for name, text in aux_addresses.items():
         if not name:
-            raise InvalidArgument(f"auxiliary address {text} of network '{network.name}' has no name; write NAME=ADDRESS")
+            raise InvalidArgument(
+                f"auxiliary address {text} of network '{network.name}' has no name; write NAME=ADDRESS"
+            )
         address = _parse_host_address(network, f"auxiliary address '{name}'", text, subnet)
         if address in seen:
             raise InvalidArgument(

@@ -164,7 +164,9 @@ def test_overlap_with_another_network_names_it(store):
     create(store, "blue", PoolConfig("10.1.2.0/24"))
     with pytest.raises(Overlap) as err:
         create(store, "red", PoolConfig("10.1.0.0/16"))
-    assert str(err.value) == "subnet 10.1.0.0/16 overlaps 10.1.2.0/24 of network 'blue'; choose another subnet for network 'red'"
+    assert str(err.value) == (
+        "subnet 10.1.0.0/16 overlaps 10.1.2.0/24 of network 'blue'; choose another subnet for network 'red'"
+    )
     assert isinstance(err.value, InvalidArgument)
 
 
@@ -173,7 +175,8 @@ def test_overlap_with_a_host_route_names_it(store):
     with pytest.raises(Overlap, match=r"^subnet 192.168.0.0/16 overlaps host route 192.168.1.0/24 dev eth0;"):
         create(store, "x", PoolConfig("192.168.0.0/16"), routes=routes)
     with pytest.raises(Overlap, match=r"^subnet 10.9.0.0/16 overlaps host route 10.9.0.0/16 via 10.0.2.2 dev eth0;"):
-        create(store, "x", PoolConfig("10.9.0.0/16"), routes=[("10.9.0.0/16", "host route 10.9.0.0/16 via 10.0.2.2 dev eth0")])
+        route = ("10.9.0.0/16", "host route 10.9.0.0/16 via 10.0.2.2 dev eth0")
+        create(store, "x", PoolConfig("10.9.0.0/16"), routes=[route])
     with pytest.raises(Overlap, match=r"^subnet 10.8.0.0/16 overlaps host route 10.8.0.0/24;"):
         create(store, "x", PoolConfig("10.8.0.0/16"), routes=[("10.8.0.0/24", "")])
     # The default route is never a clash; an IPv6 route never clashes with IPv4.
@@ -194,7 +197,8 @@ def test_two_subnets_of_one_network_must_not_overlap(store):
         (PoolConfig("10.1.0.0/24", gateway="10.2.0.1"),
          "gateway 10.2.0.1 of network 'x' is outside its subnet 10.1.0.0/24; pick an address inside it"),
         (PoolConfig("10.1.0.0/24", gateway="10.1.0.0"),
-         "gateway 10.1.0.0 of network 'x' is the network address of subnet 10.1.0.0/24; pick a host address such as 10.1.0.1"),
+         "gateway 10.1.0.0 of network 'x' is the network address of subnet 10.1.0.0/24; "
+         "pick a host address such as 10.1.0.1"),
         (PoolConfig("10.1.0.0/24", gateway="10.1.0.255"), "is the broadcast address of subnet 10.1.0.0/24"),
         (PoolConfig("10.1.0.0/24", gateway="10.1.0.1/24"), "gateway '10.1.0.1/24' of network 'x' is not an IP address"),
         (PoolConfig("10.1.0.0/24", gateway="fd00::1"), "is outside its subnet"),

@@ -250,7 +250,8 @@ def pool_usage(tx: EtcdReadTxn, network: Network) -> list[ipam.PoolUsage]:
         for pool in _pools(network, version):
             mine = {n: v for n, v in held.items() if pool.contains(n)}
             allocated = sum(1 for v in mine.values() if not ipam.is_reserved_owner(v["owner"]))
-            reserved_in_range = sum(1 for n, v in mine.items() if pool.in_range(n) and ipam.is_reserved_owner(v["owner"]))
+            reserved_in_range = sum(1 for n, v in mine.items()
+                                    if pool.in_range(n) and ipam.is_reserved_owner(v["owner"]))
             capacity = pool.last - pool.first + 1 - reserved_in_range
             usage.append(ipam.PoolUsage(network.id, pool.subnet, allocated, pool.used(mine), capacity))
     return usage

@@ -156,7 +156,9 @@ class _Etcd:
         except exceptions.ConnectionFailedError as err:
             raise self.unreachable(err) from None
         except exceptions.Etcd3Exception as err:
-            raise StoreError(f"{self.url} did not answer like etcd ({_reason(err)}); check the --store address") from None
+            raise StoreError(
+                f"{self.url} did not answer like etcd ({_reason(err)}); check the --store address"
+            ) from None
 
     def post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         from etcd3gw import exceptions
@@ -179,7 +181,9 @@ class _Etcd:
                 ) from None
             raise StoreError(f"etcd at {self.url} refused {what}: {reason}") from None
         except ValueError as err:  # a non-JSON answer: not etcd's gateway on that port
-            raise StoreError(f"{self.url} did not answer like etcd's v3 gateway ({err}); check the --store address") from None
+            raise StoreError(
+                f"{self.url} did not answer like etcd's v3 gateway ({err}); check the --store address"
+            ) from None
 
     # -- kv ---------------------------------------------------------------------------------------
 

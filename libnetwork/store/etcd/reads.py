@@ -102,7 +102,7 @@ class EtcdReadTxn:
         """By full id, then by name, then by unique id prefix (>= 3 characters), as the SQLite store."""
         if not ref or "/" in ref:
             return None
-        # Only a full id (64 hex digits, controller.new_id) can be a network key: a name costs no
+        # Only a full id (64 hex digits, libnetwork.records.new_id) can be a network key: a name costs no
         # read of a key that cannot exist.
         kv = self._get(Keys.network(ref)) if _FULL_ID.match(ref) else None
         if kv is None:
@@ -164,7 +164,8 @@ class EtcdReadTxn:
         kv = self._endpoint_kv(id, network_id)
         return kv.value["host"] if kv is not None else ""
 
-    def list_placed_endpoints(self, *, network_id: str | None = None, host: str | None = None) -> list[tuple[str, Endpoint]]:
+    def list_placed_endpoints(self, *, network_id: str | None = None,
+                              host: str | None = None) -> list[tuple[str, Endpoint]]:
         """(host name, endpoint) pairs: where each endpoint lives, for views and for a host's own checks."""
         prefix = Keys.endpoints_of(network_id) if network_id is not None else Keys.ENDPOINTS
         found = []

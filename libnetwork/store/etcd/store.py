@@ -71,7 +71,9 @@ class EtcdStore:
                 f"({SCHEMA_VERSION}); upgrade netctl on this host"
             )
         if version < 1:
-            raise StoreError(f"etcd at {self.url} has an unreadable {SCHEMA_KEY}; remove it with etcdctl if nothing uses it")
+            raise StoreError(
+                f"etcd at {self.url} has an unreadable {SCHEMA_KEY}; remove it with etcdctl if nothing uses it"
+            )
 
     # -- transactions -----------------------------------------------------------------------------
 

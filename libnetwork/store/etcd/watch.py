@@ -93,7 +93,9 @@ class Watch:
                 return
             raise StoreError(f"watch on etcd at {self._etcd.url} broke: {err}") from None
         if not self._closed.is_set():
-            raise StoreError(f"etcd at {self._etcd.url} is unreachable: it closed the watch stream; start it or pass --store")
+            raise StoreError(
+                f"etcd at {self._etcd.url} is unreachable: it closed the watch stream; start it or pass --store"
+            )
 
     def _parse(self, message: dict[str, Any]) -> list[WatchEvent]:
         if "error" in message:
