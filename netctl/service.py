@@ -66,16 +66,18 @@ class RequestServer:
     def _serve_one(self, conn: socket.socket) -> None:
         try:
             with conn:
+                conn.settimeout(REQUEST_TIMEOUT_S)
+                frames = ipc.read_frames(conn)
+                # Read before judging: a refusal sent before the client has written its request would
+                # meet its write with EPIPE, and it would never read why.
+                request = self._request(frames)
+                if request is None:
+                    return
                 if not ipc.authorized(conn, self.gid):
                     _, uid, _ = ipc.peer_credentials(conn)
                     log.warning("refused a client with uid %d: neither root nor in the agent's group", uid)
                     conn.sendall(ipc.message({"event": "refused", "message": (
                         "permission denied: the netctl agent serves root and the members of its group only")}))
-                    return
-                conn.settimeout(REQUEST_TIMEOUT_S)
-                frames = ipc.read_frames(conn)
-                request = self._request(frames)
-                if request is None:
                     return
                 if not ipc.same_network_namespace(conn):  # its command means another namespace than ours
                     conn.sendall(ipc.message({"event": "not-mine"}))
