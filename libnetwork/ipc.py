@@ -132,8 +132,10 @@ def _codec():
     try:
         import _json
 
-        encode = _json.make_encoder(None, _no_default, _json.encode_basestring_ascii, None, ":", ",", False, False, False)
-        scan = _json.make_scanner(_DecodeContext())
+        encode = _json.make_encoder(None, _no_default, _json.encode_basestring_ascii, None, ":", ",",
+                                    False, False, False)
+        # _DecodeContext has the attributes the C scanner reads; typeshed wants a JSONDecoder.
+        scan = _json.make_scanner(_DecodeContext())  # type: ignore[arg-type]
     except (ImportError, AttributeError, TypeError):  # another Python: the json package does the same
         import json
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from libnetwork.store.etcd import PrefixMirror, WatchEvent
+    from libnetwork.store.etcd import EtcdStore, PrefixMirror, WatchEvent
 
 log = logging.getLogger("netctl.agent")
 
@@ -264,7 +264,8 @@ class OverlayAgent:
                     delay = backoff.failed()
                     if not _is_netctl_error(err):
                         log.exception("reconcile failed (a bug); retrying in %.1f s", delay)
-                        controller = _close(controller)  # start over with fresh connections
+                        _close(controller)  # start over with fresh connections
+                        controller = None
                     elif _one_line(err) != last_error:  # one line per cause, not one per retry
                         log.warning("reconcile failed: %s; kernel entries kept as they are, retrying",
                                     _one_line(err))
@@ -356,7 +357,7 @@ class HostLease:
         self.registered = threading.Event()
         self.refused: Any = None  # the etcd.HostTaken that ended it, once refused
         self._stop = threading.Event()
-        self._store = None
+        self._store: EtcdStore | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="netctl-register", daemon=True)
 
@@ -391,7 +392,8 @@ class HostLease:
                 store.start_keepalive(self.vtep, ttl=self.ttl, on_registered=self._registered,
                                       on_refused=self._refused)
             except HostTaken as err:  # final: retrying would only wait for the other host to die
-                store.close()
+                if store is not None:
+                    store.close()
                 self._refused(err)
                 return
             except NetctlError as err:

@@ -147,7 +147,8 @@ def restore_global_config(root: str, previous: dict[str, str] | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(global_config_path(root))
         return
-    write_global_config(root, GlobalConfig(previous.get("store", ""), previous.get("host", ""), previous.get("vtep", "")))
+    write_global_config(root, GlobalConfig(previous.get("store", ""), previous.get("host", ""),
+                                           previous.get("vtep", "")))
 
 
 def resolve_global(root: str, options: GlobalOptions) -> GlobalConfig | None:

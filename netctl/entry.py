@@ -128,7 +128,8 @@ def start_agent(root: str) -> None:
         if not _in_init_network_namespace():
             return
         os.makedirs(root, mode=0o700, exist_ok=True)
-        log = os.open(rootdir.path(root, rootdir.AGENT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        log = os.open(rootdir.path(root, rootdir.AGENT_LOG),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             os.posix_spawn(sys.executable, [sys.executable, "-m", "netctl", "--root", root, "daemon", "--auto"],
                            {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_AGENT},
@@ -188,7 +189,8 @@ def cni_server_alias() -> None:
         elif argv[i] in ("--verbose",) or argv[i].startswith("--workers="):
             i += 1
         else:
-            sys.stderr.write(f"netctl-cni-server: unknown argument {argv[i]!r}; it is `netctl daemon` now, see its --help\n")
+            sys.stderr.write(f"netctl-cni-server: unknown argument {argv[i]!r}; "
+                             "it is `netctl daemon` now, see its --help\n")
             sys.exit(2)
     from netctl.program import main as run_in_process
 

@@ -23,8 +23,12 @@ import io
 import logging
 import socket
 import threading
+from typing import TYPE_CHECKING
 
 from libnetwork import ipc
+
+if TYPE_CHECKING:
+    from libnetwork.controller import Controller
 
 log = logging.getLogger("netctl.daemon")
 REQUEST_TIMEOUT_S = 30.0  # a client that connects and never sends is dropped after this
@@ -41,7 +45,7 @@ class RequestServer:
         self.gid = gid
         self.cni = CniService(root)
         self._cli_turn = threading.Lock()
-        self._controller = None  # the CLI's warm controller, made on first use
+        self._controller: Controller | None = None  # the CLI's warm controller, made on first use
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def serve(self, stopping: threading.Event) -> None:
@@ -88,7 +92,8 @@ class RequestServer:
                 elif request.get("op") == "cni":
                     self._serve_cni(conn, request, frames)
                 else:
-                    conn.sendall(ipc.message({"event": "refused", "message": "the agent does not understand this client"}))
+                    conn.sendall(ipc.message({"event": "refused",
+                                              "message": "the agent does not understand this client"}))
         except OSError as err:  # a client that vanished must not take a thread's slot for good
             log.warning("request failed: %s", err)
         except Exception:  # a bug: logged, the agent keeps serving
@@ -168,13 +173,14 @@ class RequestServer:
                 self._close_controller()
         return code, out.getvalue(), err.getvalue()
 
-    def _warm_controller(self):
+    def _warm_controller(self) -> Controller:
         if self._controller is None:
             from libnetwork.controller import Controller
             from netctl.names import keep_hosts_files_current
 
-            self._controller = Controller(self.root)
-            keep_hosts_files_current(self._controller)  # containers' hosts files follow names-changed
+            controller = Controller(self.root)
+            keep_hosts_files_current(controller)  # containers' hosts files follow names-changed
+            self._controller = controller
         return self._controller
 
     def _close_controller(self) -> None:
