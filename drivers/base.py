@@ -128,11 +128,17 @@ class GlobalDriver(Driver, Protocol):
     def ensure_network(self, network: "Network", host: "Netlink") -> bool:
         """Build the network on this host unless it is; True when it built it."""
 
-    def reconcile(self, network: "Network", desired_remote_endpoints: Iterable[Any], host: "Netlink") -> ReconcileResult:
+    def reconcile(self, network: "Network", desired_remote_endpoints: Iterable[Any],
+                  host: "Netlink") -> ReconcileResult:
         """Make the network's forwarding tables on this host exactly the remote endpoints given."""
 
     def netns_path(self, network: "Network") -> str:
         """Where the network's namespace is bound on this host."""
+
+    def network_present(self, network: "Network", host: "Netlink | None" = None) -> bool:
+        """Whether the network is built on this host (its namespace holds it: no host handle needed)."""
+
+    def endpoint_present(self, network: "Network", endpoint: "Endpoint", host: "Netlink | None" = None) -> bool: ...
 
     def endpoint_ifname(self, endpoint: "Endpoint") -> str:
         """Name of an endpoint's interface in the network's namespace."""

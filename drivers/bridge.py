@@ -12,7 +12,7 @@ import os
 
 from drivers.base import IFNAMSIZ, KernelObject, parse_bool_option, validate_ifname
 from libnetwork import netns, sysctl
-from libnetwork.errors import AlreadyExists, InvalidArgument
+from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError
 
 BRIDGE_PREFIX = "nc-"
 VETH_PREFIX = "nv"
@@ -184,6 +184,8 @@ class BridgeDriver:
 
         with Netlink(sandbox.netns_path) as inside:
             link = inside.link(endpoint.ifname)
+            if link is None:  # join made it a moment ago: only someone else's hand removes it
+                raise KernelError(f"interface {endpoint.ifname} vanished from sandbox {sandbox.name!r} while joining")
             for address in endpoint.addresses:
                 inside.add_addr(link.index, address)
             inside.set_link(link.index, up=True)

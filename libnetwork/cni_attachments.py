@@ -88,7 +88,8 @@ class CniAttachments(Networks):
             for endpoint in endpoints:
                 network = tx.get_network(endpoint.network_id)
                 if network is None and is_global_copy(endpoint):
-                    self._remove_global_endpoint(tx, self._global_network_for(endpoint.network_id), endpoint, strict=False)
+                    network = self._global_network_for(endpoint.network_id)
+                    self._remove_global_endpoint(tx, network, endpoint, strict=False)
                 elif network is not None:
                     self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
                 else:
@@ -203,7 +204,8 @@ class CniAttachments(Networks):
                     self.host.del_link(link.index)
 
 
-def _attachment(tx, network: Network | None, container_id: str, ifname: str) -> tuple[Network, Endpoint, Sandbox] | None:
+def _attachment(tx, network: Network | None, container_id: str,
+                ifname: str) -> tuple[Network, Endpoint, Sandbox] | None:
     sandbox = tx.find_sandbox_by_container(container_id)
     if network is None or sandbox is None or not sandbox.external:
         return None

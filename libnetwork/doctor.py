@@ -62,7 +62,8 @@ class Doctor(Sandboxes):
                 problems.append(Problem("orphan-link", obj.name, f"{obj.kind} {obj.name} has no record in the store"))
         for network in networks:
             if not self.driver(network.driver).network_present(network, self.host):
-                problems.append(Problem("stale-network", network.name, f"network {network.name!r} has no {network.driver} device in the kernel"))
+                problems.append(Problem("stale-network", network.name, f"network {network.name!r} has no "
+                                                                       f"{network.driver} device in the kernel"))
         for endpoint in endpoints:
             network = by_id.get(endpoint.network_id)
             sandbox = sandboxes.get(endpoint.sandbox_id)
@@ -72,33 +73,42 @@ class Doctor(Sandboxes):
             if network is None:
                 problems.append(Problem("stale-endpoint", endpoint.id, f"{what} belongs to no network"))
             elif sandbox is None:
-                problems.append(Problem("stale-endpoint", endpoint.id, f"{what} of network {network.name!r} belongs to no sandbox"))
+                problems.append(Problem("stale-endpoint", endpoint.id, f"{what} of network {network.name!r} belongs "
+                                                                       "to no sandbox"))
             elif not self.driver(network.driver).endpoint_present(network, endpoint, self.host):
-                problems.append(Problem("stale-endpoint", endpoint.id, f"{what} of network {network.name!r} has no {endpoint.host_ifname} in the kernel"))
+                problems.append(Problem("stale-endpoint", endpoint.id, f"{what} of network {network.name!r} has no "
+                                                                       f"{endpoint.host_ifname} in the kernel"))
         for sandbox in sandboxes.values():
             if not netns.is_netns(sandbox.netns_path):
-                problems.append(Problem("stale-sandbox", sandbox.name, f"sandbox {sandbox.name!r} has no network namespace at {sandbox.netns_path}"))
-        known_handles = {os.path.basename(s.netns_path) for s in sandboxes.values() if os.path.dirname(s.netns_path) == self.netns_dir}
+                problems.append(Problem("stale-sandbox", sandbox.name, f"sandbox {sandbox.name!r} has no network "
+                                                                       f"namespace at {sandbox.netns_path}"))
+        known_handles = {os.path.basename(s.netns_path) for s in sandboxes.values()
+                         if os.path.dirname(s.netns_path) == self.netns_dir}
         if os.path.isdir(self.netns_dir):
             for entry in sorted(os.listdir(self.netns_dir)):
                 if entry not in known_handles:
-                    problems.append(Problem("orphan-netns", os.path.join(self.netns_dir, entry), "network namespace handle with no sandbox record"))
+                    problems.append(Problem("orphan-netns", os.path.join(self.netns_dir, entry),
+                                            "network namespace handle with no sandbox record"))
         problems += self._firewall_drift(tx)
-        problems += self._diagnose_global(tx, [e for e in endpoints if e.network_id not in by_id and is_global_copy(e)], sandboxes)
+        copies = [e for e in endpoints if e.network_id not in by_id and is_global_copy(e)]
+        problems += self._diagnose_global(tx, copies, sandboxes)
         endpoint_ids = {e.id for e in endpoints}
         for network_id, address, owner in ipam.allocations(tx):
             if owner.startswith(GATEWAY_OWNER_PREFIXES):
                 if network_id not in by_id:
-                    problems.append(Problem("leaked-address", address, f"address {address} reserved for a network that no longer exists"))
+                    problems.append(Problem("leaked-address", address, f"address {address} reserved for a network "
+                                                                       "that no longer exists"))
             elif owner not in endpoint_ids:
-                problems.append(Problem("leaked-address", address, f"address {address} allocated to endpoint {owner[:12]} which does not exist"))
+                problems.append(Problem("leaked-address", address, f"address {address} allocated to endpoint "
+                                                                   f"{owner[:12]} which does not exist"))
         return problems
 
     def _firewall_drift(self, tx) -> list[Problem]:
         from libnetwork import firewall
 
         nets = firewall_networks(tx, self.driver("bridge"))
-        return [Problem("firewall", "nftables", line + "; `netctl firewall sync` rebuilds it") for line in firewall.drift(nets)]
+        return [Problem("firewall", "nftables", line + "; `netctl firewall sync` rebuilds it")
+                for line in firewall.drift(nets)]
 
     def _diagnose_global(self, tx, copies: list[Endpoint], sandboxes: dict[str, Sandbox]) -> list[Problem]:
         """This host's part of the global networks: its endpoints in etcd against its local copies,
@@ -133,7 +143,8 @@ class Doctor(Sandboxes):
         for endpoint in mine.values():
             name = networks[endpoint.network_id].name if endpoint.network_id in networks else endpoint.network_id[:12]
             if endpoint.id not in copy_ids:
-                state = "is stuck in creating (a connect was interrupted)" if endpoint.state == CREATING else "has no record"
+                interrupted = endpoint.state == CREATING
+                state = "is stuck in creating (a connect was interrupted)" if interrupted else "has no record"
                 stale(endpoint, f"{name!r} {state} on this host")
         for endpoint in copies:
             network = networks.get(endpoint.network_id)
@@ -148,7 +159,8 @@ class Doctor(Sandboxes):
         users = {e.network_id for e in copies if e.id not in flagged}
         for network_id in built:
             if network_id not in networks:
-                problems.append(Problem("orphan-overlay-netns", network_id, f"namespace of overlay network {network_id[:12]} "
+                problems.append(Problem("orphan-overlay-netns", network_id,
+                                        f"namespace of overlay network {network_id[:12]} "
                                         "which is gone from the global store"))
             elif network_id not in users:
                 problems.append(Problem("orphan-overlay-netns", network_id, f"namespace of overlay network "
@@ -159,15 +171,18 @@ class Doctor(Sandboxes):
         for peer in peers:
             if peer.host == self.host_name and peer.endpoint_id not in every:
                 problems.append(Problem("stale-peer", f"{peer.network_id}/{peer.endpoint_id}",
-                                        f"peer record of endpoint {peer.endpoint_id[:12]} ({peer.name}) which no longer exists"))
+                                        f"peer record of endpoint {peer.endpoint_id[:12]} ({peer.name}) "
+                                        "which no longer exists"))
         for network_id, address, owner in allocations:
             if ipam.is_reserved_owner(owner):
                 if network_id not in networks:
                     problems.append(Problem("leaked-global-address", f"{network_id}/{owner}",
-                                            f"global address {address} reserved for a network that no longer exists"))
+                                            f"global address {address} reserved for a network "
+                                            "that no longer exists"))
             elif owner not in every:
                 problems.append(Problem("leaked-global-address", f"{network_id}/{owner}",
-                                        f"global address {address} allocated to endpoint {owner[:12]} which does not exist"))
+                                        f"global address {address} allocated to endpoint {owner[:12]} "
+                                        "which does not exist"))
         return problems
 
     def _orphan_overlay_links(self, network: Network, known: set[str]) -> list[Problem]:
@@ -195,14 +210,19 @@ class Doctor(Sandboxes):
         for problem in problems:
             if problem.kind == "orphan-overlay-link":
                 network_id, name = problem.object.split("/", 1)
-                with contextlib.suppress(NetctlError), Netlink(driver.netns_path(overlay_stand_in(network_id))) as inside:
+                segment = driver.netns_path(overlay_stand_in(network_id))
+                with contextlib.suppress(NetctlError), Netlink(segment) as inside:
                     inside.del_link(name, missing_ok=True)
             elif problem.kind == "orphan-overlay-netns":
                 if not tx.list_endpoints(network_id=problem.object):
                     driver.delete_network(self._global_network_for(problem.object), self.host)
             elif problem.kind == "stale-peer":
                 network_id, endpoint_id = problem.object.split("/", 1)
-                self._require_global_store("gc of overlay records").atomic(lambda g: g.delete_peer(network_id, endpoint_id))
+
+                def delete_peer(g, network_id: str = network_id, endpoint_id: str = endpoint_id) -> None:
+                    g.delete_peer(network_id, endpoint_id)
+
+                self._require_global_store("gc of overlay records").atomic(delete_peer)
             elif problem.kind == "leaked-global-address":
                 network_id, owner = problem.object.split("/", 1)
 
@@ -249,7 +269,7 @@ class Doctor(Sandboxes):
                     tx.delete_network(network.id)
             self._gc_global(tx, problems)
             # Leaked addresses last: removing stale records above may already have freed them.
-            for network_id, address, owner in ipam.allocations(tx):
+            for network_id, _address, owner in ipam.allocations(tx):
                 if owner.startswith(GATEWAY_OWNER_PREFIXES):
                     if tx.get_network(network_id) is None:
                         ipam.release_addresses(tx, owner)

@@ -69,7 +69,8 @@ class Endpoints(GlobalNetworks):
         driver = self.driver(network.driver)
         if not driver.uses_ipam:
             if ip or ip6:
-                raise InvalidArgument(f"network {network.name!r} (driver {network.driver}) gives no addresses; drop --ip/--ip6")
+                raise InvalidArgument(f"network {network.name!r} (driver {network.driver}) gives no addresses; drop "
+                                      "--ip/--ip6")
             return
         for version, wanted in ((4, ip), (6, ip6)):
             if wanted:
@@ -87,7 +88,8 @@ class Endpoints(GlobalNetworks):
         if network.driver != "bridge":
             raise InvalidArgument(f"network {network.name!r} (driver {network.driver}) cannot publish ports")
         if network.internal:
-            raise InvalidArgument(f"network {network.name!r} is internal: it has no way in, so ports cannot be published")
+            raise InvalidArgument(f"network {network.name!r} is internal: it has no way in, so ports cannot be "
+                                  "published")
         for i, port in enumerate(endpoint.ports):
             if any(_same_host_port(port, other) for other in endpoint.ports[:i]):
                 raise InvalidArgument(f"port {port} is given twice")

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from libnetwork import rootdir
 from libnetwork.controller_base import ControllerBase, overlay_stand_in, warn
 from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NetctlError, NotFound, StoreError
 from libnetwork.events import NAMES_CHANGED, Event
 from libnetwork.faults import checkpoint
-from libnetwork.model import CREATING, READY, Endpoint, Network, NetworkSpec, PortMapping, Sandbox
+from libnetwork.model import CREATING, READY, Endpoint, Network, NetworkSpec, PoolConfig, PortMapping, Sandbox
 from libnetwork.records import check_address, check_mac, mac_for, new_endpoint, new_id, now
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ class GlobalNetworks(ControllerBase):
             warn(f"{err.message}; network name {name!r} was not checked against the global networks")
             return
         if clash is not None:
-            raise AlreadyExists(f"network name {name!r} is already used by global network {clash.short_id}; choose another name")
+            raise AlreadyExists(f"network name {name!r} is already used by global network {clash.short_id}; choose "
+                                "another name")
 
     def _create_global_network(self, spec: NetworkSpec) -> Network:
         """An overlay network: VNI, subnets and name in ONE etcd transaction, planned on this host
@@ -63,7 +64,8 @@ class GlobalNetworks(ControllerBase):
         if spec.mtu and not 68 <= spec.mtu <= 65535:
             raise InvalidArgument(f"MTU {spec.mtu} of network {spec.name!r} is out of range (68-65535)")
         if spec.pool_ranges:
-            raise InvalidArgument(f"network {spec.name!r}: address ranges that are not a CIDR are not supported by overlay networks; use --ip-range")
+            raise InvalidArgument(f"network {spec.name!r}: address ranges that are not a CIDR are not supported by "
+                                  "overlay networks; use --ip-range")
         if any(p.version == 6 for p in spec.pools):
             spec.ipv6 = True
         with self.store.snapshot() as tx:
@@ -90,7 +92,8 @@ class GlobalNetworks(ControllerBase):
             for version in (4, 6):
                 if version == 6 and not spec.ipv6:
                     continue
-                for request in [p for p in spec.pools if p.version == version] or [None]:
+                requests: list[PoolConfig | None] = [p for p in spec.pools if p.version == version] or [None]
+                for request in requests:
                     # No host routes: the segment lives in a namespace of its own on every host, so
                     # only other global networks can clash with it.
                     network.pools.append(g.allocate_pool(network, request, version, []))
@@ -118,13 +121,15 @@ class GlobalNetworks(ControllerBase):
         local = tx.list_endpoints(network_id=network.id)
         if local and not force:
             names = ", ".join(sorted(e.name for e in local))
-            raise InUse(f"network {network.name!r} has active endpoints on this host ({names}); disconnect them first or use -f")
+            raise InUse(f"network {network.name!r} has active endpoints on this host ({names}); disconnect them "
+                        "first or use -f")
         mine = {e.id for e in local}
 
         def refuse_if_used_elsewhere(g) -> None:
             others = [(host, e) for host, e in g.list_placed_endpoints(network_id=network.id) if e.id not in mine]
             if others:
-                where = ", ".join(f"{e.name} on {host}" for host, e in others[:10]) + (" and more" if len(others) > 10 else "")
+                where = ", ".join(f"{e.name} on {host}" for host, e in others[:10])
+                where += " and more" if len(others) > 10 else ""
                 raise InUse(f"network {network.name!r} has endpoints elsewhere ({where}); disconnect them there first")
 
         # Checked before -f touches this host's endpoints: their kernel side and etcd records cannot
@@ -153,9 +158,10 @@ class GlobalNetworks(ControllerBase):
             check_address(ip6, 6, "--ip6")
         store = self._require_global_store(f"connecting to overlay network {network.name!r}")
         endpoint = new_endpoint(tx, network, sandbox, aliases=aliases, ifname=ifname,
-                                host_ifname=self._overlay_driver().host_ifname, state=CREATING, op_pid=os.getpid())  # fmt: skip
+                                host_ifname=self._overlay_driver().host_ifname, state=CREATING,
+                                op_pid=os.getpid())
         wanted_mac = check_mac(mac) if mac else ""
-        registered = []
+        registered: list[Any] = []  # the host's record in the store
 
         def allocate(g) -> None:
             host = g.get_host(self.host_name)
@@ -174,12 +180,14 @@ class GlobalNetworks(ControllerBase):
                 )
             current = g.get_network(network.id)
             if current is None:
-                raise NotFound(f"network {network.name!r} was removed meanwhile; `netctl network ls` lists the networks")
+                raise NotFound(f"network {network.name!r} was removed meanwhile; "
+                               "`netctl network ls` lists the networks")
             endpoint.addresses = []
             for version, wanted in ((4, ip), (6, ip6)):
                 if not current.pools_of(version):
                     if wanted:
-                        raise InvalidArgument(f"network {network.name!r} has no IPv{version} subnet for address {wanted}")
+                        raise InvalidArgument(f"network {network.name!r} has no IPv{version} subnet for address "
+                                              f"{wanted}")
                     continue
                 endpoint.addresses.append(g.allocate_address(current, version, endpoint.id, wanted))
             endpoint.mac = wanted_mac or mac_for(endpoint)
@@ -209,7 +217,8 @@ class GlobalNetworks(ControllerBase):
             driver.leave(network, endpoint, sandbox, self.host)
             self._drop_network_here_if_unused(tx, network, driver)
         except Exception as err:  # noqa: BLE001 - the original error is what the user must see
-            warn(f"undoing the connect of {sandbox.name!r} to {network.name!r}: {err}; `netctl gc` removes what is left")
+            warn(f"undoing the connect of {sandbox.name!r} to {network.name!r}: {err}; "
+                 "`netctl gc` removes what is left")
         try:
             self._require_global_store("overlay endpoints").atomic(lambda g: _release_global_endpoint(g, endpoint))
         except StoreError as err:
@@ -233,7 +242,8 @@ class GlobalNetworks(ControllerBase):
         except (StoreError, InvalidArgument) as err:
             if strict:
                 raise
-            warn(f"{err.message}; endpoint {endpoint.short_id} of {network.name!r} stays in etcd until `netctl gc` removes it")
+            warn(f"{err.message}; endpoint {endpoint.short_id} of {network.name!r} stays in etcd until `netctl gc` "
+                 "removes it")
         tx.delete_endpoint(endpoint.id)
         self._drop_network_here_if_unused(tx, network, driver)
 

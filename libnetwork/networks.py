@@ -79,7 +79,7 @@ class Networks(Endpoints):
         for version in (4, 6):
             if version == 6 and not spec.ipv6:
                 continue
-            requested = [p for p in spec.pools if p.version == version] or [None]
+            requested: list[PoolConfig | None] = [p for p in spec.pools if p.version == version] or [None]
             for request in requested:
                 pools.append(ipam.allocate_pool(tx, network, request, version, host_routes))
         return pools
@@ -241,9 +241,11 @@ def _narrow_dynamic_range(tx, network: Network, subnet: str, first: str, last: s
         span.append(int(address).to_bytes(16, "big"))
     if span[0] > span[1]:
         raise InvalidArgument(f"range start {first} of subnet {subnet} is after its end {last}; swap them")
-    row = tx.conn.execute("SELECT id FROM ipam_pools WHERE network_id = ? AND subnet = ?", (network.id, str(net))).fetchone()
+    row = tx.conn.execute("SELECT id FROM ipam_pools WHERE network_id = ? AND subnet = ?",
+                          (network.id, str(net))).fetchone()
     if row is None:
-        raise InvalidArgument(f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not have")
+        raise InvalidArgument(f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not "
+                              "have")
     in_span = "SELECT COUNT(*) FROM ipam_addresses a WHERE a.pool_id = ? AND a.addr BETWEEN ? AND ?"
     reserved = " AND (a.owner LIKE 'gateway:%' OR a.owner LIKE 'aux:%')"
     tx.conn.execute(

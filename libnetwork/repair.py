@@ -112,7 +112,7 @@ class _EtcdProbe:
         if not self.controller.store_url:
             return "no global store is configured; start the agent with --store etcd://HOST:PORT"
         try:
-            with self.controller.global_store.snapshot() as g:
+            with self.controller._require_global_store("repair").snapshot() as g:
                 g.get_host(self.controller.host_name)
         except NetctlError as err:
             return err.message
@@ -220,7 +220,7 @@ def _repair_overlay(report: RepairReport, controller: "Controller", tx, network_
             continue  # doctor reports it, gc removes it
         what = f"overlay network {network.name}: endpoint {endpoint.short_id} (sandbox {sandbox.name})"
         _step(report, what, _rejoin, driver, network, endpoint, sandbox, controller, what)
-    with controller.global_store.snapshot() as g:
+    with controller._require_global_store("repair").snapshot() as g:
         peers = controller._remote_peers(g, network_id)
     result = driver.reconcile(network, peers, controller.host)
     if not result.changed:

@@ -13,7 +13,8 @@ subtree (images, containers, the monitor's files) is runner/paths.py's.
     ROOT/netns/<id>      network namespace handles of sandboxes
     ROOT/overlay/<id>    namespaces of the overlay networks built on this host (drivers/overlay.py)
 
-Imports only `os` (json when global.json is read): the CLI's thin client and the CNI plugin launcher read these names on their hot path.
+Imports only `os` (json when global.json is read): the CLI's thin client and the CNI plugin launcher
+read these names on their hot path.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ class Sandboxes(Endpoints):
             if sandbox is None:
                 if force:
                     return None
-                self._sandbox(tx, ref)
+                sandbox = self._sandbox(tx, ref)
             endpoints = tx.list_endpoints(sandbox_id=sandbox.id)
             for endpoint in endpoints:
                 network = tx.get_network(endpoint.network_id)
