@@ -30,7 +30,7 @@ client and the CNI launcher import libnetwork.ipc and libnetwork.rootdir on thei
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (this package must cost nothing)
 
 # name -> module that defines it, imported on first access (PEP 562)
 _EXPORTS = {
@@ -85,6 +85,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from libnetwork.controller import Controller
     from libnetwork.doctor import Problem
     from libnetwork.errors import (
