@@ -324,13 +324,28 @@ class WorkerSession:
 
 
 def root_namespace_state() -> dict[str, str]:
-    """The machine's own links and ruleset, to show that a run left them as they were."""
+    """The machine's own links, ruleset, named network namespaces and netctl cgroups, to show that a
+    run left them as they were. Cgroups of tests (netctl-t<hex>, made and removed by tests other
+    engineers may be running meanwhile) are left out."""
     state = {}
     for key, argv in {"links": ["ip", "-o", "link"], "nft": ["nft", "list", "ruleset"]}.items():
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
         # Carrier and counters change by themselves; only the set of names/config matters here.
         state[key] = "\n".join(sorted(line.split("link/")[0].split(" state ")[0] for line in out.splitlines()))
+    state["netns"] = "\n".join(sorted(os.listdir("/run/netns"))) if os.path.isdir("/run/netns") else ""
+    cgroups = []
+    for top in sorted(os.listdir("/sys/fs/cgroup")) if os.path.isdir("/sys/fs/cgroup") else []:
+        base = os.path.join("/sys/fs/cgroup", top)
+        if os.path.isdir(base):
+            cgroups += [os.path.join(top, d) for d in sorted(os.listdir(base))
+                        if d.startswith("netctl") and not d.startswith("netctl-t")]
+    state["cgroups"] = "\n".join(cgroups)
     return state
+
+
+def changed_parts(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The keys of root_namespace_state() that differ (empty: the machine is as it was)."""
+    return sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
 
 
 @dataclass

@@ -4,28 +4,45 @@ Started by bench_network.py through tests/harness.py with a task as JSON in argv
 operation in this process with time.perf_counter, so the cost of entering the host is in no figure.
 
 Tasks:
-  network-lifecycle  one shot: `network create` and `network rm` by netctl CLI, podman (netavark,
+  network-lifecycle  one shot: `network create` and `network rm` by netctl (cold, agent started on
+                     first use, agent started by hand, in-process, library call), podman (netavark,
                      CNI backends) and `ip`, interleaved round by round; prints the samples as JSON.
-  serve-endpoints    long-lived, one subject per host: netctl (CLI and library probes on the same
-                     network), ip, cni (bridge + host-local), cni-masq. Grows its bridge network and
-                     times connect+disconnect cycles on request (JSON lines on stdin/stdout), so the
-                     driver can interleave the cycles of subjects living in different hosts.
+  serve-endpoints    long-lived, one subject per host: netctl (agent started by hand, in-process and
+                     library probes on the same network), netctl-cold (no agent started by hand: the
+                     first call, and the calls that follow it), ip, cni (bridge + host-local),
+                     cni-masq. Grows its bridge network and times connect+disconnect cycles on request
+                     (JSON lines on stdin/stdout), so the driver can interleave the cycles of subjects
+                     living in different hosts.
+
+netctl's ways of running a command (the same command line each time, a state root each):
+  cold-first  nothing started by hand and no agent: the call runs in-process and starts
+              `netctl daemon --auto` for the next one (netctl/entry.py). Timed from a root whose
+              agent is not running (network create: a fresh root); untimed afterwards, the agent it
+              started is waited for (its "agent ready" time, from the call's start, is kept) and
+              stopped again, so that every sample is a first call.
+  auto        the calls that follow: served by the agent a first call started (not by hand).
+  agent       `netctl daemon` started by hand.
+  inproc      NETCTL_NO_DAEMON=1: in-process, nothing started (the fallback's cost, a reference).
+  lib         the library call in this warm process (netctl's floor).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Series, run_cmd, timed, timed_cmds  # noqa: E402
+from common import CommandError, Series, run_cmd, timed, timed_cmds  # noqa: E402
 
 
 def inside_throwaway_host() -> bool:
@@ -39,6 +56,8 @@ def inside_throwaway_host() -> bool:
 
 CNI_PATH = "/usr/lib/cni"
 WORK_DIR = "/run/bench"  # /run is the host's private tmpfs
+AGENT_READY_TIMEOUT = 60.0  # seconds for an agent to start serving (its start repairs the root: N endpoints)
+AGENT_STOP_TIMEOUT = 30.0  # seconds for an agent to be gone after SIGTERM
 
 
 def log(message: str) -> None:
@@ -54,7 +73,7 @@ def use_bytecode_cache() -> None:
     """
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = f"{WORK_DIR}/pycache"
-    run_cmd(netctl_argv() + ["network", "ls"])  # compiles (once) what the timed commands import
+    run_cmd(netctl_argv() + ["network", "ls"], env=in_process_env())  # compiles (once) what the timed commands import
 
 
 def netctl_argv() -> list[str]:
@@ -63,19 +82,30 @@ def netctl_argv() -> list[str]:
     return [path] if path else [sys.executable, "-m", "netctl"]
 
 
-def in_process_env() -> dict[str, str]:
-    """Environment that makes the netctl CLI do the work itself even while a daemon listens."""
-    return dict(os.environ, NETCTL_NO_DAEMON="1")
+def in_process_env(root: str | None = None) -> dict[str, str]:
+    """Environment that makes the netctl CLI do the work itself and start no agent."""
+    return dict(os.environ, NETCTL_NO_DAEMON="1", **({"NETCTL_ROOT": root} if root else {}))
 
 
-def start_daemon() -> subprocess.Popen:
-    """`netctl daemon` on this host's root: the CLI's thin client then delegates to it."""
+def root_env(root: str) -> dict[str, str]:
+    return dict(os.environ, NETCTL_ROOT=root)
+
+
+def start_daemon(root: str | None = None) -> subprocess.Popen:
+    """`netctl daemon` started by hand on `root` (default: this host's NETCTL_ROOT)."""
+    env = root_env(root) if root else None
     proc = subprocess.Popen(netctl_argv() + ["daemon"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    if "listening" not in line:
+                            stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    for _ in range(100):  # the start may log (repair) before it says it listens
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "listening" in line or not line:
+            break
+    if "listening" not in lines[-1]:
         proc.kill()
-        raise RuntimeError(f"netctl daemon did not start: {line.strip()}")
+        proc.wait(timeout=AGENT_STOP_TIMEOUT)
+        raise RuntimeError(f"netctl daemon did not start: {''.join(lines).strip()}")
     # Its per-request log lines are not needed: drain them so the pipe never fills.
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     return proc
@@ -83,41 +113,191 @@ def start_daemon() -> subprocess.Popen:
 
 def stop_daemon(proc: subprocess.Popen) -> None:
     proc.terminate()
-    proc.wait(timeout=30)
+    proc.wait(timeout=AGENT_STOP_TIMEOUT)
+
+
+def agent_ready(root: str) -> bool:
+    """Whether ROOT/netctl.sock accepts a connection now (the next command would be served)."""
+    from libnetwork import ipc
+
+    sock = ipc.try_connect(os.path.join(root, "netctl.sock"))
+    if sock is None:
+        return False
+    sock.close()  # the agent reads an empty request and drops it
+    return True
+
+
+def wait_agent_ready(root: str, started: float) -> float:
+    """Poll (bounded) until the agent of `root` accepts connections; ms since `started` (perf_counter)."""
+    deadline = time.monotonic() + AGENT_READY_TIMEOUT
+    while not agent_ready(root):
+        if time.monotonic() > deadline:
+            raise CommandError(f"no agent served {root} within {AGENT_READY_TIMEOUT}s of a first call")
+        time.sleep(0.001)
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _lock_free(lock: str) -> bool:
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if we got it
+    return True
+
+
+def stop_auto_agent(root: str) -> None:
+    """Stop the agent a first call started on `root` (SIGTERM, bounded wait). Only an auto-started
+    agent is touched: its PID is the one it wrote into ROOT/daemon.pid with the note "auto"."""
+    from libnetwork import ipc
+
+    lock = os.path.join(root, "daemon.pid")
+    if _lock_free(lock):
+        return
+    pid, note = ipc.lock_holder(lock)
+    if pid <= 0 or note != "auto":
+        raise CommandError(f"{lock} is held by {pid} ({note!r}), not by an agent started on first use")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + AGENT_STOP_TIMEOUT
+    while not _lock_free(lock):
+        if time.monotonic() > deadline:
+            raise CommandError(f"the agent {pid} of {root} did not stop within {AGENT_STOP_TIMEOUT}s")
+        time.sleep(0.002)
+
+
+def ensure_auto_agent(root: str) -> None:
+    """An agent started on first use serves `root`: wait for one that is starting, or let an untimed
+    command start one."""
+    if agent_ready(root):
+        return
+    if _lock_free(os.path.join(root, "daemon.pid")):
+        run_cmd(netctl_argv() + ["network", "ls"], env=root_env(root))  # in-process; starts the agent
+    wait_agent_ready(root, time.perf_counter())
 
 
 # ==== network create / rm ==========================================================================
 
 
 class NetworkTool(Protocol):
+    """One way of making and removing the index-th network; each call returns (wall ms, CPU ms)."""
+
     name: str
 
-    def create(self, index: int) -> list[list[str]]: ...
+    def create(self, index: int) -> tuple[float, float]: ...
 
-    def remove(self, index: int) -> list[list[str]]: ...
+    def remove(self, index: int) -> tuple[float, float]: ...
 
 
-@dataclass
-class NetctlNetworks:
-    name: str = "netctl-cli"
-    argv: list[str] = field(default_factory=netctl_argv)
+class CommandNetworks:
+    """A tool driven by command lines (create_argvs/remove_argvs), timed as one operation each."""
+
+    name: str
     env: dict[str, str] | None = None
 
-    def create(self, index: int) -> list[list[str]]:
-        return [self.argv + ["network", "create", "--subnet", f"10.91.{index}.0/24", f"bench{index}"]]
+    def create_argvs(self, index: int) -> list[list[str]]:
+        raise NotImplementedError
 
-    def remove(self, index: int) -> list[list[str]]:
-        return [self.argv + ["network", "rm", f"bench{index}"]]
+    def remove_argvs(self, index: int) -> list[list[str]]:
+        raise NotImplementedError
+
+    def create(self, index: int) -> tuple[float, float]:
+        return timed_cmds(self.create_argvs(index), env=self.env)
+
+    def remove(self, index: int) -> tuple[float, float]:
+        return timed_cmds(self.remove_argvs(index), env=self.env)
+
+
+def netctl_create_argv(index: int) -> list[str]:
+    return netctl_argv() + ["network", "create", "--subnet", f"10.91.{index}.0/24", f"bench{index}"]
+
+
+def netctl_remove_argv(index: int) -> list[str]:
+    return netctl_argv() + ["network", "rm", f"bench{index}"]
+
+
+class NetctlNetworks(CommandNetworks):
+    """The `netctl` command on a root of its own: in-process (env NETCTL_NO_DAEMON=1), served by an
+    agent started by hand, or by the agent a first call started (`auto`)."""
+
+    def __init__(self, name: str, root: str, env: dict[str, str]):
+        self.name, self.root, self.env = name, root, env
+
+    def create_argvs(self, index: int) -> list[list[str]]:
+        return [netctl_create_argv(index)]
+
+    def remove_argvs(self, index: int) -> list[list[str]]:
+        return [netctl_remove_argv(index)]
+
+    def create(self, index: int) -> tuple[float, float]:
+        if self.name == "netctl-auto":
+            ensure_auto_agent(self.root)  # untimed: only ever starts one before the first round
+        return super().create(index)
+
+
+class ColdNetctlNetworks:
+    """Nothing started by hand. `network create` is a fresh root's very first call (no store, no
+    agent: it runs in-process and starts the agent); `network rm` is the first call after that
+    agent was stopped. Between them, untimed: wait for the agent the call started (its ready time,
+    from the call's start, is kept: a command sooner than that still runs in-process), stop it."""
+
+    name = "netctl-cold-first"
+
+    def __init__(self) -> None:
+        self.ready_ms: dict[str, list[float]] = {"network create": [], "network rm": []}
+
+    def _root(self, index: int) -> str:
+        return f"{WORK_DIR}/cold-{index}"
+
+    def _first_call(self, operation: str, argv: list[str], root: str) -> tuple[float, float]:
+        started = time.perf_counter()
+        sample = timed_cmds([argv], env=root_env(root))
+        self.ready_ms[operation].append(wait_agent_ready(root, started))
+        stop_auto_agent(root)
+        return sample
+
+    def create(self, index: int) -> tuple[float, float]:
+        return self._first_call("network create", netctl_create_argv(index), self._root(index))
+
+    def remove(self, index: int) -> tuple[float, float]:
+        sample = self._first_call("network rm", netctl_remove_argv(index), self._root(index))
+        shutil.rmtree(self._root(index), ignore_errors=True)
+        return sample
+
+
+class LibNetworks:
+    """Controller.create_network / delete_network in this warm process: the work itself."""
+
+    name = "netctl-lib"
+
+    def __init__(self, root: str) -> None:
+        from libnetwork.controller import Controller
+
+        self.controller = Controller(root)
+
+    def create(self, index: int) -> tuple[float, float]:
+        from libnetwork.controller import NetworkSpec
+        from libnetwork.model import PoolConfig
+
+        spec = NetworkSpec(name=f"bench{index}", pools=[PoolConfig(subnet=f"10.91.{index}.0/24")])
+        return timed(lambda: self.controller.create_network(spec))
+
+    def remove(self, index: int) -> tuple[float, float]:
+        return timed(lambda: self.controller.delete_network(f"bench{index}"))
 
 
 @dataclass
-class IpNetworks:
+class IpNetworks(CommandNetworks):
     """What `network create` does in the kernel, one `ip` command per step, no state kept."""
 
     name: str = "ip"
     env: dict[str, str] | None = None
 
-    def create(self, index: int) -> list[list[str]]:
+    def create_argvs(self, index: int) -> list[list[str]]:
         bridge = f"ipbr{index}"
         return [
             ["ip", "link", "add", bridge, "type", "bridge"],
@@ -125,12 +305,12 @@ class IpNetworks:
             ["ip", "link", "set", bridge, "up"],
         ]
 
-    def remove(self, index: int) -> list[list[str]]:
+    def remove_argvs(self, index: int) -> list[list[str]]:
         return [["ip", "link", "del", f"ipbr{index}"]]
 
 
 @dataclass
-class PodmanNetworks:
+class PodmanNetworks(CommandNetworks):
     """podman fully confined to WORK_DIR/podman-<backend>: its own containers.conf, storage.conf,
     network config dir, --root/--runroot/--tmpdir; nothing under /etc or /var/lib/containers.
 
@@ -180,32 +360,45 @@ class PodmanNetworks:
         if backend != self.backend:
             raise SystemExit(f"podman uses network backend {backend!r}, not {self.backend!r}")
 
-    def create(self, index: int) -> list[list[str]]:
+    def create_argvs(self, index: int) -> list[list[str]]:
         return [self.base + ["network", "create", "--subnet", f"10.{self.second_octet}.{index}.0/24", f"pbench{index}"]]
 
-    def remove(self, index: int) -> list[list[str]]:
+    def remove_argvs(self, index: int) -> list[list[str]]:
         return [self.base + ["network", "rm", f"pbench{index}"]]
 
 
 def network_lifecycle(n: int, warmup: int, backends: list[str]) -> list[Series]:
-    daemon = start_daemon()
+    agent_root, auto_root = f"{WORK_DIR}/root-agent", f"{WORK_DIR}/root-auto"
+    daemon = start_daemon(agent_root)
     try:
-        return _network_lifecycle(n, warmup, backends)
+        cold = ColdNetctlNetworks()
+        tools: list[NetworkTool] = [
+            cold,
+            NetctlNetworks("netctl-auto", auto_root, root_env(auto_root)),
+            NetctlNetworks("netctl-agent", agent_root, root_env(agent_root)),
+            NetctlNetworks("netctl-inproc", f"{WORK_DIR}/root-inproc", in_process_env(f"{WORK_DIR}/root-inproc")),
+            LibNetworks(f"{WORK_DIR}/root-lib"),
+            IpNetworks(),
+        ]
+        tools += [PodmanNetworks(backend) for backend in backends]
+        series = _network_lifecycle(tools, n, warmup)
+        for operation, values in cold.ready_ms.items():
+            series.append(Series(cold.name, f"agent ready ({operation})", values[warmup:]))
+        return series
     finally:
         stop_daemon(daemon)
+        stop_auto_agent(auto_root)
 
 
-def _network_lifecycle(n: int, warmup: int, backends: list[str]) -> list[Series]:
-    tools: list[NetworkTool] = [NetctlNetworks(env=in_process_env()), NetctlNetworks(name="netctl-daemon"), IpNetworks()]
-    tools += [PodmanNetworks(backend) for backend in backends]
+def _network_lifecycle(tools: list[NetworkTool], n: int, warmup: int) -> list[Series]:
     created: dict[str, list[tuple[float, float]]] = {t.name: [] for t in tools}
     removed: dict[str, list[tuple[float, float]]] = {t.name: [] for t in tools}
     for index in range(warmup + n):
         # Rotate the order each round, so that no tool always runs right after the same other one.
         shift = index % len(tools)
         for tool in tools[shift:] + tools[:shift]:
-            create = timed_cmds(tool.create(index), env=tool.env)
-            remove = timed_cmds(tool.remove(index), env=tool.env)
+            create = tool.create(index)
+            remove = tool.remove(index)
             if index >= warmup:
                 created[tool.name].append(create)
                 removed[tool.name].append(remove)
@@ -213,7 +406,9 @@ def _network_lifecycle(n: int, warmup: int, backends: list[str]) -> list[Series]
             log(f"network lifecycle round {index + 1}/{warmup + n}")
     series = []
     for tool in tools:
-        for operation, samples in (("network create", created[tool.name]), ("network rm", removed[tool.name])):
+        both = [(c[0] + r[0], c[1] + r[1]) for c, r in zip(created[tool.name], removed[tool.name], strict=True)]
+        for operation, samples in (("network create", created[tool.name]), ("network rm", removed[tool.name]),
+                                   ("network create+rm", both)):
             series.append(Series(tool.name, operation, [w for w, _ in samples], cpu_samples_ms=[c for _, c in samples]))
     return series
 
@@ -223,11 +418,15 @@ def _network_lifecycle(n: int, warmup: int, backends: list[str]) -> list[Series]
 
 @dataclass
 class Probe:
-    """One way of attaching the extra sandbox: timed connect and disconnect."""
+    """One way of attaching the extra sandbox: timed connect and disconnect. `before(step)` runs
+    untimed before each ("connect", "disconnect"); `after()` untimed after both, and returns extra
+    figures for the reply."""
 
     tool: str
     connect: Callable[[], None]
     disconnect: Callable[[], None]
+    before: Callable[[str], None] | None = None
+    after: Callable[[], dict[str, float]] | None = None
 
 
 class Subject(Protocol):
@@ -248,7 +447,8 @@ def address(index: int) -> str:
 
 
 class NetctlSubject:
-    """netctl's bridge network; background endpoints are added through the library (fast set-up)."""
+    """netctl's bridge network on this host's root; background endpoints are added through the
+    library (fast set-up). Probes: an agent started by hand, in-process, the library call."""
 
     NETWORK = "bench"
 
@@ -256,31 +456,74 @@ class NetctlSubject:
         from libnetwork.controller import Controller, NetworkSpec
         from libnetwork.model import PoolConfig
 
-        self.controller = Controller()
-        self.controller.create_network(NetworkSpec(name=self.NETWORK, pools=[PoolConfig(subnet=f"{SUBNET_PREFIX}.0.0/16")]))
+        self.root = os.environ["NETCTL_ROOT"]
+        self.controller = Controller(self.root)
+        pools = [PoolConfig(subnet=f"{SUBNET_PREFIX}.0.0/16")]
+        self.controller.create_network(NetworkSpec(name=self.NETWORK, pools=pools))
         self.controller.create_sandbox("probe")
         self.cli = netctl_argv()
-        self.daemon = start_daemon()  # lives as long as this worker process
+        self.start_agent()
+
+    def start_agent(self) -> None:
+        self.daemon = start_daemon(self.root)  # lives as long as this worker process
 
     def add_background(self, index: int) -> None:
         name = f"bg{index}"
         self.controller.create_sandbox(name)
         self.controller.connect(self.NETWORK, name)
 
+    def command(self, verb: str, env: dict[str, str] | None = None) -> Callable[[], None]:
+        argv = self.cli + ["network", verb, self.NETWORK, "probe"]
+        return lambda: run_cmd(argv, env=env)
+
     def probes(self) -> list[Probe]:
-        cli, ctl, net = self.cli, self.controller, self.NETWORK
+        ctl, net = self.controller, self.NETWORK
         return [
-            Probe(
-                "netctl-cli",
-                lambda: run_cmd(cli + ["network", "connect", net, "probe"], env=in_process_env()),
-                lambda: run_cmd(cli + ["network", "disconnect", net, "probe"], env=in_process_env()),
-            ),
-            Probe(
-                "netctl-daemon",
-                lambda: run_cmd(cli + ["network", "connect", net, "probe"]),
-                lambda: run_cmd(cli + ["network", "disconnect", net, "probe"]),
-            ),
+            Probe("netctl-inproc", self.command("connect", in_process_env()),
+                  self.command("disconnect", in_process_env())),
+            Probe("netctl-agent", self.command("connect"), self.command("disconnect")),
             Probe("netctl-lib", lambda: ctl.connect(net, "probe"), lambda: ctl.disconnect(net, "probe")),
+        ]
+
+
+class NetctlColdSubject(NetctlSubject):
+    """The same network with nothing started by hand. Probes:
+    netctl-cold-first  each command is the first with no agent running: it runs in-process and starts
+                       one; untimed, that agent is waited for (ready time kept) and stopped before the
+                       next command (and left running after the disconnect, for netctl-auto);
+    netctl-auto        the commands that follow a first call, served by the agent it started."""
+
+    def start_agent(self) -> None:
+        self.started = 0.0
+        self.ready_ms: list[float] = []
+
+    def _first_call(self, verb: str) -> Callable[[], None]:
+        command = self.command(verb)
+
+        def call() -> None:
+            self.started = time.perf_counter()
+            command()
+
+        return call
+
+    def _before_first_call(self, step: str) -> None:
+        if step == "disconnect":
+            self.ready_ms.append(wait_agent_ready(self.root, self.started))
+        elif agent_ready(self.root) or not _lock_free(os.path.join(self.root, "daemon.pid")):
+            wait_agent_ready(self.root, time.perf_counter())  # one starting: let it finish its start first
+        stop_auto_agent(self.root)
+
+    def _after_first_calls(self) -> dict[str, float]:
+        self.ready_ms.append(wait_agent_ready(self.root, self.started))
+        ready, self.ready_ms = self.ready_ms, []
+        return {"agent_ready_connect_ms": ready[0], "agent_ready_disconnect_ms": ready[1]}
+
+    def probes(self) -> list[Probe]:
+        return [
+            Probe("netctl-cold-first", self._first_call("connect"), self._first_call("disconnect"),
+                  before=self._before_first_call, after=self._after_first_calls),
+            Probe("netctl-auto", self.command("connect"), self.command("disconnect"),
+                  before=lambda step: ensure_auto_agent(self.root) if step == "connect" else None),
         ]
 
 
@@ -383,6 +626,8 @@ class CniSubject:
 def make_subject(name: str) -> Subject:
     if name == "netctl":
         return NetctlSubject()
+    if name == "netctl-cold":
+        return NetctlColdSubject()
     if name == "ip":
         return IpSubject()
     if name in ("cni", "cni-masq"):
@@ -414,14 +659,20 @@ def serve_endpoints(subject: str, out) -> None:
                 reply({"grown": grown})
             elif request["op"] == "cycle":
                 probe = probes[request["probe"]]
+                if probe.before:
+                    probe.before("connect")
                 connect_ms, connect_cpu_ms = timed(probe.connect)
+                if probe.before:
+                    probe.before("disconnect")
                 disconnect_ms, disconnect_cpu_ms = timed(probe.disconnect)
+                extra = probe.after() if probe.after else {}
                 reply(
                     {
                         "connect_ms": connect_ms,
                         "connect_cpu_ms": connect_cpu_ms,
                         "disconnect_ms": disconnect_ms,
                         "disconnect_cpu_ms": disconnect_cpu_ms,
+                        **extra,
                     }
                 )
             else:

@@ -21,7 +21,7 @@ them out twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from cni_plugins import config as cfg
 from cni_plugins import delegate
@@ -71,7 +71,8 @@ def parse_conf(req: Request) -> BridgeConf:
     ipam_section = cfg.get_dict(conf, "ipam")
     ipam_type = cfg.get_str(ipam_section, "type", where="ipam.")
     if not ipam_type:
-        raise CNIError(CNI_INVALID_CONFIG, "netctl-bridge needs ipam.type: netctl-ipam, or an IPAM plugin such as host-local",
+        raise CNIError(CNI_INVALID_CONFIG,
+                       "netctl-bridge needs ipam.type: netctl-ipam, or an IPAM plugin such as host-local",
                        "layer-2-only networks (no IPAM) are not supported")
     try:
         dns = parse_dns(conf.get("dns"))
@@ -118,7 +119,7 @@ def add(req: Request, context: Context) -> dict[str, Any]:
     labels = cfg.labels_from_args(req)
     controller = context.controller(req)
 
-    undo = []  # steps to take back, newest first, if a later step fails
+    undo: list[Callable[[], object]] = []  # steps to take back, newest first, if a later step fails
     try:
         if conf.native_ipam:
             ipam_conf = native_ipam.parse_ipam(req)
@@ -126,6 +127,7 @@ def add(req: Request, context: Context) -> dict[str, Any]:
             spec = network_spec(req, conf, ipam_conf.pools, ipam_conf.ranges)
         else:
             delegated = delegate.call(req, context, conf.ipam_type, "ADD")
+            assert delegated is not None  # call() returns the parsed result of every ADD
             undo.append(lambda: delegate.call(req, context, conf.ipam_type, "DEL"))
             ipam_conf = native_ipam.IpamConf(routes=delegated.get("routes", []), dns=delegated.get("dns", {}))
             wanted, pools = _mirror(conf, delegated)
@@ -183,7 +185,7 @@ def _finish(req: Request, conf: BridgeConf, controller, network, endpoint, route
         controller.host.set_bridge_port(host_link.index, hairpin=True)
     gateways = {family(a): native_ipam.gateway_of(network, a) for a in endpoint.addresses}
     with Netlink(req.netns) as inside:
-        link = inside.link(endpoint.ifname)
+        link = kernel.existing_link(inside, endpoint.ifname, req.netns)
         present = {(r.dst, r.gateway) for r in inside.routes() if r.oif == link.index}
         reported = []
         for route in routes:
@@ -259,7 +261,8 @@ def check(req: Request, context: Context) -> None:
                                      f"on network {req.name!r}")
     network, endpoint, _ = found
     if network.driver != "bridge":
-        raise CNIError(CNI_INTERNAL, f"network {req.name!r} is a netctl {network.driver} network, not a netctl-bridge one")
+        raise CNIError(CNI_INTERNAL,
+                       f"network {req.name!r} is a netctl {network.driver} network, not a netctl-bridge one")
     bridge = controller.host.link(network.driver_state["bridge"])
     if bridge is None or bridge.kind != "bridge":
         raise CNIError(CNI_INTERNAL, f"bridge {network.driver_state.get('bridge')} of network {req.name!r} is missing")

@@ -101,7 +101,8 @@ def requested_ips(req: Request) -> dict[int, str]:
         sources += [("args.cni.ips", ip) for ip in get_list(cni_args, "ips", where="args.cni.")]
     elif req.args.get("IP"):
         sources += [("CNI_ARGS IP", ip) for ip in req.args["IP"].split(",") if ip]
-    sources += [("runtimeConfig.ips", ip) for ip in get_list(get_dict(req.config, "runtimeConfig"), "ips", where="runtimeConfig.")]
+    sources += [("runtimeConfig.ips", ip)
+                for ip in get_list(get_dict(req.config, "runtimeConfig"), "ips", where="runtimeConfig.")]
     wanted: dict[int, str] = {}
     for key, text in sources:
         address = parse_ip(text, key)
@@ -120,7 +121,8 @@ def requested_mac(req: Request) -> str:
     runtime = get_dict(req.config, "runtimeConfig")
     cni_args = get_dict(get_dict(req.config, "args"), "cni", where="args.")
     for key, mac in (("runtimeConfig.mac", get_str(runtime, "mac", where="runtimeConfig.")),
-                     ("args.cni.mac", get_str(cni_args, "mac", where="args.cni.")), ("CNI_ARGS MAC", req.args.get("MAC", ""))):
+                     ("args.cni.mac", get_str(cni_args, "mac", where="args.cni.")),
+                     ("CNI_ARGS MAC", req.args.get("MAC", ""))):
         if mac:
             try:
                 return check_mac(mac)  # refused now, before anything is created
@@ -189,7 +191,8 @@ def valid_attachments(req: Request) -> set[tuple[str, str]]:
         raise CNIError(CNI_INVALID_CONFIG, "GC needs cni.dev/valid-attachments (an empty list if none is valid)")
     valid = set()
     for entry in get_list(req.config, key):
-        if not isinstance(entry, dict) or not isinstance(entry.get("containerID"), str) or not isinstance(entry.get("ifname"), str):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("containerID"), str)
+                or not isinstance(entry.get("ifname"), str)):
             raise invalid(key, entry, 'each entry must be {"containerID": "...", "ifname": "..."}')
         valid.add((entry["containerID"], entry["ifname"]))
     return valid

@@ -37,15 +37,18 @@ def call(req: Request, context: Context, name: str, command: str) -> dict[str, A
         raise CNIError(CNI_INVALID_CONFIG, f"ipam.type {name!r} is not an IPAM plugin; use netctl-ipam or host-local")
     depth = _depth(req.env)
     if depth >= MAX_DEPTH:
-        raise CNIError(CNI_INVALID_CONFIG, f"IPAM plugin {name!r} delegates back to a netctl plugin; the configuration loops")
+        raise CNIError(CNI_INVALID_CONFIG,
+                       f"IPAM plugin {name!r} delegates back to a netctl plugin; the configuration loops")
     import subprocess  # ~5 ms to import: only when a plugin is really delegated to
 
     path = find_plugin(name, req.path)
     env = dict(req.env, CNI_COMMAND=command, **{DEPTH_ENV: str(depth + 1)})
     try:
-        done = subprocess.run([path], input=req.stdin, capture_output=True, env=env, cwd="/", timeout=TIMEOUT_S, check=False)
+        done = subprocess.run([path], input=req.stdin, capture_output=True, env=env, cwd="/", timeout=TIMEOUT_S,
+                              check=False)
     except subprocess.TimeoutExpired:
-        raise CNIError(CNI_TRY_AGAIN, f"IPAM plugin {name} did not answer {command} within {TIMEOUT_S:.0f} s; retry") from None
+        raise CNIError(CNI_TRY_AGAIN,
+                       f"IPAM plugin {name} did not answer {command} within {TIMEOUT_S:.0f} s; retry") from None
     except OSError as err:
         raise CNIError(CNI_INTERNAL, f"cannot run IPAM plugin {path}: {err.strerror}") from None
     if done.stderr:
@@ -57,7 +60,8 @@ def call(req: Request, context: Context, name: str, command: str) -> dict[str, A
     try:
         answer = json.loads(done.stdout.decode())
     except (UnicodeDecodeError, ValueError):
-        raise CNIError(CNI_DECODING_FAILURE, f"IPAM plugin {name} answered ADD with no JSON result: {shown(done.stdout[:200])}") from None
+        raise CNIError(CNI_DECODING_FAILURE,
+                       f"IPAM plugin {name} answered ADD with no JSON result: {shown(done.stdout[:200])}") from None
     return parse_result(answer, req.version, what=f"result of IPAM plugin {name}")
 
 

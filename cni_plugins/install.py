@@ -19,7 +19,7 @@ PLUGINS = {"netctl-bridge": "bridge", "netctl-overlay": "overlay", "netctl-null"
 
 LAUNCHER = """#!{python} -IS
 import sys; sys.path.insert(0, {package_dir!r}){extra_paths}
-from cni_plugins.launch import main; main({plugin!r})
+from cni_plugins.launch import main; main({plugin!r}, {agent_python!r})
 """
 # Plugins needing packages beyond the standard library, by the module to locate: with -S the
 # interpreter sees no site-packages, so the launcher appends the directory holding it (after the
@@ -75,8 +75,9 @@ def install(directory: str, python: str = "") -> list[str]:
         path = os.path.join(directory, name)
         temporary = f"{path}.tmp-{os.getpid()}"
         with open(temporary, "w") as f:
+            # The agent started on first use needs netctl's third-party packages: this interpreter's.
             f.write(LAUNCHER.format(python=python, package_dir=package_dir(), plugin=plugin,
-                                    extra_paths=_extra_paths(THIRD_PARTY.get(name, ""))))
+                                    agent_python=sys.executable, extra_paths=_extra_paths(THIRD_PARTY.get(name, ""))))
         os.chmod(temporary, 0o755)
         os.replace(temporary, path)
         written.append(path)
@@ -84,7 +85,8 @@ def install(directory: str, python: str = "") -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Install netctl's CNI plugins (netctl-bridge, netctl-overlay, netctl-null, netctl-ipam).")
+    parser = argparse.ArgumentParser(
+        description="Install netctl's CNI plugins (netctl-bridge, netctl-overlay, netctl-null, netctl-ipam).")
     parser.add_argument("directory", help="where the runtime looks for plugins (first in its cni_plugin_dirs)")
     parser.add_argument("--python", default="", help="interpreter of the plugins (default: /usr/bin/python3 if it is "
                         "this Python's version, else this one)")

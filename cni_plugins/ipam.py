@@ -43,8 +43,6 @@ class IpamConf:
 
 def parse_ipam(req: Request) -> IpamConf:
     """The `ipam` section as netctl pools, validated before anything is created."""
-    from libnetwork.model import PoolConfig
-
     section = cfg.get_dict(req.config, "ipam")
     if not section:
         raise CNIError(CNI_INVALID_CONFIG, "IPAM config missing 'ipam' key")
@@ -53,7 +51,8 @@ def parse_ipam(req: Request) -> IpamConf:
         range_sets.insert(0, [{k: section[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway") if k in section}])
     range_sets += cfg.get_list(section, "ranges", where="ipam.")
     if not range_sets:
-        raise CNIError(CNI_INVALID_CONFIG, "no IP ranges specified", "give ipam.ranges, e.g. [[{\"subnet\": \"10.1.0.0/24\"}]]")
+        raise CNIError(CNI_INVALID_CONFIG, "no IP ranges specified",
+                       "give ipam.ranges, e.g. [[{\"subnet\": \"10.1.0.0/24\"}]]")
     conf = IpamConf()
     versions: dict[int, int] = {}
     for index, range_set in enumerate(range_sets):
@@ -112,9 +111,9 @@ def _range(entry: Any, where: str):
         first = cfg.parse_ip(start, where + ".rangeStart") if start else first_host
         last = cfg.parse_ip(end, where + ".rangeEnd") if end else last_host
         for key, address in (("rangeStart", first), ("rangeEnd", last)):
-            if address.version != subnet.version or not first_host <= address <= last_host:
+            if address.version != subnet.version or not int(first_host) <= int(address) <= int(last_host):
                 raise cfg.invalid(f"{where}.{key}", str(address), f"is not a host address of subnet {subnet}")
-        if first > last:
+        if int(first) > int(last):
             raise cfg.invalid(f"{where}.rangeStart", str(first), f"is after rangeEnd {last}")
         span = (str(first), str(last))
     return PoolConfig(subnet=str(subnet), gateway=gateway), span

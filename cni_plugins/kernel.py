@@ -8,6 +8,10 @@ import os
 from cni_plugins.skel import CNIError, shown
 from libnetwork.errors import CNI_INTERNAL, CNI_INVALID_ENV, CNI_INVALID_NETNS
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from libnetwork.netlink import Link, Netlink
+
 THREAD_NETNS = "/proc/thread-self/ns/net"
 
 
@@ -49,6 +53,15 @@ def usable_netns(path: str) -> bool:
         return False
     refuse_own_netns(path)
     return netns.is_netns(path)
+
+
+def existing_link(inside: Netlink, name: str, netns_path: str) -> Link:
+    """An interface that must be there (lo, or the one the controller has just made): a spec error
+    naming it if it is not, rather than an internal error about None."""
+    link = inside.link(name)
+    if link is None:
+        raise CNIError(CNI_INTERNAL, f"interface {name} is missing in {netns_path}")
+    return link
 
 
 def remove_leftover_interface(netns_path: str, ifname: str) -> bool:

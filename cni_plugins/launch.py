@@ -5,11 +5,12 @@ beyond what the interpreter has already loaded until it knows what the request n
 
   * VERSION is answered from constants (not even `os` is imported: with -I -S the interpreter
     has not loaded it, and it costs ~1.5 ms of a ~10 ms start; its built-in half `posix` is free);
-  * any other command goes to the CNI service (cni_plugins/server.py) if one listens on
-    ROOT/cni.sock: one connect, the raw environment and stdin out, the raw answer back (only
-    `_socket`, no JSON, no libnetwork);
-  * otherwise (no service, or one serving another root) the request runs in this process
-    (cni_plugins/skel.py), which pays for importing libnetwork.
+  * any other command goes to the host agent (`netctl daemon`, cni_plugins/service.py) if one
+    listens on ROOT/netctl.sock: one connect, the environment and stdin out, the answer back
+    (libnetwork/ipc.py's frames: C modules only, no json package, no libnetwork proper);
+  * otherwise (no agent, or one serving another root) the request runs in this process
+    (cni_plugins/plugins.py), which pays for importing libnetwork; with no agent at all, one is
+    started in the background for the next call (NETCTL_NO_DAEMON=1: in-process, nothing started).
 
 The executables are tiny scripts (cni_plugins/install.py writes them) starting Python with -I -S:
 no site, no .pth processing, no user environment; they put the package's directory on sys.path.
@@ -19,16 +20,20 @@ Output goes straight to fds 1 and 2 and the process ends with _exit: interpreter
 
 import posix
 
+from cni_plugins import SUPPORTED, version_reply  # the package, imported already: nothing more to load
+
+# = libnetwork.rootdir.DEFAULT_ROOT, not imported (rootdir needs `os`); tests/unit/test_imports.py checks they agree
 DEFAULT_ROOT = "/var/lib/netctl"
-SOCKET_NAME = "cni.sock"
+SOCKET_NAME = "netctl.sock"  # = libnetwork.rootdir.AGENT_SOCKET
+AGENT_LOG = "agent.log"  # = libnetwork.rootdir.AGENT_LOG
 ROOT_KEY = b'"netctlRoot"'
-SUPPORTED = b'["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]'
-SERVICE_TIMEOUT_S = 150.0  # longer than the service's own bounds (delegated plugins: 120 s)
-NOT_SERVED = 255  # the service's answer for "not my root: run it yourself"
+SERVICE_TIMEOUT_S = 150.0  # longer than the agent's own bounds (delegated plugins: 120 s)
 NAMES = {"bridge": "netctl-bridge", "overlay": "netctl-overlay", "null": "netctl-null", "ipam": "netctl-ipam"}
 
 
-def main(plugin: str) -> None:
+def main(plugin: str, agent_python: str = "") -> None:
+    """`agent_python`: the interpreter (with netctl's packages on its site path) that runs the agent
+    started on first use; the installer names it, pip's console scripts run in it already."""
     command = posix.environ.get(b"CNI_COMMAND", b"")
     if command == b"VERSION":
         _write(1, version_reply(b"" if posix.isatty(0) else _read_stdin()))
@@ -38,34 +43,24 @@ def main(plugin: str) -> None:
                   f"{SUPPORTED.decode()}\n".encode())
         posix._exit(0)
     stdin = _read_stdin()
-    answer = _ask_service(plugin, stdin)
+    root = state_root(stdin)
+    # NETCTL_NO_DAEMON: in-process, no agent asked or started (as for the CLI); NETCTL_TEST_PAUSE: a
+    # test stops this very process half-way, which an agent's work could not be.
+    alone = posix.environ.get(b"NETCTL_NO_DAEMON") or posix.environ.get(b"NETCTL_TEST_PAUSE")
+    answer = None if alone else _ask_service(plugin, root, stdin)
     if answer is None:
+        if not alone:
+            _start_agent(root, agent_python)
         try:
-            from cni_plugins.skel import run_in_process
+            from cni_plugins.plugins import run_in_process
 
             answer = run_in_process(plugin, None, stdin)
-        except Exception as err:  # a broken installation: still a spec error, never a traceback
-            answer = 1, _error(999, f"netctl plugin cannot run: {type(err).__name__}: {err}"), b""
+        except Exception as exc:  # a broken installation: still a spec error, never a traceback
+            answer = 1, _error(999, f"netctl plugin cannot run: {type(exc).__name__}: {exc}"), b""
     status, out, err = answer
     _write(2, err)
     _write(1, out)
     posix._exit(status)
-
-
-def version_reply(stdin: bytes) -> bytes:
-    """Spec §5: VERSION's cniVersion echoes the request's when supported, else the newest. Found by a
-    byte scan of `"cniVersion": "X"`: parsing JSON here would cost more than the whole answer."""
-    version = b"1.1.0"
-    at = stdin.find(b'"cniVersion"')
-    if at >= 0:
-        rest = stdin[at + 12 :].lstrip()
-        if rest.startswith(b":"):
-            rest = rest[1:].lstrip()
-            if rest.startswith(b'"'):
-                asked = rest[1 : rest.find(b'"', 1)]
-                if b'"' + asked + b'"' in SUPPORTED:
-                    version = asked
-    return b'{"cniVersion":"' + version + b'","supportedVersions":' + SUPPORTED + b"}"
 
 
 def bridge() -> None:
@@ -129,49 +124,79 @@ def _parse_json(data: bytes):
 
     try:
         text = data.decode().strip()
-        return _json.make_scanner(Context())(text, 0)[0]
+        # typeshed types the argument as a JSONDecoder; any object with its attributes will do
+        return _json.make_scanner(Context())(text, 0)[0]  # type: ignore[arg-type]
     except Exception:  # not JSON: the in-process run reports it properly
         return None
 
 
-def _ask_service(plugin: str, stdin: bytes):
-    """(status, stdout, stderr) from the CNI service, or None when there is none to ask."""
-    import _socket
+def _ask_service(plugin: str, root: str, stdin: bytes):
+    """(status, stdout, stderr) from the host agent, or None when there is none to ask, or when it
+    serves another root (then the request is this process's)."""
+    from libnetwork import ipc
 
-    path = state_root(stdin).rstrip("/") + "/" + SOCKET_NAME
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    path = root.rstrip("/") + "/" + SOCKET_NAME
     try:
-        try:
-            sock.connect(path)
-        except OSError:  # no service (no socket, nobody listening, path too long): do it here
-            return None
-        env = b"\0".join(b"%s=%s" % kv for kv in posix.environ.items())
-        head = plugin.encode()
+        sock = ipc.try_connect(path)
+    except OSError:
+        sock = None  # a socket we may not use: run the request here, where the kernel decides
+    if sock is None:
+        return None
+    env = {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape") for k, v in posix.environ.items()}
+    out, err = [], []
+    try:
         sock.settimeout(SERVICE_TIMEOUT_S)
-        try:
-            sock.sendall(b"%010d%010d%010d" % (len(head), len(env), len(stdin)) + head + env + stdin)
-            sock.shutdown(_socket.SHUT_WR)
-            answer = _receive_all(sock)
-        except OSError as err:
-            return 1, _error(11, f"netctl CNI service at {path} failed mid-request ({err}); retry"), b""
+        sock.sendall(ipc.message({"op": "cni", "plugin": plugin, "env": env}) + ipc.frame(ipc.STDIN, stdin))
+        for kind, payload in ipc.read_frames(sock):
+            if kind == ipc.STDOUT:
+                out.append(payload)
+            elif kind == ipc.STDERR:
+                err.append(payload)
+            elif kind == ipc.JSON:
+                event = ipc.loads(payload)
+                if event.get("event") == "exit":
+                    return int(event.get("code", 1)), b"".join(out), b"".join(err)
+                if event.get("event") == "not-mine":
+                    return None
+                return 1, _error(999, f"netctl agent at {path}: {event.get('message', 'refused')}"), b""
+    except (OSError, ValueError) as exc:
+        return 1, _error(11, f"netctl agent at {path} failed mid-request ({exc}); retry"), b""
     finally:
         sock.close()
+    # Closed without an answer: the agent may or may not have done the work.
+    return 1, _error(11, f"netctl agent at {path} gave no answer; retry"), b""
+
+
+def _start_agent(root: str, python: str) -> None:
+    """The agent for the next call (netctl/entry.py's start_agent, without `os`): detached, its output
+    to ROOT/agent.log. A failure only costs later calls their speed; it is not this call's error."""
+    import sys
+
+    try:  # only from the host's own network namespace (init's), as netctl/entry.py's start_agent
+        ours, init = posix.stat("/proc/self/ns/net"), posix.stat("/proc/1/ns/net")
+        if (ours.st_dev, ours.st_ino) != (init.st_dev, init.st_ino):
+            return
+    except OSError:
+        return
+    python = python or sys.executable
+    env = {k: v for k, v in posix.environ.items()
+           if not k.startswith(b"CNI_") and k not in (b"NETCTL_STORE", b"NETCTL_HOST_NAME")}
+    log = root.rstrip("/") + "/" + AGENT_LOG
     try:
-        status, out_length = int(answer[:3]), int(answer[3:13])
-    except ValueError:  # nothing, or not our protocol: the service may or may not have done the work
-        return 1, _error(11, f"netctl CNI service at {path} gave no answer; retry"), b""
-    if status == NOT_SERVED:
-        return None
-    return status, answer[23 : 23 + out_length], answer[23 + out_length :]
-
-
-def _receive_all(sock) -> bytes:
-    chunks = []
-    while True:
-        chunk = sock.recv(1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+        # A fresh root (a host's very first call) has no directory yet for the log: without it the
+        # spawn failed and only the second call started the agent (found by bench/bench_cni.py).
+        posix.mkdir(root, 0o700)
+    except OSError:
+        pass  # there already (or a parent missing: then the spawn below fails, quietly, as before)
+    try:
+        posix.posix_spawn(python, [python, "-m", "netctl", "--root", root, "daemon", "--auto"], env,
+                          file_actions=[(posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
+                                        (posix.POSIX_SPAWN_OPEN, 1, log,
+                                         posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, 0o600),
+                                        (posix.POSIX_SPAWN_DUP2, 1, 2)],
+                          setsid=True)
+    except OSError:
+        pass
 
 
 def _error(code: int, message: str) -> bytes:

@@ -29,7 +29,8 @@ def add(req: Request, context: Context) -> dict[str, Any]:
     previous = prev_result(req)
     kernel.require_container_netns(req.netns)
     controller = context.controller(req)
-    network, created = controller.ensure_network(NetworkSpec(name=req.name, driver="null", labels={"netctl.cni.plugin": NAME}))
+    network, created = controller.ensure_network(NetworkSpec(name=req.name, driver="null",
+                                                             labels={"netctl.cni.plugin": NAME}))
     try:
         controller.attach_container(req.name, req.container_id, req.netns, LOOPBACK, labels=cfg.labels_from_args(req))
     except BaseException:
@@ -39,7 +40,7 @@ def add(req: Request, context: Context) -> dict[str, Any]:
     try:
         with Netlink(req.netns) as inside:
             inside.set_link(LOOPBACK, up=True)
-            have = {a.address for a in inside.addrs(inside.link(LOOPBACK).index)}
+            have = {a.address for a in inside.addrs(kernel.existing_link(inside, LOOPBACK, req.netns).index)}
     except BaseException:
         controller.detach_container(req.name, req.container_id)
         raise
@@ -69,9 +70,10 @@ def check(req: Request, context: Context) -> None:
 
     kernel.require_container_netns(req.netns)
     if context.controller(req).find_attachment(req.name, req.container_id) is None:
-        raise CNIError(CNI_INTERNAL, f"netctl-null: container {req.container_id} is not attached to network {req.name!r}")
+        raise CNIError(CNI_INTERNAL,
+                       f"netctl-null: container {req.container_id} is not attached to network {req.name!r}")
     with Netlink(req.netns) as inside:
-        if not inside.link(LOOPBACK).up:
+        if not kernel.existing_link(inside, LOOPBACK, req.netns).up:
             raise CNIError(CNI_INTERNAL, "loopback interface is down")
     return None
 

@@ -77,7 +77,8 @@ def parse_conf(req: Request) -> OverlayConf:
         ipam_type = cfg.get_str(ipam_section, "type", where="ipam.")
         if ipam_type != native_ipam.NAME:
             raise cfg.unsupported("ipam.type", ipam_type, "overlay addresses come from netctl's global IPAM in etcd; "
-                                  "a per-host IPAM plugin would hand out the same address on two hosts; use netctl-ipam")
+                                  "a per-host IPAM plugin would hand out the same address on two hosts; "
+                                  "use netctl-ipam")
         ipam_conf = native_ipam.parse_ipam(req)
         if ipam_conf.ranges:
             subnet = next(iter(ipam_conf.ranges))
@@ -208,7 +209,7 @@ def _install_routes(req: Request, endpoint, routes: list[dict[str, Any]]) -> lis
     from libnetwork.netlink import Netlink
 
     with Netlink(req.netns) as inside:
-        link = inside.link(endpoint.ifname)
+        link = kernel.existing_link(inside, endpoint.ifname, req.netns)
         for route in routes:
             inside.add_route(route["dst"], gateway=route.get("gw", ""), oif=link.index)
     return [dict(r) for r in routes]
@@ -255,8 +256,8 @@ def delete(req: Request, context: Context) -> None:
     from libnetwork.errors import InvalidArgument, StoreError
 
     netns_usable = kernel.usable_netns(req.netns)
-    store = req.config.get("store") if isinstance(req.config.get("store"), str) else ""
-    controller = controller_for(req, context, store)
+    store = req.config.get("store")
+    controller = controller_for(req, context, store if isinstance(store, str) else "")
     try:
         endpoint = controller.detach_container(req.name, req.container_id, req.ifname)
         if endpoint is None and controller.store_url:
@@ -277,53 +278,19 @@ def _sandbox_name(container_id: str) -> str:
 
 def release_interrupted_adds(controller, network_name: str, matches, *, creating_only: bool = False) -> list[str]:
     """An ADD killed after its etcd allocation leaves this host's endpoint record (and addresses) in
-    etcd with no local record. Under this host's store write lock no ADD of this host is half-way
-    (an ADD holds it from start to commit), so such a record of this host is certainly stale: release
-    the ones `matches(endpoint name, ifname)` picks, with their kernel side. Returns their ids.
-    creating_only (GC, which matches by exclusion): only records still in CREATING, so a record some
-    other path of this host keeps without a local copy could never be taken for a killed ADD.
-
-    Uses the controller's internal _gc_overlay_endpoint (what `netctl gc` runs for the same case):
-    the controller has no public per-attachment form of it yet."""
-    from libnetwork.model import CREATING
-
-    network = controller.find_network(network_name)
-    if network is None or network.scope != "global":
-        return []
-    released = []
-    with controller.store.transaction() as tx:
-        with controller.global_store.snapshot() as g:
-            placed = g.list_placed_endpoints(network_id=network.id, host=controller.host_name)
-        for _, endpoint in placed:
-            if creating_only and endpoint.state != CREATING:
-                continue
-            if tx.get_endpoint(endpoint.id) is None and matches(endpoint.name, endpoint.ifname):
-                controller._gc_overlay_endpoint(tx, endpoint.id)
-                released.append(endpoint.id)
-    return released
+    etcd with no local record: released by the controller (GlobalNetworks.release_unrecorded_endpoints,
+    what `netctl gc` does for the same case), the ones `matches(endpoint name, ifname)` picks. Returns
+    their ids. creating_only (GC, which matches by exclusion): only records still in CREATING."""
+    return controller.release_unrecorded_endpoints(network_name, matches, creating_only=creating_only)
 
 
 def _detach_without_store(controller, req: Request, context: Context, why: str):
     """DEL while etcd is away: the attachment is found in this host's own records by container and
     interface (a runtime keys attachments by those; the network's name would need etcd), then the
-    controller's own etcd-tolerant removal takes the kernel side and the local copy.
-
-    Uses the controller's internal _remove_global_endpoint/_global_network_for (as delete_sandbox
-    does): Controller.detach_container has no etcd-away path yet."""
-    from libnetwork.controller import is_global_copy
-
-    with controller.store.transaction() as tx:
-        sandbox = tx.find_sandbox_by_container(req.container_id)
-        if sandbox is None or not sandbox.external:
-            return None
-        endpoint = next((e for e in tx.list_endpoints(sandbox_id=sandbox.id)
-                         if is_global_copy(e) and (not req.ifname or e.ifname == req.ifname)), None)
-        if endpoint is None:
-            return None
-        network = controller._global_network_for(endpoint.network_id)
-        controller._remove_global_endpoint(tx, network, endpoint, strict=False)
-        if not tx.list_endpoints(sandbox_id=sandbox.id):
-            tx.delete_sandbox(sandbox.id)
+    controller's own etcd-tolerant removal takes the kernel side and the local copy."""
+    endpoint = controller.detach_container_without_store(req.container_id, req.ifname)
+    if endpoint is None:
+        return None
     context.log.append(f"{NAME}: {why}; removed {req.ifname} of container {req.container_id} here, but its "
                        f"address(es) {', '.join(endpoint.addresses) or '(none)'} and endpoint {endpoint.id[:12]} "
                        f"stay in etcd until `netctl gc` runs on this host with etcd back")
@@ -350,7 +317,8 @@ def check(req: Request, context: Context) -> None:
                                      f"on network {req.name!r}")
     network, endpoint, _ = found
     if network.driver != "overlay":
-        raise CNIError(CNI_INTERNAL, f"network {req.name!r} is a netctl {network.driver} network, not a netctl-overlay one")
+        raise CNIError(CNI_INTERNAL,
+                       f"network {req.name!r} is a netctl {network.driver} network, not a netctl-overlay one")
     _require_same_overlay(network, conf)
     with controller.global_store.snapshot() as g:
         if g.get_endpoint(endpoint.id, network.id) is None:
@@ -375,8 +343,8 @@ def check(req: Request, context: Context) -> None:
 def gc(req: Request, context: Context) -> None:
     """Detach this host's attachments not in cni.dev/valid-attachments (other hosts' are theirs)."""
     valid = cfg.valid_attachments(req)
-    store = req.config.get("store") if isinstance(req.config.get("store"), str) else ""
-    controller = controller_for(req, context, store)
+    store = req.config.get("store")
+    controller = controller_for(req, context, store if isinstance(store, str) else "")
     controller.gc_attachments(req.name, valid)
     if controller.store_url:  # and what ADDs killed half-way left in etcd for containers not valid
         keep = {(_sandbox_name(container_id), ifname) for container_id, ifname in valid}
@@ -408,4 +376,3 @@ def status(req: Request, context: Context) -> None:
         raise CNIError(STATUS_NOT_AVAILABLE, f"overlay network {req.name!r} has no free IPv{exhausted[0]} address left",
                        "remove containers or give the network a larger subnet")
     return None
-

@@ -9,15 +9,15 @@ renders what the plugin returns in the shape of the request's cniVersion (1.1.0 
 spec error object on stdout with a non-zero status, never a traceback: libcni parses stdout.
 
 `run` is a pure function of its arguments apart from the plugin's own work, so the same code serves
-the plugin executable (cni_plugins/launch.py, in-process), the CNI service (cni_plugins/server.py,
-one warm process for many requests) and the fuzz tests.
+the plugin executable (cni_plugins/launch.py, in-process), the CNI service (cni_plugins/service.py,
+one warm process for many requests) and the fuzz tests. It is given the plugin: this module imports
+none of them (they import it; cni_plugins/plugins.py finds one by name).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -31,13 +31,13 @@ from libnetwork.errors import (
     CNI_IO_FAILURE,
     NetctlError,
 )
+from libnetwork.rootdir import DEFAULT_ROOT
 
 if TYPE_CHECKING:
     from libnetwork.controller import Controller
 
 SPEC_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT = "1.1.0"
-DEFAULT_ROOT = "/var/lib/netctl"
 ROOT_KEY = "netctlRoot"  # optional config key naming netctl's state root (else NETCTL_ROOT, else DEFAULT_ROOT)
 
 # Variables each command needs (spec §2), plus CNI_PATH where the Go skel asks for it (runtimes
@@ -188,7 +188,8 @@ def decode_config(stdin: bytes) -> dict[str, Any]:
     except (ValueError, RecursionError) as err:
         raise CNIError(CNI_DECODING_FAILURE, f"error unmarshall network config: {str(err)[:_MAX_SHOWN]}") from None
     if not isinstance(config, dict):
-        raise CNIError(CNI_DECODING_FAILURE, f"error unmarshall network config: a JSON object is needed, not {type(config).__name__}")
+        raise CNIError(CNI_DECODING_FAILURE,
+                       f"error unmarshall network config: a JSON object is needed, not {type(config).__name__}")
     return config
 
 
@@ -211,7 +212,8 @@ def check_ifname(ifname: str) -> None:
     if ifname in (".", ".."):
         raise CNIError(CNI_INVALID_ENV, "interface name is . or ..", "CNI_IFNAME")
     if any(c in "/:" or c.isspace() for c in ifname):
-        raise CNIError(CNI_INVALID_ENV, "interface name contains / or : or whitespace characters", f"CNI_IFNAME {shown(ifname)}")
+        raise CNIError(CNI_INVALID_ENV, "interface name contains / or : or whitespace characters",
+                       f"CNI_IFNAME {shown(ifname)}")
     if not _IFNAME.fullmatch(ifname):  # stricter than the kernel: netctl's names need no quoting anywhere
         raise CNIError(CNI_INVALID_ENV, f"CNI_IFNAME {shown(ifname)} is not a name netctl can use",
                        "use letters, digits, '_', '.' or '-', starting with a letter or digit")
@@ -225,11 +227,13 @@ def parse_cni_args(text: str) -> dict[str, str]:
             continue  # a trailing ';' is harmless
         parts = pair.split("=")
         if len(parts) != 2:
-            raise CNIError(CNI_INVALID_ENV, f"CNI_ARGS: invalid pair {shown(pair)}", "CNI_ARGS pairs are KEY=VALUE separated by ';'")
+            raise CNIError(CNI_INVALID_ENV, f"CNI_ARGS: invalid pair {shown(pair)}",
+                           "CNI_ARGS pairs are KEY=VALUE separated by ';'")
         args[parts[0]] = parts[1]
     unknown = [f"{k}={v}" for k, v in args.items() if k not in KNOWN_ARGS]
     if unknown and args.get("IgnoreUnknown", "").lower() not in ("1", "true"):
-        raise CNIError(CNI_INVALID_ENV, f"CNI_ARGS: unknown args {shown(unknown)}", "set IgnoreUnknown=1 to ignore them")
+        raise CNIError(CNI_INVALID_ENV, f"CNI_ARGS: unknown args {shown(unknown)}",
+                       "set IgnoreUnknown=1 to ignore them")
     return args
 
 
@@ -261,7 +265,8 @@ def render_result(result: dict[str, Any], version: str) -> dict[str, Any]:
             entry["version"] = str(family(ip["address"]))
         ips.append(entry)
     out["ips"] = ips
-    out["routes"] = [{k: v for k, v in r.items() if modern or k not in _ROUTE_1_1_KEYS} for r in result.get("routes", [])]
+    out["routes"] = [{k: v for k, v in r.items() if modern or k not in _ROUTE_1_1_KEYS}
+                     for r in result.get("routes", [])]
     if result.get("dns"):
         out["dns"] = result["dns"]
     return out
@@ -272,13 +277,15 @@ def _legacy_result(result: dict[str, Any], version: str) -> dict[str, Any]:
     for fam, key in ((4, "ip4"), (6, "ip6")):
         ips = [ip for ip in result.get("ips", []) if family(ip["address"]) == fam]
         if len(ips) > 1:
-            raise CNIError(CNI_INCOMPATIBLE_VERSION, f"CNI version {version} does not support more than 1 address per family")
+            raise CNIError(CNI_INCOMPATIBLE_VERSION,
+                           f"CNI version {version} does not support more than 1 address per family")
         if not ips:
             continue
         entry: dict[str, Any] = {"ip": ips[0]["address"]}
         if ips[0].get("gateway"):
             entry["gateway"] = ips[0]["gateway"]
-        routes = [{k: r[k] for k in ("dst", "gw") if k in r} for r in result.get("routes", []) if family(r["dst"]) == fam]
+        routes = [{k: r[k] for k in ("dst", "gw") if k in r}
+                  for r in result.get("routes", []) if family(r["dst"]) == fam]
         if routes:
             entry["routes"] = routes
         out[key] = entry
@@ -423,13 +430,14 @@ def encode(obj: Any) -> bytes:
 
 
 def version_reply(stdin: bytes = b"") -> bytes:
-    from cni_plugins.launch import version_reply as reply  # one implementation, the launcher's
+    from cni_plugins import version_reply as reply  # one implementation, the launcher's too
 
     return reply(stdin)
 
 
 def error_reply(err: CNIError, version: str) -> bytes:
-    reply: dict[str, Any] = {"cniVersion": version if version in SPEC_VERSIONS else CURRENT, "code": err.code, "msg": err.msg}
+    reply: dict[str, Any] = {"cniVersion": version if version in SPEC_VERSIONS else CURRENT, "code": err.code,
+                             "msg": err.msg}
     if err.details:
         reply["details"] = err.details
     return encode(reply)
@@ -469,29 +477,3 @@ def _log(context: Context) -> bytes:
     text = "".join(line if line.endswith("\n") else line + "\n" for line in context.log)
     context.log.clear()
     return text.encode(errors="replace")
-
-
-def load_plugin(name: str) -> Any:
-    """The plugin module by its short name (bridge, overlay, null, ipam); imported on demand."""
-    if name == "bridge":
-        from cni_plugins import bridge as module
-    elif name == "overlay":
-        from cni_plugins import overlay as module
-    elif name == "null":
-        from cni_plugins import null as module
-    elif name == "ipam":
-        from cni_plugins import ipam as module
-    else:
-        raise ValueError(f"no netctl CNI plugin {name!r}")
-    return module
-
-
-def run_in_process(name: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
-    context = Context()
-    try:
-        return run(load_plugin(name), dict(os.environ) if env is None else env, stdin, context)
-    finally:
-        try:
-            context.close()
-        except Exception:  # closing sockets cannot change the answer any more
-            pass

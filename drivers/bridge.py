@@ -9,16 +9,13 @@ by the controller from the store into netctl's nftables tables (libnetwork/firew
 from __future__ import annotations
 
 import os
-import re
 
-from drivers.base import KernelObject, parse_bool_option
+from drivers.base import IFNAMSIZ, KernelObject, parse_bool_option, validate_ifname
 from libnetwork import netns, sysctl
-from libnetwork.errors import AlreadyExists, InvalidArgument
+from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError
 
 BRIDGE_PREFIX = "nc-"
 VETH_PREFIX = "nv"
-IFNAMSIZ = 15  # usable characters of a Linux interface name
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # Docker's option names are accepted too, so `-o com.docker.network.bridge.name=br0` works.
 OPTION_ALIASES = {
@@ -29,15 +26,6 @@ OPTION_ALIASES = {
 }
 BOOL_OPTIONS = ("icc", "masquerade")
 KNOWN_OPTIONS = ("bridge", "icc", "masquerade", "mtu")
-
-
-def validate_ifname(name: str, what: str) -> str:
-    if not name or len(name) > IFNAMSIZ or not _IFNAME.match(name):
-        raise InvalidArgument(
-            f"{what} {name!r} is not a valid interface name: use 1-{IFNAMSIZ} characters of letters, "
-            "digits, '_', '.' or '-', starting with a letter or digit"
-        )
-    return name
 
 
 def bridge_name(network) -> str:
@@ -53,10 +41,26 @@ def host_veth_name(endpoint_id: str) -> str:
     return VETH_PREFIX + endpoint_id[: IFNAMSIZ - len(VETH_PREFIX)]
 
 
+def gateway_addresses(network) -> list[str]:
+    """What the bridge carries: each pool's gateway with its subnet's prefix length."""
+    return [f"{pool.gateway}/{pool.subnet.split('/')[1]}" for pool in network.pools]
+
+
+def _normal(cidr: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.ip_interface(cidr))
+
+
 class BridgeDriver:
     name = "bridge"
     scope = "local"
     uses_ipam = True
+    host_ifname_prefix = VETH_PREFIX
+
+    @staticmethod
+    def host_ifname(endpoint_id: str) -> str:
+        return host_veth_name(endpoint_id)
 
     # --- options and planning -------------------------------------------------------------------
 
@@ -104,9 +108,8 @@ class BridgeDriver:
         # gateway's MAC would change under running containers as endpoints come and go.
         index = host.add_bridge(name, mtu=network.mtu, up=False, mac=bridge_mac(network.id))
         try:
-            for pool in network.pools:
-                prefix = pool.subnet.split("/")[1]
-                host.add_addr(index, f"{pool.gateway}/{prefix}")
+            for address in gateway_addresses(network):
+                host.add_addr(index, address)
             self._enable_forwarding(network, name)
             host.set_link(index, up=True)
         except BaseException:
@@ -123,6 +126,30 @@ class BridgeDriver:
 
     def delete_network(self, network, host) -> None:
         host.del_link(bridge_name(network), missing_ok=True)
+
+    def repair_network(self, network, host) -> list[str]:
+        """A missing bridge is made again (create_network: MTU, MAC, gateways, up); a present one gets
+        back a gateway address or its up flag that someone took away."""
+        name = bridge_name(network)
+        bridge = host.link(name)
+        if bridge is None:
+            self.create_network(network, host)
+            return [f"bridge {name} recreated ({', '.join(gateway_addresses(network)) or 'no gateway'})"]
+        if bridge.kind != "bridge":
+            raise AlreadyExists(
+                f"link {name} of network {network.name!r} is a {bridge.kind or 'plain'} link, not a bridge; "
+                f"delete it (`ip link del {name}`), then restart the agent"
+            )
+        done = []
+        have = {_normal(a.address) for a in host.addrs(bridge.index)}
+        for address in gateway_addresses(network):
+            if _normal(address) not in have:
+                host.add_addr(bridge.index, address)
+                done.append(f"gateway {address} restored on bridge {name}")
+        if not bridge.up:
+            host.set_link(bridge.index, up=True)
+            done.append(f"bridge {name} set up again")
+        return done
 
     # --- endpoints ------------------------------------------------------------------------------
 
@@ -157,6 +184,8 @@ class BridgeDriver:
 
         with Netlink(sandbox.netns_path) as inside:
             link = inside.link(endpoint.ifname)
+            if link is None:  # join made it a moment ago: only someone else's hand removes it
+                raise KernelError(f"interface {endpoint.ifname} vanished from sandbox {sandbox.name!r} while joining")
             for address in endpoint.addresses:
                 inside.add_addr(link.index, address)
             inside.set_link(link.index, up=True)
@@ -181,6 +210,19 @@ class BridgeDriver:
             # RCU barrier per link.
             return
         host.del_link(endpoint.host_ifname, missing_ok=True)
+
+    def repair_endpoint(self, network, endpoint, sandbox, host) -> list[str]:
+        """The sandbox is alive: a veth pair that is gone is made again (join), one that a recreated
+        bridge lost is attached to it again."""
+        veth = host.link(endpoint.host_ifname)
+        if veth is None:
+            self.join(network, endpoint, sandbox, host)
+            return [f"veth {endpoint.host_ifname} recreated"]
+        bridge = host.link(bridge_name(network))
+        if bridge is not None and veth.master != bridge.index:
+            host.set_link(veth.index, master=bridge.index, up=True)
+            return [f"veth {endpoint.host_ifname} attached to bridge {bridge.name} again"]
+        return []
 
     # --- what exists ----------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ class NullDriver:
     name = "null"
     scope = "local"
     uses_ipam = False
+    host_ifname_prefix = ""  # no interface on the host
+
+    def host_ifname(self, endpoint_id: str) -> str:
+        return ""
 
     def validate_options(self, options: dict[str, str]) -> dict[str, str]:
         if options:
@@ -41,4 +45,10 @@ class NullDriver:
         return True
 
     def marked_objects(self, host) -> list[KernelObject]:
+        return []
+
+    def repair_network(self, network, host) -> list[str]:
+        return []  # nothing in the kernel
+
+    def repair_endpoint(self, network, endpoint, sandbox, host) -> list[str]:
         return []

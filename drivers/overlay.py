@@ -49,6 +49,10 @@ device parameters are the kernel's defaults on purpose.
 
 The driver never touches the store: the VNI comes in `network.driver_state["vni"]` (allocated by the
 caller in the global store), the remote endpoints come in as arguments.
+
+This module is the Driver contract (options, planning, building under a lock with rollback, endpoints,
+the fast path's glue); the segment itself is drivers/overlay_segment.py, the FDB and neighbour tables
+drivers/overlay_tables.py. Their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -57,11 +61,22 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from drivers.base import KernelObject
-from libnetwork import netns, sysctl
+from drivers import overlay_segment, overlay_tables
+from drivers.base import KernelObject, ReconcileResult
+from drivers.overlay_segment import (
+    BRIDGE_PREFIX,
+    DEFAULT_PORT,
+    IFNAMSIZ,
+    VXLAN_PREFIX,
+    bridge_name,
+    network_port,
+    network_vni,
+    vxlan_name,
+)
+from drivers.overlay_tables import NTF_SELF, NUD_PERMANENT, OverlayTables, Peer, RemotePeer
+from libnetwork import netns, rootdir, sysctl
 from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError, NetctlError, NotFound
 
 if TYPE_CHECKING:
@@ -77,21 +92,23 @@ def _log_once(kind: str, level: int, message: str, *args: object) -> None:
     log.log(level if kind not in _logged_once else logging.DEBUG, message, *args)
     _logged_once.add(kind)
 
-DEFAULT_ROOT = "/var/lib/netctl"
-NETNS_DIR = "overlay"  # under ROOT; not ROOT/netns, which holds sandboxes (and is garbage-collected as such)
+
+DEFAULT_ROOT = rootdir.DEFAULT_ROOT
+# Under ROOT; not ROOT/netns, which holds sandboxes (and is garbage-collected as such).
+NETNS_DIR = rootdir.OVERLAY_NETNS
 LOCK_FILE = "overlay.lock"  # under ROOT: serialises building and removing networks between processes
 FAST_PATH_LOCK_FILE = "overlay-fastpath.lock"  # under ROOT: serialises changes of the fast paths' maps
 LOCK_TIMEOUT_S = 10.0
-BRIDGE_PREFIX = "no-"  # not "nc-"/"nv": the bridge driver claims those names as its own
-VXLAN_PREFIX = "nx-"
 VETH_PREFIX = "ny"
-IFNAMSIZ = 15
 VXLAN_OVERHEAD = 50  # inner Ethernet 14 + outer IPv4 20 + UDP 8 + VXLAN 8
-DEFAULT_PORT = 4789  # IANA; Linux's own default is 8472, which clashes with flannel and VMware NSX
 PORT_RANGE = (1024, 49151)  # what Docker accepts (libnetwork#2282)
 MIN_MTU = 1280  # IPv6's minimum: a smaller overlay could not carry IPv6 at all
-NTF_SELF = 0x2
-NUD_PERMANENT = 0x80
+
+__all__ = [  # the segment's and the tables' names are re-exported: callers import them from here
+    "BRIDGE_PREFIX", "DEFAULT_PORT", "IFNAMSIZ", "MIN_MTU", "NETNS_DIR", "NTF_SELF", "NUD_PERMANENT", "PORT_RANGE",
+    "VETH_PREFIX", "VXLAN_OVERHEAD", "VXLAN_PREFIX", "OverlayDriver", "OverlayTables", "Peer", "ReconcileResult",
+    "RemotePeer", "bridge_name", "host_veth_name", "vxlan_name",
+]
 
 OPTION_ALIASES = {
     "com.docker.network.driver.overlay.vxlanid_list": "vni",
@@ -102,66 +119,8 @@ BOOLEAN_OPTIONS = {"fastpath"}  # true|false (also on|off, yes|no, 1|0)
 TRUE_WORDS, FALSE_WORDS = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 
-class RemotePeer(Protocol):
-    """One endpoint on another host, as reconcile needs it (libnetwork.store.etcd.PeerRecord fits)."""
-
-    mac: str
-    vtep: str
-    addresses: list[str]  # "ip/prefixlen"
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A plain RemotePeer, for callers that have no store record at hand."""
-
-    mac: str
-    vtep: str
-    addresses: tuple[str, ...] = ()
-
-
-@dataclass
-class OverlayTables:
-    """The static entries of a network's VXLAN device: what the kernel holds, or what it should."""
-
-    fdb: dict[str, list[str]] = field(default_factory=dict)  # MAC -> VTEP addresses (one when all is well)
-    neighbours: dict[str, str] = field(default_factory=dict)  # IP -> MAC ("MAC (state 0x..)" if not permanent)
-
-
-@dataclass
-class ReconcileResult:
-    fdb_added: list[str] = field(default_factory=list)  # "mac -> vtep"
-    fdb_removed: list[str] = field(default_factory=list)
-    neighbours_added: list[str] = field(default_factory=list)  # "ip -> mac"
-    neighbours_removed: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.fdb_added or self.fdb_removed or self.neighbours_added or self.neighbours_removed)
-
-
-def bridge_name(network: "Network") -> str:
-    return network.driver_state["bridge"]
-
-
-def vxlan_name(network: "Network") -> str:
-    return network.driver_state["vxlan"]
-
-
 def host_veth_name(endpoint_id: str) -> str:
     return VETH_PREFIX + endpoint_id[: IFNAMSIZ - len(VETH_PREFIX)]
-
-
-def _vni(network: "Network") -> int:
-    text = network.driver_state.get("vni", "")
-    if not text.isdigit():
-        raise InvalidArgument(
-            f"overlay network '{network.name}' has no VNI; allocate one in the global store before planning it"
-        )
-    return int(text)
-
-
-def _port(network: "Network") -> int:
-    return int(network.driver_state.get("port") or network.options.get("port") or DEFAULT_PORT)
 
 
 def _fast_path_wanted(network: "Network") -> bool:
@@ -177,6 +136,19 @@ class OverlayDriver:
     name = "overlay"
     scope = "global"
     uses_ipam = True
+    # The global-scope part of the contract (drivers/base.py GlobalDriver):
+    host_ifname_prefix = VETH_PREFIX
+    overhead = VXLAN_OVERHEAD
+    state_dir = NETNS_DIR
+
+    @staticmethod
+    def host_ifname(endpoint_id: str) -> str:
+        return host_veth_name(endpoint_id)
+
+    @staticmethod
+    def derived_state(network_id: str) -> dict[str, str]:
+        suffix = network_id[: IFNAMSIZ - len(BRIDGE_PREFIX)]
+        return {"bridge": BRIDGE_PREFIX + suffix, "vxlan": VXLAN_PREFIX + suffix}
 
     def __init__(self, vtep: str = "", root: str = ""):
         self.vtep = vtep
@@ -214,13 +186,13 @@ class OverlayDriver:
     def plan_network(self, network: "Network", others: list["Network"], host: "Netlink") -> None:
         """Fill driver_state (device names, UDP port) and, if unset, the MTU from this host's underlay;
         refuse clashes. Changes nothing in the kernel. The VNI must already be in driver_state["vni"]."""
-        vni = _vni(network)
+        vni = network_vni(network)
         suffix = network.id[: IFNAMSIZ - len(BRIDGE_PREFIX)]
         for other in others:
             if other.id != network.id and other.driver == self.name and other.driver_state.get("vni") == str(vni):
                 raise AlreadyExists(f"VNI {vni} is already used by network '{other.name}'; choose another VNI")
         network.driver_state = {"vni": str(vni), "bridge": BRIDGE_PREFIX + suffix, "vxlan": VXLAN_PREFIX + suffix,
-                                "port": str(_port(network))}
+                                "port": str(network_port(network))}
         if not network.mtu:
             network.mtu = self.default_mtu(host)
         if network.mtu < MIN_MTU:
@@ -257,8 +229,6 @@ class OverlayDriver:
             self._create(network, host)
 
     def _create(self, network: "Network", host: "Netlink") -> None:
-        from libnetwork.netlink import Netlink
-
         underlay, underlay_mtu = self._underlay(host)
         if network.mtu > underlay_mtu - VXLAN_OVERHEAD:
             raise InvalidArgument(
@@ -269,42 +239,12 @@ class OverlayDriver:
         path = self.netns_path(network)
         netns.create(path)
         try:
-            self._skip_bridge_netfilter(path)
-            with Netlink(path) as inside:
-                bridge = inside.add_bridge(bridge_name(network), mtu=network.mtu, up=False)
-                # No IPv6 on the bridge: no link-local address, no router solicitation or MLD report
-                # sent into the segment.
-                sysctl.write(f"net.ipv6.conf.{bridge_name(network)}.disable_ipv6", "1", netns_path=path)
-                fd = netns.open_fd(path)
-                try:
-                    host.add_vxlan(vxlan_name(network), _vni(network), local=self.vtep, port=_port(network),
-                                   learning=False, proxy=True, mtu=network.mtu, netns_fd=fd)
-                finally:
-                    os.close(fd)
-                # The VXLAN device keeps IPv6 (its ND proxy needs IPv6 neighbour entries, which a device
-                # with IPv6 disabled refuses) but gets no address of its own.
-                sysctl.write(f"net.ipv6.conf.{vxlan_name(network)}.addr_gen_mode", "1", netns_path=path)
-                vxlan = inside.link(vxlan_name(network))
-                if vxlan is None:
-                    raise NotFound(f"VXLAN device {vxlan_name(network)} vanished right after creation")
-                inside.set_link(vxlan.index, master=bridge, up=True)
-                inside.set_link(bridge, up=True)
+            vxlan_index = overlay_segment.build(path, network, host, self.vtep)
             if _fast_path_wanted(network):
-                self._fast_path(path, "install", lambda fp: fp.install(vxlan.index))
+                self._fast_path(path, "install", lambda fp: fp.install(vxlan_index))
         except BaseException:
             self._remove(network)
             raise
-
-    @staticmethod
-    def _skip_bridge_netfilter(path: str) -> None:
-        """Nothing filters inside a network's namespace, but with br_netfilter loaded (Docker and many
-        hosts load it) every bridged frame would still take a detour through the IP hooks: ~10 % of
-        the throughput on our machines. The sysctls exist only while br_netfilter is loaded."""
-        for family in ("iptables", "ip6tables", "arptables"):
-            try:
-                sysctl.write(f"net.bridge.bridge-nf-call-{family}", "0", netns_path=path)
-            except NotFound:
-                return
 
     def ensure_network(self, network: "Network", host: "Netlink") -> bool:
         """Make the network exist on this host (a host builds a network when it first needs it).
@@ -323,16 +263,7 @@ class OverlayDriver:
             self._remove(network)
 
     def _remove(self, network: "Network") -> None:
-        from libnetwork.netlink import Netlink
-
-        path = self.netns_path(network)
-        if netns.is_netns(path):
-            # Delete the devices first: a namespace is torn down asynchronously once its last handle
-            # goes, and the VXLAN device's UDP socket should be gone when we return.
-            with Netlink(path) as inside:
-                inside.del_link(vxlan_name(network), missing_ok=True)
-                inside.del_link(bridge_name(network), missing_ok=True)
-        netns.delete(path)
+        overlay_segment.remove(self.netns_path(network), network)
 
     @contextlib.contextmanager
     def _locked(self, name: str = LOCK_FILE) -> Iterator[None]:
@@ -439,42 +370,14 @@ class OverlayDriver:
 
     def desired_tables(self, peers: Iterable[RemotePeer]) -> OverlayTables:
         """FDB and neighbour entries for `peers`, skipping any on this host's own VTEP."""
-        wanted = OverlayTables()
-        for peer in sorted(peers, key=lambda p: (p.mac.lower(), p.vtep)):
-            mac = peer.mac.lower()
-            if not peer.vtep or peer.vtep == self.vtep or not mac:
-                continue
-            if mac in wanted.fdb:
-                # Two hosts claim one MAC: the store is inconsistent (e.g. a record of a moved endpoint
-                # lingers). Keep the first, deterministically, and say so.
-                log.warning("MAC %s is claimed by VTEPs %s and %s; using %s", mac, wanted.fdb[mac][0], peer.vtep,
-                            wanted.fdb[mac][0])
-                continue
-            wanted.fdb[mac] = [peer.vtep]
-            for address in peer.addresses:
-                wanted.neighbours[address.split("/")[0]] = mac
-        return wanted
+        return overlay_tables.desired_tables(peers, self.vtep)
 
     def kernel_tables(self, network: "Network", host: "Netlink | None" = None) -> OverlayTables:
         """The static entries the network's VXLAN device holds now on this host."""
         from libnetwork.netlink import Netlink
 
         with Netlink(self._built(network)) as inside:
-            return self._read_tables(inside, self._vxlan_index(network, inside))
-
-    @staticmethod
-    def _read_tables(inside: "Netlink", vxlan: int) -> OverlayTables:
-        have = OverlayTables()
-        for entry in inside.fdbs(vxlan):
-            # The dump also lists the bridge's entries for this port (learnt MACs, the port's own), which
-            # carry no NTF_SELF: the VXLAN device's own table is the one we keep.
-            if entry.flags & NTF_SELF:
-                have.fdb.setdefault(entry.mac, []).append(entry.ip)
-        for entry in inside.neighs(vxlan):
-            have.neighbours[entry.ip] = (
-                entry.mac if entry.state & NUD_PERMANENT else f"{entry.mac} (state {entry.state:#x})"
-            )
-        return have
+            return overlay_tables.read_tables(inside, self._vxlan_index(network, inside))
 
     def reconcile(self, network: "Network", desired_remote_endpoints: Iterable[RemotePeer],
                   host: "Netlink | None" = None, *, dry_run: bool = False) -> ReconcileResult:
@@ -488,35 +391,9 @@ class OverlayDriver:
         from libnetwork.netlink import Netlink
 
         want = self.desired_tables(desired_remote_endpoints)
-        result = ReconcileResult()
         with Netlink(self._built(network)) as inside:
             vxlan = self._vxlan_index(network, inside)
-            have = self._read_tables(inside, vxlan)
-            for mac, vteps in want.fdb.items():
-                current = have.fdb.get(mac)
-                if current == vteps:
-                    continue
-                result.fdb_removed += [f"{mac} -> {v}" for v in current or []]
-                result.fdb_added.append(f"{mac} -> {vteps[0]}")
-                if not dry_run:
-                    if current and len(current) > 1:  # several remotes: a replace would keep the others
-                        inside.fdb_del(vxlan, mac)
-                    inside.fdb_replace(vxlan, mac, vteps[0])
-            for ip, mac in want.neighbours.items():
-                if have.neighbours.get(ip) != mac:
-                    result.neighbours_added.append(f"{ip} -> {mac}")
-                    if not dry_run:
-                        inside.neigh_replace(vxlan, ip, mac)
-            for ip, mac in have.neighbours.items():
-                if ip not in want.neighbours:
-                    result.neighbours_removed.append(f"{ip} -> {mac}")
-                    if not dry_run:
-                        inside.neigh_del(vxlan, ip)
-            for mac, vteps in have.fdb.items():
-                if mac not in want.fdb:
-                    result.fdb_removed += [f"{mac} -> {v}" for v in vteps]
-                    if not dry_run:
-                        inside.fdb_del(vxlan, mac)
+            result = overlay_tables.reconcile_tables(inside, vxlan, want, dry_run=dry_run)
         if not dry_run and _fast_path_wanted(network):
             # A network built before the fast path existed has none (sync is a no-op): rebuilding it
             # gives it one, for all its ports at once.
@@ -570,15 +447,7 @@ class OverlayDriver:
     # --- what exists ----------------------------------------------------------------------------
 
     def network_present(self, network: "Network", host: "Netlink | None" = None) -> bool:
-        from libnetwork.netlink import Netlink
-
-        path = self.netns_path(network)
-        if not netns.is_netns(path):
-            return False
-        with Netlink(path) as inside:
-            bridge, vxlan = inside.link(bridge_name(network)), inside.link(vxlan_name(network))
-        return (bridge is not None and bridge.kind == "bridge" and vxlan is not None and vxlan.kind == "vxlan"
-                and vxlan.master == bridge.index and vxlan.up and bridge.up)
+        return overlay_segment.present(self.netns_path(network), network)
 
     def endpoint_present(self, network: "Network", endpoint: "Endpoint", host: "Netlink | None" = None) -> bool:
         from libnetwork.netlink import Netlink

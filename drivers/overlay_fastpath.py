@@ -305,7 +305,8 @@ def install(vxlan_index: int) -> None:
                 return
     except OSError as err:
         if err.errno in UNSUPPORTED:
-            raise FastPathUnavailable(f"no eBPF/tcx fast path here ({err.strerror}); the bridge carries all frames")
+            raise FastPathUnavailable(
+                f"no eBPF/tcx fast path here ({err.strerror}); the bridge carries all frames") from err
         raise
     map_fd = _create_map()
     try:

@@ -1,7 +1,8 @@
 """The Container Network Model: networks, endpoints, sandboxes.
 
 Plain dataclasses with no behaviour beyond (de)serialisation: the controller decides, the store
-persists, drivers program the kernel from these objects.
+persists, drivers program the kernel from these objects. NetworkSpec is what a caller asks for when it
+creates a network; the others are what the library records and returns.
 """
 
 from __future__ import annotations
@@ -136,3 +137,20 @@ class Sandbox:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sandbox":
         return cls(**dict(d))
+
+
+@dataclass
+class NetworkSpec:
+    """What a user asks for in `network create`; the controller validates all of it."""
+
+    name: str
+    driver: str = "bridge"
+    pools: list[PoolConfig] = field(default_factory=list)  # requested subnets (may be empty)
+    ipv6: bool = False
+    internal: bool = False
+    mtu: int = 0
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    # subnet -> (first, last): dynamic allocation limited to that span of addresses, like CNI
+    # host-local's rangeStart/rangeEnd (which need not form a CIDR, so PoolConfig.ip_range cannot say it).
+    pool_ranges: dict[str, tuple[str, str]] = field(default_factory=dict)

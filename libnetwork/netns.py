@@ -32,6 +32,9 @@ THREAD_NETNS = "/proc/thread-self/ns/net"
 _MAX_STACKED_MOUNTS = 16  # bound on the umount loop in delete()
 
 
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1  # linux/sockios.h, linux/if.h
+
+
 @functools.cache  # the loaded library, not state: same answer on every call
 def _libc() -> Any:
     import ctypes
@@ -161,14 +164,26 @@ def _bind_new_netns(path: str) -> None:
                 _mount(THREAD_NETNS, path, None, MS_BIND)
             except OSError as err:
                 raise KernelError(f"cannot bind network namespace at {path}: {err.strerror}") from None
-            from libnetwork.netlink import Netlink  # lazy: netlink imports this module
-
-            with Netlink() as inside:  # the thread is inside the new namespace right now
-                inside.set_link("lo", up=True)
+            try:
+                _loopback_up()  # the thread is inside the new namespace right now
+            except OSError as err:
+                raise KernelError(f"cannot bring lo up in network namespace {path}: {err.strerror}") from None
         finally:
             _setns(original, f"return from new network namespace {path}")
     finally:
         os.close(original)
+
+
+def _loopback_up() -> None:
+    """`ip link set lo up` in the current thread's namespace, by the SIOC[GS]IFFLAGS ioctls: two
+    syscalls, and no import of libnetwork.netlink, which imports this module (one way only)."""
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # made here: in the new namespace
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
 def _ensure_shared_mount(directory: str) -> None:

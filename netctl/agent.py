@@ -9,8 +9,9 @@ SQLite connection are not shared between threads):
   so no change is missed while etcd restarts;
 - one worker: waits for dirty networks, lets a burst of events settle (a few ms, bounded, so one
   `run` of ten containers elsewhere costs one reconcile, not ten), then calls
-  Controller.reconcile_overlay() for them and rewrites the /etc/hosts files of local containers on
-  them (runner.hosts.refresh, under the store's write lock like every other writer of those files);
+  Controller.reconcile_overlay() for them, whose names-changed event rewrites the /etc/hosts files of
+  local containers on them (netctl/names.py: runner.hosts.refresh, under the store's write lock like
+  every other writer of those files);
   with nothing dirty it still reconciles everything every `resync_interval_s` as a safety net;
 - the lease keeper (EtcdStore.start_keepalive), started by the daemon, not here.
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from libnetwork.store.etcd import PrefixMirror, WatchEvent
+    from libnetwork.store.etcd import EtcdStore, PrefixMirror, WatchEvent
 
 log = logging.getLogger("netctl.agent")
 
@@ -263,7 +264,8 @@ class OverlayAgent:
                     delay = backoff.failed()
                     if not _is_netctl_error(err):
                         log.exception("reconcile failed (a bug); retrying in %.1f s", delay)
-                        controller = _close(controller)  # start over with fresh connections
+                        _close(controller)  # start over with fresh connections
+                        controller = None
                     elif _one_line(err) != last_error:  # one line per cause, not one per retry
                         log.warning("reconcile failed: %s; kernel entries kept as they are, retrying",
                                     _one_line(err))
@@ -280,9 +282,13 @@ class OverlayAgent:
 
     def _controller(self):
         from libnetwork.controller import Controller
+        from netctl.names import keep_hosts_files_current
 
         s = self.settings
-        return Controller(s.root, store_url=s.store_url, host_name=s.host_name)
+        controller = Controller(s.root, store_url=s.store_url, host_name=s.host_name)
+        # Each reconcile emits names-changed (remote endpoints came or went): hosts files follow.
+        keep_hosts_files_current(controller, on_changed=_log_rewritten)
+        return controller
 
     def reconcile(self, controller, networks: set[str] | None, *, since: float = 0.0) -> dict[str, Any]:
         """One pass: the kernel tables of `networks` (EVERYTHING: all built here) := the store's peers,
@@ -305,8 +311,6 @@ class OverlayAgent:
             elif result.changed:
                 delay = f" ({(time.monotonic() - since) * 1000:.0f} ms after the event)" if since else ""
                 log.info("%s%s", describe(network_id, result), delay)
-        # Local containers are only on networks built here: the others have no hosts file to change.
-        self._refresh_names(controller, networks if networks is EVERYTHING else networks & before)
         # The controller logs a network it could not reconcile and goes on with the others; a network
         # still built here with no result failed: raise, so that the worker retries it.
         failed = (before if networks is EVERYTHING else networks & before) & after - results.keys()
@@ -319,40 +323,41 @@ class OverlayAgent:
     def _built_here(self) -> set[str]:
         """Networks whose kernel side exists on this host (drivers/overlay.py: ROOT/overlay/<id>);
         a directory listing, so events of networks this host does not use cost nothing."""
-        from drivers.overlay import NETNS_DIR
+        from libnetwork.rootdir import OVERLAY_NETNS
 
         try:
-            return set(os.listdir(os.path.join(self.settings.root, NETNS_DIR)))
+            return set(os.listdir(os.path.join(self.settings.root, OVERLAY_NETNS)))
         except FileNotFoundError:
             return set()
 
-    def _refresh_names(self, controller, networks: set[str] | None) -> None:
-        from runner import hosts
-        from runner.paths import Layout
 
-        layout = Layout.of(self.settings.root)
-        if networks is not EVERYTHING and not networks:
-            return
-        if not os.path.isdir(layout.containers):
-            return  # no container on this host: nothing resolves names here
-        changed = hosts.refresh(controller, layout, networks=None if networks is EVERYTHING else networks)
-        if changed:
-            log.info("rewrote %d hosts file(s)", changed)
+def _log_rewritten(count: int) -> None:
+    if count:
+        log.info("rewrote %d hosts file(s)", count)
 
 
 class HostLease:
     """This host's record in etcd on a lease kept alive (EtcdStore.start_keepalive, which registers
     again by itself if the lease was lost). Registration is retried in the background while etcd is
     unreachable, so a daemon started before etcd (or during its restart) joins when etcd comes.
-    `stop()` stops refreshing and revokes nothing (see netctl/daemon.py for why)."""
+
+    A refusal is final, never retried: another host (another host id) holds this host's name or VTEP
+    on a live lease (etcd.HostTaken). Then `refused` holds the error and `on_refused(err)` is called,
+    from this object's thread or the keep-alive's; whether that happens at the first registration or
+    at a later one (the lease was lost and the other host took the name meanwhile), nothing of the
+    other host's is touched. `stop()` stops refreshing and revokes nothing (see netctl/daemon.py)."""
 
     def __init__(self, store_url: str, host_name: str, vtep: str, ttl: int,
-                 on_registered: Callable[[Any], None] | None = None):
+                 on_registered: Callable[[Any], None] | None = None, *, host_id: str = "",
+                 on_refused: Callable[[Any], None] | None = None):
         self.store_url, self.host_name, self.vtep, self.ttl = store_url, host_name, vtep, ttl
+        self.host_id = host_id
         self.on_registered = on_registered
+        self.on_refused = on_refused
         self.registered = threading.Event()
+        self.refused: Any = None  # the etcd.HostTaken that ended it, once refused
         self._stop = threading.Event()
-        self._store = None
+        self._store: EtcdStore | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="netctl-register", daemon=True)
 
@@ -361,22 +366,36 @@ class HostLease:
         return self
 
     def _registered(self, record: Any) -> None:
-        log.info("host %s registered in %s (vtep %s, lease %x, ttl %d s)", record.name, self.store_url,
-                 record.vtep, record.lease, self.ttl)
+        log.info("host %s registered in %s (host id %s, vtep %s, lease %x, ttl %d s)", record.name, self.store_url,
+                 record.short_id, record.vtep, record.lease, self.ttl)
         self.registered.set()
         if self.on_registered is not None:
             self.on_registered(record)
 
+    def _refused(self, err: Any) -> None:
+        self.refused = err
+        if self.on_refused is not None:
+            self.on_refused(err)
+        else:
+            log.error("%s", err.message)
+
     def _run(self) -> None:
         from libnetwork.errors import NetctlError
-        from libnetwork.store.etcd import EtcdStore
+        from libnetwork.store.etcd import EtcdStore, HostTaken
 
         backoff, last_error = Backoff(first=0.2, cap=2.0), ""
         while not self._stop.is_set():
             store = None
             try:
-                store = EtcdStore(self.store_url, host=self.host_name, timeout=max(1.0, min(5.0, self.ttl / 3)))
-                store.start_keepalive(self.vtep, ttl=self.ttl, on_registered=self._registered)
+                store = EtcdStore(self.store_url, host=self.host_name, host_id=self.host_id,
+                                  timeout=max(1.0, min(5.0, self.ttl / 3)))
+                store.start_keepalive(self.vtep, ttl=self.ttl, on_registered=self._registered,
+                                      on_refused=self._refused)
+            except HostTaken as err:  # final: retrying would only wait for the other host to die
+                if store is not None:
+                    store.close()
+                self._refused(err)
+                return
             except NetctlError as err:
                 if store is not None:
                     store.close()

@@ -13,69 +13,9 @@ import sys
 import click
 
 from libnetwork.errors import InvalidArgument, NetctlError, StoreError
+from libnetwork.rootdir import DEFAULT_ROOT
+from netctl.cli_shared import controller, format_option, parse_pairs
 from netctl.output import emit_json, print_table
-
-
-# --- shared helpers -----------------------------------------------------------------------------
-
-
-def controller(ctx: click.Context):
-    from libnetwork.controller import Controller
-
-    obj = ctx.find_root().obj
-    if "controller" not in obj:
-        ctl = Controller(obj["root"], store_url=obj.get("store"), host_name=obj.get("host_name"))
-        obj["controller"] = ctx.find_root().with_resource(ctl)
-    return obj["controller"]
-
-
-def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise InvalidArgument(f"{flag} {value!r} must have the form KEY=VALUE")
-        pairs[key] = val
-    return pairs
-
-
-def parse_port(spec: str):
-    """[HOSTIP:]HOSTPORT:PORT[/tcp|udp] -> PortMapping; IPv6 host addresses go in brackets."""
-    from libnetwork.model import PortMapping
-
-    body, _, protocol = spec.partition("/")
-    protocol = protocol or "tcp"
-    if protocol not in ("tcp", "udp"):
-        raise InvalidArgument(f"port {spec!r}: protocol must be tcp or udp")
-    host_ip = ""
-    if body.startswith("["):
-        host_ip, _, body = body[1:].partition("]")
-        body = body.lstrip(":")
-    else:
-        parts = body.split(":")
-        if len(parts) == 3:
-            host_ip, body = parts[0], ":".join(parts[1:])
-    host_port, sep, container_port = body.partition(":")
-    if not sep:
-        raise InvalidArgument(f"port {spec!r} must have the form [HOSTIP:]HOSTPORT:PORT[/tcp|udp]")
-    numbers = []
-    for text in (host_port, container_port):
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
-            raise InvalidArgument(f"port {spec!r}: {text!r} is not a port number (1-65535)")
-        numbers.append(int(text))
-    if host_ip:
-        import ipaddress
-
-        try:
-            ipaddress.ip_address(host_ip)
-        except ValueError:
-            raise InvalidArgument(f"port {spec!r}: host address {host_ip!r} is not an IP address") from None
-    return PortMapping(host_port=numbers[0], container_port=numbers[1], protocol=protocol, host_ip=host_ip)
-
-
-format_option = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format."
-)
 
 
 # --- root -------------------------------------------------------------------------------------
@@ -85,7 +25,7 @@ format_option = click.option(
 @click.option(
     "--root",
     envvar="NETCTL_ROOT",
-    default="/var/lib/netctl",
+    default=DEFAULT_ROOT,
     show_default=True,
     help="State directory of this host (env NETCTL_ROOT).",
 )
@@ -94,7 +34,8 @@ format_option = click.option(
     envvar="NETCTL_STORE",
     default=None,
     metavar="URL",
-    help="Global store for overlay networks, etcd://HOST:PORT (env NETCTL_STORE; default: the daemon's, from ROOT/global.json).",
+    help="Global store for overlay networks, etcd://HOST:PORT (env NETCTL_STORE; default: the daemon's, "
+         "from ROOT/global.json).",
 )
 @click.option(
     "--host-name",
@@ -106,7 +47,8 @@ format_option = click.option(
 @click.pass_context
 def cli(ctx: click.Context, root: str, store: str | None, host_name: str | None, debug: bool) -> None:
     """netctl: container networks (bridge, null, overlay across hosts) with sandboxes, IPAM and an nftables firewall."""
-    ctx.obj = {"root": root, "debug": debug, "store": store or None, "host_name": host_name or None}
+    # The agent passes its warm controller in (obj=...); everything else is this command line's.
+    ctx.obj = {**(ctx.obj or {}), "root": root, "debug": debug, "store": store or None, "host_name": host_name or None}
     if debug:
         import logging
 
@@ -126,12 +68,18 @@ def network() -> None:
               help="Network driver: bridge, null, or overlay (global: spans hosts, needs --store).")
 @click.option("--subnet", multiple=True, help="Subnet in CIDR form (repeatable; IPv4 and/or IPv6).")
 @click.option("--gateway", multiple=True, help="Gateway of the matching --subnet (repeatable, in order).")
-@click.option("--ip-range", multiple=True, help="Allocate container addresses from this sub-range of the matching --subnet.")
+@click.option("--ip-range", multiple=True,
+              help="Allocate container addresses from this sub-range of the matching --subnet.")
 @click.option("--aux-address", multiple=True, metavar="NAME=IP", help="Reserve an address so it is never handed out.")
-@click.option("--ipv6", is_flag=True, help="Give the network an IPv6 subnet too (a default one unless --subnet gives it).")
+@click.option("--ipv6", is_flag=True,
+              help="Give the network an IPv6 subnet too (a default one unless --subnet gives it).")
 @click.option("--internal", is_flag=True, help="No way in or out: no masquerade, no default route, no published ports.")
-@click.option("--mtu", type=int, default=0, help="MTU of the bridge and both ends of every veth (default: the uplink's; overlay: the underlay's - 50).")
-@click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE", help="Driver option, e.g. bridge=br0, icc=false, masquerade=false; overlay: vni=N, port=P, fastpath=false.")
+@click.option("--mtu", type=int, default=0,
+              help="MTU of the bridge and both ends of every veth (default: the uplink's; "
+                   "overlay: the underlay's - 50).")
+@click.option("-o", "--opt", multiple=True, metavar="KEY=VALUE",
+              help="Driver option, e.g. bridge=br0, icc=false, masquerade=false; overlay: vni=N, port=P, "
+                   "fastpath=false.")
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="Metadata label.")
 @click.argument("name")
 @click.pass_context
@@ -239,7 +187,9 @@ def network_ls(ctx, fmt, quiet):
 @click.pass_context
 def network_inspect(ctx, fmt, names):
     """Show networks in detail (JSON)."""
-    emit_json([controller(ctx).inspect_network(name) for name in names])
+    from netctl.views import inspect_network
+
+    emit_json([inspect_network(controller(ctx), name) for name in names])
 
 
 @network.command("rm")
@@ -251,8 +201,6 @@ def network_rm(ctx, force, names):
     for name in names:
         removed = controller(ctx).delete_network(name, force=force)
         if removed is not None:
-            if force:
-                containers_cli.refresh_names(ctx, None)  # -f disconnected containers: their peers changed
             click.echo(removed.name)
 
 
@@ -267,6 +215,8 @@ def network_rm(ctx, force, names):
 @click.pass_context
 def network_connect(ctx, ip, ip6, alias, publish, ifname, network_name, sandbox):
     """Connect SANDBOX to NETWORK and print the endpoint's addresses."""
+    from runner.runopts import parse_port  # -p as `netctl run -p` reads it
+
     endpoint = controller(ctx).connect(
         network_name,
         sandbox,
@@ -276,7 +226,6 @@ def network_connect(ctx, ip, ip6, alias, publish, ifname, network_name, sandbox)
         ports=[parse_port(p) for p in publish],
         ifname=ifname,
     )
-    containers_cli.refresh_names(ctx, {endpoint.network_id})  # containers on it learn the new name
     click.echo(" ".join([endpoint.ifname] + endpoint.addresses))
 
 
@@ -286,8 +235,7 @@ def network_connect(ctx, ip, ip6, alias, publish, ifname, network_name, sandbox)
 @click.pass_context
 def network_disconnect(ctx, network_name, sandbox):
     """Disconnect SANDBOX from NETWORK, releasing its addresses."""
-    endpoint = controller(ctx).disconnect(network_name, sandbox)
-    containers_cli.refresh_names(ctx, {endpoint.network_id}, endpoint.sandbox_id)  # names on both sides
+    controller(ctx).disconnect(network_name, sandbox)
 
 
 @network.command("prune")
@@ -335,7 +283,8 @@ def sandbox_ls(ctx, fmt, quiet):
     else:
         print_table(
             ["SANDBOX ID", "NAME", "ENDPOINTS", "ADDRESSES"],
-            [[sb.short_id, sb.name, str(len(eps)), ",".join(a for e in eps for a in e.addresses)] for sb, eps in entries],
+            [[sb.short_id, sb.name, str(len(eps)), ",".join(a for e in eps for a in e.addresses)]
+             for sb, eps in entries],
         )
 
 
@@ -344,7 +293,9 @@ def sandbox_ls(ctx, fmt, quiet):
 @click.pass_context
 def sandbox_inspect(ctx, names):
     """Show sandboxes in detail (JSON)."""
-    emit_json([controller(ctx).inspect_sandbox(name) for name in names])
+    from netctl.views import inspect_sandbox
+
+    emit_json([inspect_sandbox(controller(ctx), name) for name in names])
 
 
 @sandbox.command("rm")
@@ -416,54 +367,23 @@ def firewall_sync(ctx):
     controller(ctx).sync_firewall()
 
 
-@cli.command()
-@click.option("--store", "store", default="", metavar="URL",
-              help="Global store etcd://HOST:PORT (default: NETCTL_STORE, then ROOT/global.json); none: local only.")
-@click.option("--vtep", default="", metavar="ADDR",
-              help="This host's underlay address for VXLAN (default: the source address towards etcd).")
-@click.option("--host-name", "host_name", default="", metavar="NAME",
-              help="This host's name in the global store (default: NETCTL_HOST_NAME, ROOT/global.json, hostname).")
-@click.option("--lease-ttl", type=click.IntRange(min=2), default=10, show_default=True, metavar="S",
-              help="Seconds without the daemon after which other hosts drop this host's containers.")
-@click.option("--resync-interval", type=click.FloatRange(min=0.1), default=30.0, hidden=True,
-              help="Seconds between full reconciles when nothing changes (tests shorten it).")
-@click.pass_context
-def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval):
-    """Serve CLI commands from a warm process on ROOT/netctl.sock (foreground; stop with SIGTERM).
-
-    While it runs, `netctl network ...`, `sandbox create/rm/ls/inspect`, `doctor`, `gc` and `firewall
-    sync` are answered by it (~4x faster); without it they run in-process, with the same results.
-    With a global store it also registers this host there (ROOT/global.json records the choice) and
-    keeps its overlay networks' VXLAN tables and containers' /etc/hosts in step with the other hosts."""
-    import logging
-
-    from netctl import daemon as daemon_module
-
-    logging.basicConfig(level=logging.INFO, format="netctl daemon: %(message)s", stream=sys.stderr)
-    obj = ctx.find_root().obj
-    options = daemon_module.GlobalOptions(store=store or obj.get("store") or "", vtep=vtep,
-                                          host_name=host_name or obj.get("host_name") or "", lease_ttl=lease_ttl,
-                                          resync_interval=resync_interval)
-    daemon_module.serve(obj["root"], options=options,
-                        on_ready=lambda path: click.echo(f"netctl daemon listening on {path}", err=True))
-
-
 # --- containers -------------------------------------------------------------------------------
 
 from netctl import containers_cli  # noqa: E402  (its commands import the runner lazily)
+from netctl.lab_cli import lab  # noqa: E402  (`netctl lab`; the lab package is imported lazily)
 
 containers_cli.register(cli)
-cli.add_command(__import__("netctl.lab_cli", fromlist=["lab"]).lab)  # `netctl lab`: netctl/lab_cli.py
+cli.add_command(lab)
 
 
 # --- entry point ------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, obj: dict | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         # Without standalone mode click returns the exit code of ctx.exit()/--help instead of exiting.
-        rc = cli.main(args=argv, prog_name="netctl", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="netctl", standalone_mode=False, obj=obj)
         sys.exit(rc if isinstance(rc, int) else 0)
     except click.Abort:
         click.echo("aborted", err=True)

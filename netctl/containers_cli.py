@@ -109,11 +109,10 @@ def run(ctx, image_ref, command, **values):
     """Run COMMAND in a new container from IMAGE; exits with the container's exit code."""
     import dataclasses
 
-    from netctl.cli import parse_port
     from runner import client, runopts
 
     values = dict(values)
-    values["publish"] = [dataclasses.asdict(parse_port(p)) for p in values["publish"]]
+    values["publish"] = [dataclasses.asdict(runopts.parse_port(p)) for p in values["publish"]]
     request = runopts.build_request(values, image_ref, list(command))
     if values["pull"] != "never":
         from runner.registry.present import ensure_image
@@ -153,8 +152,8 @@ def ps(ctx, show_all, quiet, fmt):
             command = " ".join(c.config.argv)
             command = command if len(command) <= 30 else command[:27] + "..."
             networks = ",".join(a.network for a in c.config.networks) or c.config.network_mode
-            rows.append([c.id[:12], c.config.image, f'"{command}"', f"{_ago(c.config.created)} ago", _status_text(c.state),
-                         networks, c.name])  # fmt: skip
+            rows.append([c.id[:12], c.config.image, f'"{command}"', f"{_ago(c.config.created)} ago",
+                         _status_text(c.state), networks, c.name])  # fmt: skip
         print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NETWORKS", "NAMES"], rows)
 
 
@@ -189,7 +188,8 @@ def _inspect_view(container) -> dict:
             "OpenStdin": config.interactive,
         },
         "HostConfig": {
-            "NetworkMode": config.network_mode if config.network_mode != "bridge" else ",".join(a.network for a in config.networks),
+            "NetworkMode": (config.network_mode if config.network_mode != "bridge"
+                            else ",".join(a.network for a in config.networks)),
             "Memory": config.limits.memory,
             "NanoCpus": int(config.limits.cpus * 1e9),
             "PidsLimit": config.limits.pids,
@@ -208,7 +208,8 @@ def _inspect_view(container) -> dict:
                     "NetworkID": view.get("NetworkID", ""),
                     "EndpointID": view.get("EndpointID", ""),
                     "IPAddress": view.get("IPv4Address", "").split("/")[0],
-                    "IPPrefixLen": int(view.get("IPv4Address", "/0").split("/")[1] or 0) if view.get("IPv4Address") else 0,
+                    "IPPrefixLen": (int(view.get("IPv4Address", "/0").split("/")[1] or 0)
+                                    if view.get("IPv4Address") else 0),
                     "Gateway": view.get("Gateway", ""),
                     "GlobalIPv6Address": view.get("IPv6Address", "").split("/")[0],
                     "MacAddress": view.get("MacAddress", ""),
@@ -253,7 +254,8 @@ def inspect(ctx, refs):
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=int, default=10, show_default=True, help="Seconds to wait after SIGTERM before SIGKILL.")
+@click.option("-t", "--time", "timeout", type=int, default=10, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
 @click.argument("refs", nargs=-1, required=True, metavar="CONTAINER...")
 @click.pass_context
 def stop(ctx, timeout, refs):
@@ -319,7 +321,8 @@ def logs(ctx, follow, timestamps, ref):
     records = Records(_layout(ctx))
     container = records.find(ref)
     path = os.path.join(records.directory(container.id), "container.log")
-    logs_mod.show(path, follow=follow, timestamps=timestamps, still_running=lambda: _still_running(records, container.id))
+    logs_mod.show(path, follow=follow, timestamps=timestamps,
+                  still_running=lambda: _still_running(records, container.id))
 
 
 def _still_running(records, container_id: str) -> bool:
@@ -407,7 +410,8 @@ def image_ls(ctx, quiet, fmt):
         for img in images:
             for tag in img.tags or ["<none>:<none>"]:
                 repository, _, version = tag.rpartition(":")
-                rows.append([repository, version, img.short_id, f"{_ago(img.imported)} ago", image_size_text(img.size), str(len(img.layers))])
+                rows.append([repository, version, img.short_id, f"{_ago(img.imported)} ago", image_size_text(img.size),
+                             str(len(img.layers))])
         print_table(["REPOSITORY", "TAG", "IMAGE ID", "IMPORTED", "SIZE", "LAYERS"], rows)
 
 
@@ -461,22 +465,3 @@ def monitor_stats(ctx):
     from runner import client
 
     emit_json(client.call(_layout(ctx), {"op": "stats"}))
-
-
-# --- network hooks --------------------------------------------------------------------------------
-
-
-def refresh_names(ctx: click.Context, network_ids, sandbox_id: str = "") -> None:
-    """After `network connect/disconnect/rm`: rewrite the hosts files of containers on those networks
-    (None: of every container). Costs one stat when the host has no containers."""
-    from runner.paths import Layout
-
-    layout = Layout.of(ctx.find_root().obj["root"])
-    if not os.path.isdir(layout.containers):
-        return
-    from netctl.cli import controller
-    from runner import hosts
-
-    networks = set(network_ids) if network_ids is not None else None
-    hosts.refresh(controller(ctx), layout, networks=networks, sandboxes=[sandbox_id] if sandbox_id else [])
-

@@ -1,18 +1,23 @@
-"""`netctl daemon`: a warm process that runs CLI commands for thin clients (netctl/entry.py).
+"""`netctl daemon`: the host agent, one warm process per host and root.
 
-It listens on ROOT/netctl.sock (mode 0600, so only root talks to it) and runs each request through the
-same click CLI a cold `netctl` process would, with stdout and stderr captured — one code path, so output
-and exit codes cannot differ. Requests are served one at a time: every operation takes the store's
-write lock anyway, so serving them in parallel would gain nothing. A client killed mid-request does not
-stop the operation half-way: the daemon finishes it (or rolls it back) as a single transaction.
+It serves ROOT/netctl.sock (netctl/service.py): the netctl CLI's commands (netctl/entry.py, the thin
+client) and the CNI plugins' requests (cni_plugins/launch.py), each through the same code a cold
+process would run, so output and exit codes cannot differ. The socket is 0600, or 0660 with
+`--group NAME`; every connection is checked by its peer's credentials (root or that group).
+
+Started by hand (`netctl daemon`, a systemd unit) or on first use: a CLI command or CNI call that finds
+no agent runs in-process and starts one (`--auto`) for the next. An agent started by hand replaces an
+auto-started one (which then stops cleanly); a second agent started by hand is refused.
 
 With a global store (`--store URL`, NETCTL_STORE, or ROOT/global.json from an earlier start) the
-daemon is also this host's member of the overlay: it records {"store", "host", "vtep"} in
+agent is also this host's member of the overlay: it records {"store", "host", "vtep"} in
 ROOT/global.json (what every netctl command on this host then uses), registers the host in etcd on a
-lease it keeps alive, and runs the overlay agent (netctl/agent.py) beside the request server.
+lease it keeps alive, and runs the overlay reconciler (netctl/agent.py) beside the request server.
+An auto-started agent never joins an overlay by itself: commands it serves reach etcd as in-process
+ones do, while registration and the reconciler need an agent started by hand (or by systemd).
 
-One daemon per root: ROOT/daemon.pid is held with flock(2) for the daemon's lifetime, so a second
-daemon refuses at once, and the lock vanishes with the process however it dies.
+One agent per root: ROOT/daemon.pid is held with flock(2) for the agent's lifetime, and the lock
+vanishes with the process however it dies.
 
 Stopping (SIGTERM/SIGINT) stops the threads and leaves everything else as it is: the kernel entries,
 and the host's lease, which is neither revoked nor kept alive any more. A daemon restarted within the
@@ -27,9 +32,6 @@ talking, with the tables as they were, until the lease runs out.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import io
 import json
 import logging
 import os
@@ -37,43 +39,46 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from libnetwork import ipc, rootdir
 from libnetwork.errors import AlreadyExists, InvalidArgument
-from netctl.entry import PROTOCOL, SOCKET_NAME, delegable, encode, read_message
 
 log = logging.getLogger("netctl.daemon")
-REQUEST_TIMEOUT_S = 30.0  # a client that connects and never sends is dropped after this
-GLOBAL_CONFIG = "global.json"  # under ROOT: {"store", "host", "vtep"} of this host's overlay membership
-PID_FILE = "daemon.pid"  # under ROOT: flock-ed by the running daemon
+GLOBAL_CONFIG = rootdir.GLOBAL_CONFIG  # under ROOT: {"store", "host", "vtep"} of this host's overlay membership
 REGISTER_WAIT_S = 5.0  # requests wait this long at most for the host's registration at start
 DEFAULT_LEASE_TTL_S = 10  # = libnetwork.store.etcd.DEFAULT_LEASE_TTL_S (not imported: it pulls in requests)
+REPLACE_TIMEOUT_S = 15.0  # an auto-started agent asked to make way has this long to stop
+AUTO = "auto"  # the note an auto-started agent leaves in ROOT/daemon.pid
 
 
 def socket_path(root: str) -> str:
-    return os.path.join(os.path.abspath(root), SOCKET_NAME)
+    return rootdir.path(root, rootdir.AGENT_SOCKET)
 
 
-# --- one daemon per root -------------------------------------------------------------------------
+# --- one agent per root ---------------------------------------------------------------------------
 
 
-def lock_root(root: str) -> int:
-    """Hold ROOT/daemon.pid (flock, with our PID in it) for the life of the process; refuse when
-    another daemon holds it. The file is never removed: removing a locked file lets a third daemon
-    lock a new one while a second still waits on the old."""
-    directory = os.path.abspath(root)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(directory, PID_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        os.close(fd)
-        if err.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise AlreadyExists(f"a netctl daemon already serves {socket_path(root)}; stop it first") from None
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+def lock_root(root: str, *, auto: bool = False) -> int | None:
+    """Hold ROOT/daemon.pid for the life of the process. Another agent holding it: an auto-started
+    one is asked to make way (SIGTERM, bounded wait) for an agent started by hand; otherwise refuse
+    (AlreadyExists), or None for an auto-started agent, which then just leaves."""
+    path = rootdir.path(root, rootdir.AGENT_LOCK)
+    fd = ipc.lock_instance(path, AUTO if auto else "")
+    if fd is not None or auto:
+        return fd
+    pid, note = ipc.lock_holder(path)
+    if note == AUTO and pid > 0:
+        log.info("replacing the agent started on first use (pid %d)", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + REPLACE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            fd = ipc.lock_instance(path)
+            if fd is not None:
+                return fd
+            time.sleep(0.02)
+    raise AlreadyExists(f"a netctl daemon already serves {socket_path(root)}; stop it first")
 
 
 # --- overlay membership ---------------------------------------------------------------------------
@@ -97,28 +102,25 @@ class GlobalConfig:
     store: str
     host: str
     vtep: str
+    # What ROOT/global.json held before (None: no file), put back if etcd refuses this membership:
+    # commands on this host must not go on using a host name another host holds.
+    previous: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, str]:
         return {"store": self.store, "host": self.host, "vtep": self.vtep}
 
 
 def global_config_path(root: str) -> str:
-    return os.path.join(os.path.abspath(root), GLOBAL_CONFIG)
+    return rootdir.global_config_path(root)
 
 
 def read_global_config(root: str) -> dict[str, str]:
     """ROOT/global.json, or {} when there is none (an unreadable one is an error: say where)."""
-    path = global_config_path(root)
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as err:
-        raise InvalidArgument(f"{path} is unreadable ({err}); fix or remove it, then start the daemon with --store") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"{path} is not a JSON object; fix or remove it, then start the daemon with --store")
-    return {k: str(v) for k, v in data.items() if isinstance(v, (str, int))}
+        return rootdir.read_global_config(root)
+    except rootdir.UnreadableConfig as err:
+        raise InvalidArgument(f"{err.path} is unreadable ({err.reason}); fix or remove it, then start the daemon "
+                              "with --store") from None
 
 
 def write_global_config(root: str, config: GlobalConfig) -> None:
@@ -137,6 +139,16 @@ def write_global_config(root: str, config: GlobalConfig) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def restore_global_config(root: str, previous: dict[str, str] | None) -> None:
+    """Put ROOT/global.json back as it was before this start (None: remove it)."""
+    if previous is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(global_config_path(root))
+        return
+    write_global_config(root, GlobalConfig(previous.get("store", ""), previous.get("host", ""),
+                                           previous.get("vtep", "")))
 
 
 def resolve_global(root: str, options: GlobalOptions) -> GlobalConfig | None:
@@ -158,7 +170,7 @@ def resolve_global(root: str, options: GlobalOptions) -> GlobalConfig | None:
     check_local_address(vtep)
     if options.lease_ttl < 2:
         raise InvalidArgument(f"--lease-ttl {options.lease_ttl} is too short: etcd grants at least 2 s")
-    return GlobalConfig(store=f"etcd://{url.split('://', 1)[1]}", host=host, vtep=vtep)
+    return GlobalConfig(store=f"etcd://{url.split('://', 1)[1]}", host=host, vtep=vtep, previous=saved or None)
 
 
 def route_source(host: str, port: int) -> str:
@@ -194,169 +206,151 @@ def check_local_address(address: str) -> None:
             ) from None
 
 
-# --- the request server ---------------------------------------------------------------------------
+# --- the agent -----------------------------------------------------------------------------------
 
 
-def bind(root: str) -> socket.socket:
-    """Listen on ROOT/netctl.sock; refuse if another daemon already answers there."""
-    path = socket_path(root)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
-        pass  # nobody there; a leftover file of a dead daemon is replaced below
-    else:
-        raise AlreadyExists(f"a netctl daemon already serves {path}; stop it first")
-    finally:
-        probe.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)  # the socket file is created 0600: root only
-    try:
-        server.bind(path)
-    finally:
-        os.umask(old_umask)
-    server.listen(64)
-    return server
+@dataclass
+class AgentOptions:
+    """How the agent serves (besides its overlay membership)."""
+
+    group: str = ""  # socket 0660 for this group, whose members may then use the agent
+    auto: bool = False  # started on first use by a command, not by hand
 
 
-def run_captured(root: str, argv: list[str]) -> tuple[int, str, str]:
-    """Run one command line through the CLI, returning (exit code, stdout, stderr)."""
-    from netctl.cli import main as cli_main
-
-    out, err = io.StringIO(), io.StringIO()
-    # In-process, the library's warnings (e.g. "... stays in etcd until `netctl gc`") reach the user's
-    # stderr through logging's last resort; here the daemon's own handler would keep them in its log.
-    # Give the client what this request's thread warns, as the in-process run prints it.
-    warnings = logging.StreamHandler(err)
-    warnings.setLevel(logging.WARNING)
-    serving = threading.get_ident()
-    warnings.addFilter(lambda record: record.thread == serving)
-    root_logger = logging.getLogger()
-    root_logger.addHandler(warnings)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli_main(["--root", root, *argv])
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        root_logger.removeHandler(warnings)
-    return code, out.getvalue(), err.getvalue()
-
-
-def handle(conn: socket.socket, root: str) -> None:
-    conn.settimeout(REQUEST_TIMEOUT_S)
-    request = read_message(conn)
-    if not request or request[0] != PROTOCOL:
-        conn.sendall(encode(["2", "", "netctl: the daemon does not understand this client's protocol\n"]))
-        return
-    argv = request[1:]
-    # The client chose this socket by its root (--root or NETCTL_ROOT, which the daemon's own
-    # environment need not share); judge the command as if run with the daemon's root, which a
-    # different --root in argv still overrides.
-    if delegable(["--root", root, *argv]) != socket_path(root):
-        # Never run what the client must run itself (exec would replace the daemon) or another root's.
-        conn.sendall(encode(["2", "", "netctl: this command cannot run in the daemon\n"]))
-        return
-    conn.settimeout(None)
-    code, out, err = run_captured(root, argv)
-    log.info("served %s: exit %d", " ".join(argv[:3]), code)
-    try:
-        conn.sendall(encode([str(code), out, err]))
-    except OSError:
-        log.warning("client left before the answer to %s", argv[:3])
-
-
-def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None) -> None:
+def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None,
+          agent: AgentOptions | None = None) -> None:
     """Serve until SIGTERM or SIGINT; removes the socket file on the way out. With a global store
-    (see resolve_global) also register this host and run the overlay agent until then."""
-    import netctl.cli  # noqa: F401  (warm up: the point of the daemon)
-    from libnetwork import controller, firewall, ipam, netlink  # noqa: F401
-    from libnetwork.store import sqlite  # noqa: F401
-
-    lock = lock_root(root)
+    (see resolve_global) also register this host and run the overlay reconciler until then."""
+    agent = agent or AgentOptions()
+    root = os.path.abspath(root)
+    lock = lock_root(root, auto=agent.auto)
+    if lock is None:
+        return  # auto-started while another agent runs: nothing to do
+    gid = ipc.group_id(agent.group) if agent.group else -1
     overlay = None
-    server = None
+    listener = None
     stopping = threading.Event()
     previous = {}
     try:
-        config = resolve_global(root, options or GlobalOptions())
+        _warm_up()
+        # Joining an overlay (a lease in etcd, a name among the hosts) is decided by hand: `netctl
+        # daemon --store`, or its systemd unit. An agent started on first use serves requests only;
+        # with ROOT/global.json they reach etcd as an in-process command would.
+        config = None if agent.auto else resolve_global(root, options or GlobalOptions())
         if config is not None:
             write_global_config(root, config)
-        server = bind(root)
+        # The kernel back in line with the store before anything is served (after a reboot: bridges,
+        # gateways, nftables, overlay segments; endpoints of vanished namespaces released). After
+        # global.json: overlay endpoints need the global store. See libnetwork/repair.py.
+        from libnetwork.repair import repair_root
+
+        report = repair_root(root)
+        for line in report.actions:
+            log.info("repair: %s", line)
+        for line in report.failures:
+            log.warning("repair: %s", line)
+        listener = ipc.listen(socket_path(root), group=agent.group)
 
         def stop(signum, frame):
             stopping.set()
-            server.close()  # wakes accept()
+            listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         if config is not None:
             overlay = Overlay(root, config, options or GlobalOptions())
             overlay.start(stopping)
-        _serve_requests(root, server, on_ready, stopping)
+        if stopping.is_set():
+            return
+        from netctl.service import RequestServer
+
+        server = RequestServer(root, listener, gid=gid)
+        if on_ready is not None:
+            on_ready(socket_path(root))
+        server.serve(stopping)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if overlay is not None:
             overlay.stop()
-        if server is not None:
-            server.close()
+        if listener is not None:
+            listener.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(socket_path(root))
         os.close(lock)
 
 
+def _warm_up() -> None:
+    """Import what requests use, before the first one comes: the point of the agent."""
+    import netctl.cli  # noqa: F401
+    from cni_plugins import bridge, skel  # noqa: F401
+    from libnetwork import controller, firewall, ipam, netlink  # noqa: F401
+    from libnetwork.store import sqlite  # noqa: F401
+
+
 class Overlay:
-    """The daemon's overlay side: the host's lease and the agent, started and stopped together."""
+    """The daemon's overlay side: the host's lease and the agent, started and stopped together.
+
+    The lease registers this host under its root's persistent host id (ROOT/host-id). If another host
+    (another id) holds the host name or the VTEP on a live lease, registration is refused (etcd.HostTaken)
+    and never retried: during start() the refusal is raised, so the daemon exits with its one line and
+    the other host keeps its name; later (the lease was lost and the other host took the name meanwhile)
+    it is logged at ERROR and the overlay side stops, while local commands are still served."""
 
     def __init__(self, root: str, config: GlobalConfig, options: GlobalOptions):
         from netctl.agent import AgentSettings, HostLease, OverlayAgent
 
+        self.root = root
         self.config = config
         self.agent = OverlayAgent(AgentSettings(root=os.path.abspath(root), store_url=config.store,
                                                 host_name=config.host, resync_interval_s=options.resync_interval))
+        self._lock = threading.Lock()
+        self._starting = True  # a refusal now is start()'s to raise; after start() it is logged
+        self._refusal = None
         # After a re-registration (the lease was lost: etcd away too long) reconcile everything.
         self.lease = HostLease(config.store, config.host, config.vtep, options.lease_ttl,
-                               on_registered=lambda record: self.agent.mark_all())
+                               on_registered=lambda record: self.agent.mark_all(),
+                               host_id=rootdir.host_id(root), on_refused=self._refused)
 
     def start(self, stopping: threading.Event) -> None:
         log.info("overlay member %s (vtep %s) of %s", self.config.host, self.config.vtep, self.config.store)
         self.lease.start()
-        self.agent.start()
         # Serve requests once registered, so that a `run` right after the daemon started does not meet
         # an unregistered host; but not later than REGISTER_WAIT_S: local commands need no etcd.
-        deadline = time.monotonic() + REGISTER_WAIT_S
-        while not self.lease.registered.wait(0.05):
-            if stopping.is_set():
+        registered, late = self._wait_registered(stopping, time.monotonic() + REGISTER_WAIT_S)
+        if self._refusal is not None:
+            self.stop()
+            restore_global_config(self.root, self.config.previous)
+            raise self._refusal  # the CLI prints its one line and exits with AlreadyExists' code
+        if stopping.is_set():
+            return
+        # The agent starts only now: a daemon refused its name never reconciles under it.
+        self.agent.start()
+        if late and not registered:
+            log.warning("serving requests before host %s is registered; overlay commands fail until it is",
+                        self.config.host)
+
+    def _wait_registered(self, stopping: threading.Event, deadline: float) -> tuple[bool, bool]:
+        """Until registered, refused, stopping or past `deadline`; (registered, past the deadline).
+        Ends the start phase under the lock, so that a refusal is either raised by start() or
+        handled by _refused(), never both nor neither."""
+        while True:
+            with self._lock:
+                registered = self.lease.registered.is_set()
+                late = time.monotonic() > deadline
+                if registered or late or self._refusal is not None or stopping.is_set():
+                    self._starting = False
+                    return registered, late
+            self.lease.registered.wait(0.05)
+
+    def _refused(self, err) -> None:
+        """From the lease's thread: another host holds this host's name or VTEP."""
+        with self._lock:
+            if self._starting:
+                self._refusal = err
                 return
-            if time.monotonic() > deadline:
-                log.warning("serving requests before host %s is registered; overlay commands fail until it is",
-                            self.config.host)
-                return
+        log.error("overlay side stopped: %s", err.message)
+        self.agent.stop()  # the lease's own thread has ended already; stop() (at exit) closes its store
 
     def stop(self) -> None:
         self.agent.stop()
         self.lease.stop()
-
-
-def _serve_requests(root: str, server: socket.socket, on_ready, stopping: threading.Event) -> None:
-    if stopping.is_set():
-        return
-    if on_ready is not None:
-        on_ready(socket_path(root))
-    while not stopping.is_set():
-        try:
-            conn, _ = server.accept()
-        except OSError:
-            if stopping.is_set():
-                break
-            raise
-        with conn:
-            try:
-                handle(conn, root)
-            except OSError as exc:  # a client that vanished must not take the daemon down
-                log.warning("request failed: %s", exc)

@@ -1,15 +1,17 @@
-"""The `netctl` entry point: a thin client of a running `netctl daemon`, with an in-process fallback.
+"""The `netctl` entry point: a thin client of the host agent, with an in-process fallback.
 
 A CLI call in a fresh interpreter spends ~90% of its time importing (click alone ~40 ms, the library
-~30-60 ms) and ~8 ms doing the work. When `netctl daemon` serves ROOT/netctl.sock, this module — which
-imports only os, sys and _socket — sends the command line there and prints the answer; the daemon runs
-the very same click CLI in its warm process. Without a daemon (or for commands that need this
-process's terminal, stdin or environment) the CLI runs here, as before. Same code, same output, same
-exit codes either way.
+~30-60 ms) and ~8 ms doing the work. When the agent (`netctl daemon`) serves ROOT/netctl.sock, this
+module - which imports only os, sys and C modules - sends the command line there and prints the answer;
+the agent runs the very same click CLI in its warm process. Same code, same output, same exit codes.
 
-Wire format (both directions): 4-byte big-endian length, then NUL-separated UTF-8 fields.
-  request:  "netctl-1", argv...
-  response: exit code, stdout, stderr
+No agent yet? The command runs here, in-process, and starts one in the background (as `netctl run`
+starts the monitor), so the next command finds it warm: nothing has to be started by hand.
+NETCTL_NO_DAEMON=1 keeps every command in-process and starts nothing. Commands that need this
+process's terminal, stdin or environment always run here.
+
+Frames (libnetwork/ipc.py): request {"op": "cli", "argv": [...]}; answer STDOUT and STDERR frames,
+then {"event": "exit", "code": N}.
 """
 
 from __future__ import annotations
@@ -17,59 +19,23 @@ from __future__ import annotations
 import os
 import sys
 
-PROTOCOL = "netctl-1"
-SOCKET_NAME = "netctl.sock"
-GLOBAL_CONFIG = "global.json"  # written by `netctl daemon` (netctl/daemon.py)
-DEFAULT_ROOT = "/var/lib/netctl"
+from libnetwork import ipc, rootdir
+from netctl.delegated import agent_socket_for
+
 REPLY_TIMEOUT_S = 300.0
-
-# Commands the daemon may run: they read nothing but their arguments and write only stdout/stderr.
-# Left out on purpose: `sandbox exec` (replaces this process), `network prune` (asks on stdin),
-# `daemon` itself, and everything of the container runner (terminals, signals, the caller's cgroup).
-DELEGATED = {
-    ("network", "create"), ("network", "rm"), ("network", "connect"), ("network", "disconnect"),
-    ("network", "ls"), ("network", "inspect"),
-    ("sandbox", "create"), ("sandbox", "rm"), ("sandbox", "ls"), ("sandbox", "inspect"),
-    ("doctor",), ("gc",), ("firewall", "sync"),
-}
-
-
-def split_globals(argv: list[str]) -> tuple[str, bool, list[str]] | None:
-    """(root, debug, command words) from `netctl [--root DIR|--root=DIR] [--debug] CMD...`, or None
-    for anything else (help, unknown global flags): those run in-process."""
-    root = os.environ.get("NETCTL_ROOT") or DEFAULT_ROOT
-    debug = False
-    i = 0
-    while i < len(argv) and argv[i].startswith("-"):
-        arg = argv[i]
-        if arg == "--debug":
-            debug = True
-        elif arg == "--root" and i + 1 < len(argv):
-            i += 1
-            root = argv[i]
-        elif arg.startswith("--root="):
-            root = arg[len("--root="):]
-        else:
-            return None
-        i += 1
-    return root, debug, argv[i:]
-
+NOT_SERVED = -1  # via_daemon: an agent runs but leaves this command to us (another network namespace)
+# The agent serves every later command, so it must not take this one's overlay membership (ROOT/global.json
+# says what the host's is) or a test's fault injection.
+_NOT_FOR_THE_AGENT = {"NETCTL_STORE", "NETCTL_HOST_NAME", "NETCTL_TEST_PAUSE", "NETCTL_NO_DAEMON"}
 
 def delegable(argv: list[str]) -> str | None:
-    """The daemon socket to use for this command line, or None to run in-process."""
+    """The agent socket to use for this command line, or None to run in-process."""
     if os.environ.get("NETCTL_NO_DAEMON") or os.environ.get("NETCTL_TEST_PAUSE"):
         return None
-    parsed = split_globals(argv)
-    if parsed is None:
+    path = agent_socket_for(argv)
+    if path is None or not _same_membership_as_daemon(os.path.dirname(path)):
         return None
-    root, debug, words = parsed
-    if debug or "-h" in words or "--help" in words:
-        return None
-    if tuple(words[:2]) not in DELEGATED and tuple(words[:1]) not in DELEGATED:
-        return None
-    if not _same_membership_as_daemon(root):
-        return None
-    return os.path.join(os.path.abspath(root), SOCKET_NAME)
+    return path
 
 
 def _same_membership_as_daemon(root: str) -> bool:
@@ -83,7 +49,7 @@ def _same_membership_as_daemon(root: str) -> bool:
     import json
 
     try:
-        with open(os.path.join(os.path.abspath(root), GLOBAL_CONFIG)) as f:
+        with open(rootdir.path(root, rootdir.GLOBAL_CONFIG)) as f:
             saved = json.load(f)
     except (OSError, ValueError):
         saved = {}
@@ -92,61 +58,88 @@ def _same_membership_as_daemon(root: str) -> bool:
     return all(str(saved.get(key, "")) == value for key, value in wanted.items())
 
 
-def encode(fields: list[str]) -> bytes:
-    payload = "\0".join(fields).encode("utf-8", "surrogateescape")
-    return len(payload).to_bytes(4, "big") + payload
-
-
-def read_message(sock) -> list[str] | None:
-    header = _read_exact(sock, 4)
-    if header is None:
-        return None
-    body = _read_exact(sock, int.from_bytes(header, "big"))
-    if body is None:
-        return None
-    return body.decode("utf-8", "surrogateescape").split("\0")
-
-
-def _read_exact(sock, size: int) -> bytes | None:
-    chunks, missing = [], size
-    while missing:
-        chunk = sock.recv(min(missing, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        missing -= len(chunk)
-    return b"".join(chunks)
-
-
 def via_daemon(path: str, argv: list[str]) -> int | None:
-    """Run argv in the daemon; None if no daemon listens there (the caller then runs it itself)."""
-    # The C module, not `socket`: that one imports enum & co. and would add ~10 ms to every call.
-    import _socket
-
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    """Run argv in the agent: its exit code; None if no agent listens there, NOT_SERVED if it leaves
+    the command to us (either way the caller runs it itself)."""
     try:
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError, PermissionError, NotADirectoryError):
-            return None  # no daemon (or a stale socket file of a dead one): nothing was sent
+        sock = ipc.try_connect(path)
+    except OSError:  # an agent runs, and we may not talk to it: whatever we did here would fail too
+        sys.stderr.write(f"netctl: permission denied on {path}: run netctl as root, or as a member of the "
+                         "group the agent was started with (netctl daemon --group)\n")
+        return 77
+    if sock is None:
+        return None  # no agent (or a stale socket file of a dead one): nothing was sent
+    code, reason = None, "it closed the connection"
+    out, err = [], []
+    try:
         sock.settimeout(REPLY_TIMEOUT_S)
-        sock.sendall(encode([PROTOCOL, *argv]))
-        reply = read_message(sock)
-    except OSError as exc:
-        reply = None
-        reason = exc.strerror or str(exc)
-    else:
-        reason = "it closed the connection"
+        sock.sendall(ipc.message({"op": "cli", "argv": argv}))
+        for kind, payload in ipc.read_frames(sock):
+            if kind == ipc.STDOUT:
+                out.append(payload)
+            elif kind == ipc.STDERR:
+                err.append(payload)
+            elif kind == ipc.JSON:
+                event = ipc.loads(payload)
+                if event.get("event") == "exit":
+                    code = int(event.get("code", 1))
+                elif event.get("event") == "refused":
+                    sys.stderr.write(f"netctl: {event.get('message', 'the agent refused the request')}\n")
+                    return 77
+                elif event.get("event") == "not-mine":
+                    return NOT_SERVED
+                break
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
     finally:
         sock.close()
-    if reply is None or len(reply) != 3:
+    if code is None:
         # The command may or may not have run: never retry it here.
-        sys.stderr.write(f"netctl: the daemon at {path} did not answer ({reason}); run `netctl doctor` to check state\n")
+        sys.stderr.write(f"netctl: the agent at {path} did not answer ({reason}); run `netctl doctor` to check state\n")
         return 70
-    code, out, err = reply
-    sys.stdout.write(out)
-    sys.stderr.write(err)
-    return int(code)
+    sys.stdout.flush()
+    for fd, chunks in ((1, out), (2, err)):
+        for chunk in chunks:
+            _write(fd, chunk)
+    return code
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except OSError:  # a reader that went away (`| head`): the exit code still counts
+            return
+
+
+def _in_init_network_namespace() -> bool:
+    ours, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
+    return (ours.st_dev, ours.st_ino) == (init.st_dev, init.st_ino)
+
+
+def start_agent(root: str) -> None:
+    """Start the host's agent in the background, detached from us (its own session, stdio to
+    ROOT/agent.log); a second one started meanwhile by another command finds the lock held and
+    leaves quietly. Errors here only cost the next command its speed: they are not reported.
+    Only from the host's own network namespace (init's): `ip netns exec X netctl ...` must not leave
+    an agent behind in X to serve the host's later commands."""
+    try:
+        if not _in_init_network_namespace():
+            return
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        log = os.open(rootdir.path(root, rootdir.AGENT_LOG),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_spawn(sys.executable, [sys.executable, "-m", "netctl", "--root", root, "daemon", "--auto"],
+                           {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_AGENT},
+                           file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                         (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)],
+                           setsid=True)
+        finally:
+            os.close(log)
+    except OSError:
+        pass
 
 
 def exit_now(code: int) -> None:
@@ -173,9 +166,32 @@ def main() -> None:
     path = delegable(argv)
     if path is not None:
         code = via_daemon(path, argv)
-        if code is not None:
-            sys.stdout.flush()
-            sys.exit(code)
-    from netctl.cli import main as run_in_process
+        if code is not None and code != NOT_SERVED:
+            exit_now(code)
+        if code is None:
+            start_agent(os.path.dirname(path))  # for the next command; this one runs here meanwhile
+    from netctl.program import main as run_in_process
 
     run_in_process(argv)
+
+
+def cni_server_alias() -> None:
+    """`netctl-cni-server [--root DIR]`: the CNI service of earlier versions, now the host agent.
+    --workers and --verbose are accepted and ignored (the agent sizes its pool itself, logs each call)."""
+    argv, root, i = sys.argv[1:], None, 0
+    while i < len(argv):
+        if argv[i] == "--root" and i + 1 < len(argv):
+            root, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--root="):
+            root, i = argv[i][len("--root="):], i + 1
+        elif argv[i] == "--workers" and i + 1 < len(argv):
+            i += 2
+        elif argv[i] in ("--verbose",) or argv[i].startswith("--workers="):
+            i += 1
+        else:
+            sys.stderr.write(f"netctl-cni-server: unknown argument {argv[i]!r}; "
+                             "it is `netctl daemon` now, see its --help\n")
+            sys.exit(2)
+    from netctl.program import main as run_in_process
+
+    run_in_process([*(["--root", root] if root else []), "daemon"])

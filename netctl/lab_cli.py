@@ -68,7 +68,8 @@ def lab_status(ctx, fmt, file):
         emit_json(report)
         return
     etcd = report["etcd"]
-    click.echo(f"lab {report['name']}: {report['phase']} since {report['created']} (up took {report['up_seconds']:.1f} s); "
+    click.echo(f"lab {report['name']}: {report['phase']} since {report['created']} "
+               f"(up took {report['up_seconds']:.1f} s); "
                f"etcd pid {etcd['pid']} {'healthy' if etcd['healthy'] else 'NOT ANSWERING'}")  # fmt: skip
     click.echo()
     print_table(

@@ -66,7 +66,8 @@ class Hierarchy:
         return cls(version=d["version"], mounts=dict(d.get("mounts", {})), unified=d.get("unified", ""))
 
 
-def parse_mounts(text: str, root: str = CGROUP_ROOT, exists: Callable[[str], bool] = os.path.exists) -> Hierarchy | None:
+def parse_mounts(text: str, root: str = CGROUP_ROOT,
+                 exists: Callable[[str], bool] = os.path.exists) -> Hierarchy | None:
     """Pick the hierarchy from /proc/self/mounts content and what the paths show.
 
     The mount table alone can mislead: a mount hidden by a later one on top of it (cgroup2 mounted over
@@ -159,7 +160,8 @@ class Cgroup:
             missing = [c for c in wanted if c not in available]
         if missing:
             raise InvalidArgument(
-                f"the {', '.join(missing)} cgroup controller is not available on this host (cgroup v{self.hierarchy.version}); "
+                f"the {', '.join(missing)} cgroup controller is not available on this host "
+                f"(cgroup v{self.hierarchy.version}); "
                 "drop the matching limit flag"
             )
 
@@ -265,7 +267,8 @@ def limit_files(version: int, limits: Limits) -> list[tuple[str, str]]:
     files: list[tuple[str, str]] = []
     if limits.memory:
         if version == 1:
-            files += [("memory.limit_in_bytes", str(limits.memory)), ("memory.memsw.limit_in_bytes", str(limits.memory))]
+            files += [("memory.limit_in_bytes", str(limits.memory)),
+                      ("memory.memsw.limit_in_bytes", str(limits.memory))]
         else:
             files += [("memory.max", str(limits.memory)), ("memory.swap.max", "0")]
     if limits.cpus:
@@ -378,7 +381,8 @@ def parse_cpus(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0.01 <= value <= (os.cpu_count() or 1) or value != value:
-        raise InvalidArgument(f"--cpus {text!r} must be a number between 0.01 and {os.cpu_count() or 1} (the CPUs of this host)")
+        raise InvalidArgument(f"--cpus {text!r} must be a number between 0.01 and {os.cpu_count() or 1} "
+                              "(the CPUs of this host)")
     return value
 
 

@@ -13,6 +13,7 @@ import select
 import sys
 import time
 
+from libnetwork import ipc
 from libnetwork.errors import NetctlError
 from runner import protocol
 from runner.paths import Layout
@@ -43,16 +44,10 @@ def connect(layout: Layout, *, start: bool = True) -> _socket.socket:
 
 
 def _try_connect(path: str) -> _socket.socket | None:
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        sock.connect(path)
-        return sock
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        return None
+        return ipc.try_connect(path)
     except OSError as err:
-        sock.close()
-        raise NetctlError(f"cannot reach the container monitor at {path}: {err.strerror}") from None
+        raise NetctlError(f"cannot reach the container monitor at {path}: {err.strerror}; run netctl as root") from None
 
 
 def _spawn(layout: Layout) -> None:
@@ -194,7 +189,8 @@ def run(layout: Layout, request: dict, *, detach: bool, interactive: bool, tty: 
             if master >= 0:
                 os.close(master)
     raise NetctlError(
-        f"lost the connection to the container monitor{' while container ' + container_id[:12] + ' ran' if container_id else ''}; "
+        "lost the connection to the container monitor"
+        f"{' while container ' + container_id[:12] + ' ran' if container_id else ''}; "
         "`netctl ps -a` shows its state"
     )
 

@@ -113,7 +113,7 @@ def _wait(pid: int) -> tuple[int, int]:
 
 
 def _read(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         data = os.read(fd, 4096)
         if not data:

@@ -3,11 +3,11 @@ requests, the same output and exit codes as the click commands, for the command 
 container start (and every exec) pays.
 
     main(argv) -> exit code, or None when the full CLI must handle the command line (help, an option
-    this parser does not know, anything but run/exec and a warm `pull`): the caller then runs
-    netctl.cli as usual.
+    this parser does not know, anything but run/exec and a warm `pull`): the caller then runs the full
+    CLI as usual.
 
-Entry points call it before importing click (see netctl/entry.py); `python -m runner.fastcli ARGS`
-runs it directly, falling back to the full CLI.
+netctl/entry.py calls it before importing click, and runs the full CLI itself when it answers None:
+the runner knows nothing of the front end above it.
 """
 
 from __future__ import annotations
@@ -67,12 +67,10 @@ def _run(root: str | None, values: dict, image: str, command: list[str]) -> int:
     from runner import client, runopts
     from runner.paths import Layout
 
-    if values["publish"]:  # rare on the hot path: the network CLI's parser, click and all
+    if values["publish"]:  # rare on the hot path: dataclasses and libnetwork's model
         import dataclasses
 
-        from netctl.cli import parse_port
-
-        values["publish"] = [dataclasses.asdict(parse_port(p)) for p in values["publish"]]
+        values["publish"] = [dataclasses.asdict(runopts.parse_port(p)) for p in values["publish"]]
     request = runopts.build_request(values, image, command)
     layout = Layout.of(root)
     if values["pull"] != "never":  # one small file read when the image is present; the registry code only to pull
@@ -127,12 +125,3 @@ def _exec(root: str | None, values: dict, ref: str, command: list[str]) -> int:
         interactive=values["interactive"],
         tty=values["tty"],
     )
-
-
-if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    if code is None:
-        from netctl.cli import main as full_cli
-
-        full_cli(sys.argv[1:])
-    sys.exit(code)

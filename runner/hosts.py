@@ -100,10 +100,10 @@ def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None
     also = set(sandboxes)
     changed = 0
     with controller.store.transaction() as tx:
-        sandboxes = tx.list_sandboxes()
+        records = tx.list_sandboxes()
         endpoints = tx.list_endpoints()
         containers = set()
-        for sandbox in sandboxes:
+        for sandbox in records:
             if not sandbox.container_id or not os.path.exists(_hosts_path(layout, sandbox.container_id)):
                 continue
             if wanted is not None and sandbox.id not in also and not any(
@@ -112,8 +112,8 @@ def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None
                 continue
             containers.add(sandbox.id)
         endpoints += _remote_peers_of(controller, tx, endpoints, containers)
-        by_id = {s.id: s for s in sandboxes}
-        for sandbox_id, content in plan(sandboxes, endpoints, containers).items():
+        by_id = {s.id: s for s in records}
+        for sandbox_id, content in plan(records, endpoints, containers).items():
             if write_in_place(_hosts_path(layout, by_id[sandbox_id].container_id), content):
                 changed += 1
     return changed

@@ -270,7 +270,8 @@ class _Unpacker:
             self.refuse(member, f"is a hard link to {member.linkname!r}, through a symlink outside the rootfs")
         if not os.path.lexists(source):
             self.refuse(member, f"is a hard link to {member.linkname!r}, which is not in this layer")
-        return member.replace(linkname=os.path.relpath(os.path.join(parent_real, os.path.basename(source)), self.root), deep=False)
+        relative = os.path.relpath(os.path.join(parent_real, os.path.basename(source)), self.root)
+        return member.replace(linkname=relative, deep=False)
 
     def _clear(self, target: str, member: tarfile.TarInfo) -> None:
         """Replace what a member overwrites, so nothing is ever followed (a file over a symlink)."""

@@ -24,7 +24,7 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from libnetwork.errors import InvalidArgument, NetctlError
 from runner import cgroups, hosts, spec
@@ -33,6 +33,9 @@ from runner.paths import Layout
 from runner.process import InitSpec, ProcessSpec
 from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAttachment, RunRequest
 from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
+
+if TYPE_CHECKING:
+    from libnetwork.controller import Controller
 
 DEFAULT_NETWORK = "bridge"  # Docker's default; created on first use like Docker's
 LINK_SERVICE_TIMEOUT_S = 1.0  # then start anyway: the links work, if a packet or two late
@@ -83,11 +86,11 @@ class Runtime:
         self.layout = layout
         self.records = Records(layout)
         self.images = ImageStore(layout)
-        self._controller = None
+        self._controller: Controller | None = None
         self._hierarchy: cgroups.Hierarchy | None = None
 
     @property
-    def controller(self):
+    def controller(self) -> Controller:
         if self._controller is None:
             from libnetwork.controller import Controller
 
@@ -443,7 +446,8 @@ class Runtime:
         state.error = error or state.error
         self.records.write_state(container_id, state)
 
-    def record_running(self, container_id: str, state: ContainerState, pid: int, pid_start: int, networks: dict) -> None:
+    def record_running(self, container_id: str, state: ContainerState, pid: int, pid_start: int,
+                       networks: dict) -> None:
         state.status = RUNNING
         state.pid = pid
         state.pid_start = pid_start

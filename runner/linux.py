@@ -85,7 +85,8 @@ def _syscall_number(name: str) -> int:
 def mount(source: str, target: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
     _check(
         _libc().mount(
-            source.encode(), target.encode(), fstype.encode() if fstype else None, flags, data.encode() if data else None
+            source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+            data.encode() if data else None,
         )
     )
 
@@ -109,7 +110,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def pivot_root(new_root: str, put_old: str) -> None:
     import ctypes
 
-    _check(_libc().syscall(_syscall_number("pivot_root"), ctypes.c_char_p(new_root.encode()), ctypes.c_char_p(put_old.encode())))
+    _check(_libc().syscall(_syscall_number("pivot_root"), ctypes.c_char_p(new_root.encode()),
+                           ctypes.c_char_p(put_old.encode())))
 
 
 def set_capabilities(caps: set[int]) -> None:

@@ -48,7 +48,8 @@ def records(path: str, follow: bool = False, still_running: Callable[[], bool] =
             time.sleep(FOLLOW_POLL_S)
 
 
-def show(path: str, *, follow: bool = False, timestamps: bool = False, still_running: Callable[[], bool] = lambda: False) -> None:
+def show(path: str, *, follow: bool = False, timestamps: bool = False,
+         still_running: Callable[[], bool] = lambda: False) -> None:
     for record in records(path, follow, still_running):
         data = str(record.get("d", "")).encode("utf-8", "surrogateescape")
         if timestamps:

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import os
 
-DEFAULT_ROOT = "/var/lib/netctl"
-
-
-def root_dir(root: str | None = None) -> str:
-    return root or os.environ.get("NETCTL_ROOT") or DEFAULT_ROOT
+from libnetwork import rootdir
 
 
 class Layout:
@@ -35,7 +31,7 @@ class Layout:
 
     @classmethod
     def of(cls, root: str | None = None) -> "Layout":
-        return cls(os.path.abspath(root_dir(root)))
+        return cls(rootdir.resolve(root))
 
     # images
     @property

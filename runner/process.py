@@ -127,10 +127,10 @@ def finish_and_exec(spec: ProcessSpec) -> None:
         value = spec.nofile if hard == resource.RLIM_INFINITY else min(spec.nofile, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (value, value))
     uid, gid, home = _apply_user(spec.user) if spec.user else (0, 0, "/root")
-    env = {}
+    env: dict[str, str] = {}
     for entry in spec.env:
-        key, _, value = entry.partition("=")
-        env[key] = value
+        key, _, setting = entry.partition("=")
+        env[key] = setting
     env.setdefault("HOME", home)
     workdir = spec.workdir or "/"
     os.makedirs(workdir, mode=0o755, exist_ok=True)
@@ -325,7 +325,8 @@ def open_namespaces(pid: int) -> list[tuple[int, int]]:
 
 
 def exec_child(
-    namespaces: list[tuple[int, int]], cgroup_procs: list[str], spec: ProcessSpec, stdio: tuple[int, int, int], error_fd: int
+    namespaces: list[tuple[int, int]], cgroup_procs: list[str], spec: ProcessSpec, stdio: tuple[int, int, int],
+    error_fd: int,
 ) -> None:
     """In the child of `netctl exec`: join cgroup and namespaces, fork into the pid namespace, exec.
     The intermediate waits and passes the exit status on. Never returns."""

@@ -13,6 +13,12 @@ import os
 
 from libnetwork.errors import InvalidArgument
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from libnetwork.model import PortMapping
+
 FLAG, VALUE, MULTI = "flag", "value", "multi"
 
 # (flags, dest, kind, metavar, help). dest is the RunRequest field.
@@ -30,7 +36,8 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (
     (("-m", "--memory"), "memory", VALUE, "SIZE", "Memory limit, e.g. 16m, 1g."),
     (("--cpus",), "cpus", VALUE, "N", "CPU limit, e.g. 0.5."),
     (("--pids-limit",), "pids_limit", VALUE, "N", "Maximum number of processes."),
-    (("--network", "--net"), "networks", MULTI, "NET", "netctl network to join (repeatable), or none, or host. Default: bridge."),
+    (("--network", "--net"), "networks", MULTI, "NET",
+     "netctl network to join (repeatable), or none, or host. Default: bridge."),
     (("--ip",), "ip", VALUE, "ADDRESS", "IPv4 address on the first network."),
     (("--network-alias",), "network_aliases", MULTI, "NAME", "Extra name on the container's networks."),
     (("-p", "--publish"), "publish", MULTI, "[HOSTIP:]HOSTPORT:PORT[/PROTO]", "Publish a port (first network)."),
@@ -139,7 +146,7 @@ def parse_run(args: list[str], table=RUN_OPTIONS) -> tuple[dict, str, list[str]]
     return values, args[i], args[i + 1:]
 
 
-def build_request(values: dict, image: str, command: list[str], environ: dict[str, str] | None = None) -> dict:
+def build_request(values: dict, image: str, command: list[str], environ: Mapping[str, str] | None = None) -> dict:
     """The request the monitor receives (RunRequest's fields), from parsed options. Reads env files
     and our environment here: they belong to the caller, not to the monitor."""
     import resource
@@ -162,7 +169,7 @@ def build_request(values: dict, image: str, command: list[str], environ: dict[st
     return request
 
 
-def parse_env(values: list[str], environ: dict[str, str] | None = None) -> list[str]:
+def parse_env(values: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
     """-e KEY=VALUE, or -e KEY to copy KEY from the caller's environment (skipped when unset)."""
     environ = os.environ if environ is None else environ
     out = []
@@ -177,7 +184,7 @@ def parse_env(values: list[str], environ: dict[str, str] | None = None) -> list[
     return out
 
 
-def read_env_file(path: str, environ: dict[str, str] | None = None) -> list[str]:
+def read_env_file(path: str, environ: Mapping[str, str] | None = None) -> list[str]:
     """--env-file: KEY=VALUE lines; blank lines and # comments ignored; KEY alone copies from env."""
     try:
         with open(path) as f:
@@ -194,3 +201,38 @@ def read_env_file(path: str, environ: dict[str, str] | None = None) -> list[str]
             raise InvalidArgument(f"--env-file {path} line {number}: {key!r} is not a valid variable name")
         values.append(line.lstrip() if "=" in text else text)
     return parse_env(values, environ)
+
+
+def parse_port(spec: str) -> PortMapping:
+    """-p of `netctl run` and of `netctl network connect`: [HOSTIP:]HOSTPORT:PORT[/tcp|udp] ->
+    PortMapping; IPv6 host addresses go in brackets."""
+    from libnetwork.model import PortMapping
+
+    body, _, protocol = spec.partition("/")
+    protocol = protocol or "tcp"
+    if protocol not in ("tcp", "udp"):
+        raise InvalidArgument(f"port {spec!r}: protocol must be tcp or udp")
+    host_ip = ""
+    if body.startswith("["):
+        host_ip, _, body = body[1:].partition("]")
+        body = body.lstrip(":")
+    else:
+        parts = body.split(":")
+        if len(parts) == 3:
+            host_ip, body = parts[0], ":".join(parts[1:])
+    host_port, sep, container_port = body.partition(":")
+    if not sep:
+        raise InvalidArgument(f"port {spec!r} must have the form [HOSTIP:]HOSTPORT:PORT[/tcp|udp]")
+    numbers = []
+    for text in (host_port, container_port):
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise InvalidArgument(f"port {spec!r}: {text!r} is not a port number (1-65535)")
+        numbers.append(int(text))
+    if host_ip:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host_ip)
+        except ValueError:
+            raise InvalidArgument(f"port {spec!r}: host address {host_ip!r} is not an IP address") from None
+    return PortMapping(host_port=numbers[0], container_port=numbers[1], protocol=protocol, host_ip=host_ip)

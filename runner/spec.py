@@ -75,7 +75,7 @@ class RunRequest:
     networks: list[str] = field(default_factory=list)
     ip: str = ""
     network_aliases: list[str] = field(default_factory=list)
-    publish: list[str] = field(default_factory=list)
+    publish: list[dict[str, Any]] = field(default_factory=list)  # PortMapping fields, parsed by the CLI
     tty: bool = False
     interactive: bool = False
     detach: bool = False
@@ -211,7 +211,8 @@ def capability_set(add: list[str], drop: list[str]) -> list[str]:
 
 def check_hostname(text: str) -> str:
     if len(text) > 64 or not _HOSTNAME.match(text):
-        raise InvalidArgument(f"--hostname {text!r} is not a valid host name (letters, digits, '-' and '.', at most 64)")
+        raise InvalidArgument(f"--hostname {text!r} is not a valid host name "
+                              "(letters, digits, '-' and '.', at most 64)")
     return text
 
 

@@ -74,7 +74,8 @@ def new_id() -> str:
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise InvalidArgument(
-            f"invalid container name {name!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            f"invalid container name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
         )
     return name
 
@@ -108,7 +109,8 @@ class Records:
         except FileExistsError:
             holder = self.name_holder(name) or "?"
             raise AlreadyExists(
-                f"container name {name!r} is already used by container {holder[:12]}; choose another name or remove it (netctl rm)"
+                f"container name {name!r} is already used by container {holder[:12]}; "
+                "choose another name or remove it (netctl rm)"
             ) from None
 
     def release_name(self, name: str, container_id: str) -> None:

@@ -9,5 +9,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
 
 # --foreground: the signal goes to pytest alone, which keeps ^C working at a terminal.
+# The whole tests/ directory unless the arguments name test files or directories themselves.
+targets=(tests)
+for arg in "$@"; do
+    [[ $arg != -* && -e ${arg%%::*} ]] && targets=()
+done
 exec timeout --foreground --kill-after=30 "${NETCTL_SUITE_TIMEOUT:-3600}" \
-    .venv/bin/python -m pytest -n auto -p no:cacheprovider tests "$@"
+    .venv/bin/python -m pytest -n auto -p no:cacheprovider "${targets[@]}" "$@"

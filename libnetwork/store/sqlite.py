@@ -13,7 +13,7 @@ writer alike (readers never take it).
 
 Objects are stored as the JSON of `to_dict()` in a `data` column, with the fields we look up by
 copied into indexed columns. The IPAM tables live in the same schema (one `user_version`) but are
-read and written only by libnetwork/ipam.py through `tx.conn`.
+read and written only by the IPAM (libnetwork/ipam/local.py) through `tx.conn`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ MIN_PREFIX_LEN = 3  # shortest id prefix accepted as a reference, like `docker n
 # MIGRATIONS[i] brings a database from user_version i to i + 1. Append, never edit: a database in
 # the field at version i has run exactly MIGRATIONS[:i].
 #
-# IPAM tables (used only by libnetwork/ipam.py): addresses are 16-byte big-endian BLOBs, which sort
+# IPAM tables (used only by libnetwork/ipam/local.py): addresses are 16-byte big-endian BLOBs, which sort
 # like the integers they encode, for IPv4 and IPv6 alike. range_first..range_last is where dynamic
 # allocation may hand out addresses. range_used counts every address row inside it (exhaustion is
 # answered from it), reserved_in_range the gateway/aux rows among them, allocated the endpoint rows
@@ -330,7 +330,9 @@ class SQLiteStore:
             os.makedirs(self.root, exist_ok=True)
             # isolation_level=None: we issue BEGIN ourselves; Python's implicit transactions would
             # start a DEFERRED one and lose the IMMEDIATE lock semantics.
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            # check_same_thread=False: the agent hands a warm store from request to request, and its
+            # requests run on different threads - one at a time per store, never two at once.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(
                 f"cannot open state store {self.path}: {e}; check that {self.root} exists and is writable by you"

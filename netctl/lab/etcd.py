@@ -16,8 +16,8 @@ import urllib.request
 
 from libnetwork.errors import NetctlError
 from netctl.lab import processes
+from netctl.lab.model import ETCD_PORT, Topology
 from netctl.lab.processes import Recorded
-from netctl.lab.topology import ETCD_PORT, Topology
 
 ETCD = "etcd"
 LOCAL_URL = f"http://127.0.0.1:{ETCD_PORT}"  # inside the switch namespace

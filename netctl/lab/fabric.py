@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from libnetwork.errors import KernelError
-from netctl.lab.topology import Topology
+from netctl.lab.model import Topology
 
 SWITCH = "switch"
 
@@ -59,7 +59,8 @@ class Fabric:
             with Netlink(self.switch) as switch:
                 bridge = switch.link(underlay.bridge)
                 if bridge is None:
-                    raise KernelError(f"bridge {underlay.bridge} is missing in lab switch {self.switch}; `netctl lab down` and up again")
+                    raise KernelError(f"bridge {underlay.bridge} is missing in lab switch {self.switch}; "
+                                      "`netctl lab down` and up again")
                 switch.add_veth(host.switch_port, "eth0", peer_netns_fd=host_fd, mtu=underlay.mtu,
                                 master=bridge.index, up=True)  # fmt: skip
         finally:

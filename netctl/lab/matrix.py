@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from netctl.lab.topology import Expectations, Topology
+from netctl.lab.model import Expectations, Topology
 
 PING_PARALLEL = 32  # pings at once inside one container
 # A name that is not in the container's hosts file goes to its resolver, which has nobody to ask in a
@@ -71,9 +71,11 @@ def plan(topology: Topology, expectations: Expectations, addresses: Addresses) -
 
 def ping_script(targets: list[str], parallel: int = PING_PARALLEL) -> str:
     """A POSIX sh pipeline (busybox) printing "ok TARGET" or "no TARGET" for each target."""
-    one = f'if timeout {PING_DEADLINE_S} ping -c 1 -W 1 -q "$0" >/dev/null 2>&1; then echo "ok $0"; else echo "no $0"; fi'
+    one = (f'if timeout {PING_DEADLINE_S} ping -c 1 -W 1 -q "$0" >/dev/null 2>&1; '
+           'then echo "ok $0"; else echo "no $0"; fi')
     listing = " ".join(shlex.quote(t) for t in targets)
-    return f"export RES_OPTIONS={shlex.quote(RESOLVER_OPTIONS)}; printf '%s\\n' {listing} | xargs -n 1 -P {parallel} sh -c {shlex.quote(one)}"
+    return (f"export RES_OPTIONS={shlex.quote(RESOLVER_OPTIONS)}; "
+            f"printf '%s\\n' {listing} | xargs -n 1 -P {parallel} sh -c {shlex.quote(one)}")
 
 
 def parse_output(text: str, targets: list[str]) -> dict[str, bool]:

@@ -145,7 +145,8 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 
     except subprocess.TimeoutExpired:
         raise NetctlError(f"{what or argv[0]}: no answer within {timeout:.0f} s") from None
     if proc.returncode != 0:
-        raise NetctlError(f"{what or ' '.join(argv[-3:])}: {last_line(proc.stderr) or f'exit status {proc.returncode}'}")
+        reason = last_line(proc.stderr) or f"exit status {proc.returncode}"
+        raise NetctlError(f"{what or ' '.join(argv[-3:])}: {reason}")
     return proc
 
 

@@ -25,24 +25,38 @@ The schema (documented with examples in topology_examples/README.md)::
 Validation is strict (unknown keys, unknown references, duplicate names, bad or overlapping subnets)
 because a lab that silently ignores a typo tests something else than what its author thinks.
 Everything here is pure: no kernel, no files but the one read.
+The objects it makes are in netctl/lab/model.py (re-exported here).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from libnetwork.errors import InvalidArgument
+from netctl.lab.model import (
+    DEFAULT_COMMAND,
+    DEFAULT_IMAGE,
+    ETCD_PORT,
+    Container,
+    Expectations,
+    Host,
+    Network,
+    Scenario,
+    Topology,
+    Underlay,
+)
+
+__all__ = [  # the objects are re-exported: callers know them as topology.Topology, topology.ETCD_PORT
+    "DEFAULT_COMMAND", "DEFAULT_IMAGE", "ETCD_PORT", "Container", "Expectations", "Host", "Network", "Scenario",
+    "Topology", "TopologyError", "Underlay", "lab_name", "load", "parse", "read_yaml",
+]
 
 DEFAULT_UNDERLAY = "ul"
 DEFAULT_UNDERLAY_BASE = ipaddress.ip_network("198.18.0.0/16")  # RFC 2544 benchmarking range
 DEFAULT_MTU = 1500
-DEFAULT_IMAGE = "busybox"
-DEFAULT_COMMAND = ("sleep", "infinity")
 DRIVERS = ("overlay", "bridge")
-ETCD_PORT = 2379
 
 # Short names: they end up in interface names (sw-<host>, ul-<underlay>: at most 15 characters).
 _LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$")
@@ -61,111 +75,6 @@ _SCENARIO_KEYS = ("name", "cut", "expect")
 
 class TopologyError(InvalidArgument):
     """The topology file is wrong; the message names the file and the offending key."""
-
-
-@dataclass(frozen=True)
-class Underlay:
-    name: str
-    subnet: str
-    mtu: int
-    switch_address: str  # the switch's own address on it: etcd listens there
-
-    @property
-    def bridge(self) -> str:
-        return f"ul-{self.name}"
-
-    @property
-    def prefixlen(self) -> int:
-        return ipaddress.ip_network(self.subnet).prefixlen
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str
-    underlay: str
-    address: str
-
-    @property
-    def switch_port(self) -> str:
-        return f"sw-{self.name}"
-
-
-@dataclass(frozen=True)
-class Network:
-    name: str
-    driver: str
-    subnet: str = ""
-    host: str = ""  # bridge networks: the host that has it
-    vni: int = 0
-    mtu: int = 0
-
-    @property
-    def is_global(self) -> bool:
-        return self.driver == "overlay"
-
-
-@dataclass(frozen=True)
-class Container:
-    name: str
-    host: str
-    networks: tuple[str, ...]
-    image: str = DEFAULT_IMAGE
-    command: tuple[str, ...] = DEFAULT_COMMAND
-
-
-@dataclass(frozen=True)
-class Expectations:
-    reach: tuple[tuple[str, ...], ...] = ()  # groups
-    isolated: tuple[tuple[tuple[str, ...], ...], ...] = ()  # entries of groups
-
-    def reach_pairs(self) -> list[tuple[str, str]]:
-        """Ordered (source, target) pairs that must reach, in file order, without repeats."""
-        pairs = [(s, t) for group in self.reach for s in group for t in group if s != t]
-        return list(dict.fromkeys(pairs))
-
-    def isolated_pairs(self) -> list[tuple[str, str]]:
-        pairs = []
-        for groups in self.isolated:
-            for i, group in enumerate(groups):
-                for j, other in enumerate(groups):
-                    if i != j:
-                        pairs += [(s, t) for s in group for t in other if s != t]
-        return list(dict.fromkeys(pairs))
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    cut: tuple[str, ...]
-    expect: Expectations
-
-
-@dataclass(frozen=True)
-class Topology:
-    name: str
-    underlays: dict[str, Underlay]
-    hosts: dict[str, Host]
-    networks: dict[str, Network]
-    containers: dict[str, Container]
-    expect: Expectations = field(default_factory=Expectations)
-    scenarios: tuple[Scenario, ...] = ()
-
-    def store_url(self, host: str) -> str:
-        """The etcd URL a host uses: the switch's address on the host's underlay."""
-        underlay = self.underlays[self.hosts[host].underlay]
-        return f"etcd://{underlay.switch_address}:{ETCD_PORT}"
-
-    def containers_on(self, host: str) -> list[Container]:
-        return [c for c in self.containers.values() if c.host == host]
-
-    def networks_on(self, host: str) -> list[Network]:
-        """Bridge networks of this host, then the overlay networks its containers use."""
-        used = {n for c in self.containers_on(host) for n in c.networks}
-        return [n for n in self.networks.values() if n.host == host or (n.is_global and n.name in used)]
-
-    def shared_networks(self, a: str, b: str) -> list[str]:
-        theirs = set(self.containers[b].networks)
-        return [n for n in self.containers[a].networks if n in theirs]
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -187,7 +96,7 @@ def read_yaml(path: str) -> Any:
     except OSError as err:
         raise TopologyError(f"{path}: cannot read the topology file: {err.strerror}") from None
     try:
-        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_strict_loader())  # safe: a SafeLoader subclass
     except _DuplicateKey as err:
         raise TopologyError(f"{path}: line {err.line}: {err.key!r} is defined twice") from None
     except yaml.YAMLError as err:
@@ -234,7 +143,7 @@ class _Where:
     def __init__(self, path: str, keys: tuple[str, ...] = ()):
         self.path, self.keys = path, keys
 
-    def __truediv__(self, key: object) -> "_Where":
+    def __truediv__(self, key: object) -> _Where:
         return _Where(self.path, self.keys + (str(key),))
 
     def error(self, message: str) -> TopologyError:
@@ -301,7 +210,10 @@ def _hosts(data: Any, underlays: dict[str, Underlay], where: _Where) -> dict[str
     hosts = {}
     for name, body in bodies.items():
         underlay = underlays[underlay_of[name]]
-        address = next(a for a, h in taken.items() if h == name) if "address" in body else _next_free(underlay, taken, where / name)
+        if "address" in body:
+            address = next(a for a, h in taken.items() if h == name)
+        else:
+            address = _next_free(underlay, taken, where / name)
         taken[address] = name
         hosts[name] = Host(name, underlay.name, address)
     return hosts
@@ -310,7 +222,8 @@ def _hosts(data: Any, underlays: dict[str, Underlay], where: _Where) -> dict[str
 def _host_underlay(body: dict, underlays: dict[str, Underlay], where: _Where) -> str:
     if "underlay" not in body:
         if len(underlays) > 1:
-            raise (where / "underlay").error(f"missing: there are several underlays ({', '.join(underlays)}); say which")
+            raise (where / "underlay").error(
+                f"missing: there are several underlays ({', '.join(underlays)}); say which")
         return next(iter(underlays))
     name = body["underlay"]
     if name not in underlays:
@@ -327,7 +240,8 @@ def _host_address(value: Any, underlay: Underlay, taken: dict[str, str], where: 
     if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
         raise where.error(f"{address} is not a host address of underlay {underlay.name!r} ({underlay.subnet})")
     if str(address) == underlay.switch_address:
-        raise where.error(f"{address} is the switch's own address on {underlay.name!r} (etcd listens there); pick another")
+        raise where.error(
+            f"{address} is the switch's own address on {underlay.name!r} (etcd listens there); pick another")
     if str(address) in taken:
         raise where.error(f"{address} is already the address of host {taken[str(address)]!r}")
     return str(address)
@@ -381,7 +295,8 @@ def _containers(data: Any, hosts: dict[str, Host], networks: dict[str, Network],
                 raise (here / "networks").error(f"unknown network {net!r} (defined: {', '.join(networks) or 'none'})")
             if networks[net].driver == "bridge" and networks[net].host != host:
                 raise (here / "networks").error(
-                    f"bridge network {net!r} is on host {networks[net].host!r}, not on {host!r}; use an overlay network to cross hosts"
+                    f"bridge network {net!r} is on host {networks[net].host!r}, not on {host!r}; "
+                    "use an overlay network to cross hosts"
                 )
         if len(set(joined)) != len(joined):
             raise (here / "networks").error("lists a network twice")
@@ -432,12 +347,13 @@ def _expectations(data: Any, containers: dict[str, Container], where: _Where) ->
     expectations = Expectations(tuple(reach), tuple(isolated))
     both = set(expectations.reach_pairs()) & set(expectations.isolated_pairs())
     if both:
-        a, b = sorted(both)[0]
+        a, b = min(both)
         raise where.error(f"{a} -> {b} is expected both to reach and to be isolated")
     return expectations
 
 
-def _scenarios(data: Any, hosts: dict[str, Host], containers: dict[str, Container], where: _Where) -> tuple[Scenario, ...]:
+def _scenarios(data: Any, hosts: dict[str, Host], containers: dict[str, Container],
+               where: _Where) -> tuple[Scenario, ...]:  # fmt: skip
     result = []
     seen: set[str] = set()
     for i, entry in enumerate(_list(data, where)):
@@ -474,7 +390,8 @@ def _check_names_unique(hosts: dict, networks: dict, containers: dict, where: _W
 def _check_subnets(underlays: dict[str, Underlay], networks: dict[str, Network], where: _Where) -> None:
     seen: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, _Where]] = []
     named = [(ipaddress.ip_network(u.subnet), where / "underlays" / u.name / "subnet") for u in underlays.values()]
-    named += [(ipaddress.ip_network(n.subnet), where / "networks" / n.name / "subnet") for n in networks.values() if n.subnet]
+    named += [(ipaddress.ip_network(n.subnet), where / "networks" / n.name / "subnet")
+              for n in networks.values() if n.subnet]  # fmt: skip
     for subnet, here in named:
         for other, there in seen:
             if subnet.version == other.version and subnet.overlaps(other):
@@ -505,7 +422,8 @@ def _named_entries(data: Any, where: _Where, what: str, pattern: re.Pattern) -> 
     for name in data:
         if not isinstance(name, str) or not pattern.match(name):
             limit = "1-12 lower-case letters, digits or '-'" if pattern is _SHORT_NAME else "letters, digits or '-'"
-            raise (where / name).error(f"invalid {what} name {name!r}: use {limit}, starting and ending with a letter or digit")
+            raise (where / name).error(
+                f"invalid {what} name {name!r}: use {limit}, starting and ending with a letter or digit")
     return data
 
 

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from cni_plugins import skel  # noqa: E402
+from cni_plugins.plugins import load_plugin  # noqa: E402
 from libnetwork.controller import Controller  # noqa: E402
 from libnetwork.netlink import Netlink  # noqa: E402
 
@@ -148,7 +149,7 @@ class Fuzzer:
             done = subprocess.run([f"{self.plugin_dir}/netctl-{plugin}"], input=stdin, capture_output=True,
                                   env=env, timeout=60)
             return done.returncode, done.stdout, done.stderr
-        return skel.run(skel.load_plugin(plugin), env, stdin, self.context)
+        return skel.run(load_plugin(plugin), env, stdin, self.context)
 
     def check(self, plugin: str, env: dict[str, str], stdin: bytes) -> None:
         status, out, err = self.invoke(plugin, env, stdin)
@@ -178,7 +179,7 @@ class Fuzzer:
         assert isinstance(result, dict) and result["cniVersion"], result
         COUNTS["ok ADD"] += 1
         undo = dict(env, CNI_COMMAND="DEL")
-        status, out, err = skel.run(skel.load_plugin(plugin), {**undo, "NETCTL_ROOT": ROOT,
+        status, out, err = skel.run(load_plugin(plugin), {**undo, "NETCTL_ROOT": ROOT,
                                     "CNI_PATH": self.plugin_dir if env["CNI_PATH"] == "PLUGINS" else env["CNI_PATH"]},
                                     stdin, self.context)
         assert status == 0 and out == b"", (out, err)

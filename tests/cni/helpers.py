@@ -169,25 +169,35 @@ class Cni:
 
 
 class Service:
-    """The CNI service (cni_plugins/server.py) running inside a host, logging one line per request to
-    a file (a pipe nobody reads could fill up and stall it)."""
+    """The host agent (`netctl daemon`, which serves the CNI plugins: cni_plugins/service.py) running
+    inside a host, logging one line per request to a file (a pipe nobody reads could fill up and
+    stall it). It replaces an agent a plugin call may have started on first use."""
 
     LOG = "/run/cni-service.log"
+    START_TIMEOUT_S = 30.0
 
     def __init__(self, host: harness.Host, root: str = NETCTL_ROOT):
         self.host = host
-        self.socket = f"{root}/cni.sock"
-        command = f"exec {sys.executable} -m cni_plugins.server --root {root} --verbose 2>>{self.LOG}"
-        self.proc = host.popen("sh", "-c", command, stdout=subprocess.PIPE, env={"PYTHONPATH": REPO})
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on"), line + self.log()
+        self.socket = f"{root}/netctl.sock"
+        command = f"exec {sys.executable} -m netctl --root {root} daemon 2>>{self.LOG}"
+        self.proc = host.popen("sh", "-c", command, env={"PYTHONPATH": REPO})
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        while "listening on" not in self._log_or_empty():
+            assert self.proc.poll() is None and time.monotonic() < deadline, self._log_or_empty()
+            time.sleep(0.02)
+
+    def _log_or_empty(self) -> str:
+        try:
+            return self.log()
+        except FileNotFoundError:
+            return ""
 
     def log(self) -> str:
         with open(self.host.path(self.LOG)) as f:
             return f.read()
 
     def stop(self) -> None:
-        """SIGTERM to the service itself (the Popen is nsenter's), then wait for it to finish."""
+        """SIGTERM to the agent itself (the Popen is nsenter's), then wait for it to finish."""
         os.kill(_child_pid(self.proc.pid), 15)
         self.proc.wait(timeout=30)
 

@@ -1,6 +1,6 @@
-"""The CNI service (cni_plugins/server.py): the plugin executables forward to it when it listens on
-the root's cni.sock, get byte-for-byte the answers of an in-process run, and fall back to running
-in-process when it is gone or serves another root."""
+"""The CNI plugins served by the host agent (cni_plugins/service.py in `netctl daemon`): the plugin
+executables forward to it when it listens on the root's netctl.sock, get byte-for-byte the answers of
+an in-process run, and fall back to running in-process when it is gone or serves another root."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.kernel
 
 
 def served(service, command: str, cid: str) -> bool:
-    return any(line.startswith(f"{command} netctl-bridge {cid} ") for line in service.log().splitlines())
+    return any(f"netctl daemon: {command} netctl-bridge {cid} " in line for line in service.log().splitlines())
 
 
 def test_requests_go_to_the_service_and_answer_as_in_process(cni, service):

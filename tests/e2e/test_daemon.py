@@ -9,15 +9,25 @@ import sys
 import pytest
 
 from e2e.conftest import command_pid
-from netctl.entry import PROTOCOL, delegable, encode, read_message
+from libnetwork import ipc
+from netctl.entry import delegable
 
 pytestmark = pytest.mark.kernel
+
+
+def started(proc) -> str:
+    """The agent's first lines up to "listening" (one more if it replaced an agent started on first
+    use by an earlier command of the test); the last one."""
+    line = proc.stderr.readline()
+    if "replacing the agent started on first use" in line:
+        line = proc.stderr.readline()
+    return line
 
 
 @pytest.fixture
 def daemon(lab):
     proc = lab.host.popen(sys.executable, "-m", "netctl", "daemon", stderr=subprocess.PIPE)
-    assert "listening on /run/netctl/netctl.sock" in proc.stderr.readline()
+    assert "listening on /run/netctl/netctl.sock" in started(proc)
     proc.daemon_pid = command_pid(proc)
     yield proc
     stop(proc)
@@ -66,8 +76,9 @@ def test_without_the_daemon_the_cli_runs_in_process(lab, daemon):
 def test_a_stale_socket_of_a_killed_daemon_is_ignored_and_replaced(lab, daemon):
     stop(daemon, signal.SIGKILL)
     lab.network("still", "--subnet", "10.62.0.0/24")  # connection refused -> in-process
+    # That in-process command started an agent for the next one; one started by hand replaces it.
     again = lab.host.popen(sys.executable, "-m", "netctl", "daemon", stderr=subprocess.PIPE)
-    assert "listening" in again.stderr.readline()
+    assert "listening" in started(again)
     lab.netctl("network", "rm", "still")
     assert served(again, 1) == ["netctl daemon: served network rm still: exit 0"]
     assert stop(again) == 0
@@ -81,16 +92,16 @@ def test_second_daemon_on_the_same_root_is_refused(lab, daemon):
 
 def test_daemon_refuses_commands_that_must_run_in_the_client(lab, daemon):
     # sandbox exec would replace the daemon's own process: a hand-made request for it is refused.
-    code = f"""
+    code = """
 import socket
-from netctl.entry import encode, read_message
+from libnetwork import ipc
 s = socket.socket(socket.AF_UNIX)
 s.connect("/run/netctl/netctl.sock")
-s.sendall(encode(["{PROTOCOL}", "sandbox", "exec", "a", "--", "true"]))
-print(read_message(s))
+s.sendall(ipc.message({"op": "cli", "argv": ["sandbox", "exec", "a", "--", "true"]}))
+print(list(ipc.read_frames(s)))
 """
     answer = lab.host.py(code).stdout
-    assert "cannot run in the daemon" in answer
+    assert "cannot run in the agent" in answer and '"code":2' in answer
     assert lab.netctl("network", "ls").returncode == 0  # and it keeps serving
 
 
@@ -132,14 +143,17 @@ def test_a_caller_naming_another_store_or_host_than_the_daemons_runs_in_process(
     assert delegable(["network", "ls"]) is None
 
 
-def test_wire_format_round_trips_any_text():
+def test_wire_format_round_trips_any_text_and_bytes():
     import socket
 
     left, right = socket.socketpair()
     with left, right:
-        fields = ["0", "out\nwith\tstuff é", ""]
-        left.sendall(encode(fields))
-        assert read_message(right) == fields
+        request = {"op": "cli", "argv": ["0", "out\nwith\tstuff é", "", "\udcff"]}
+        left.sendall(ipc.message(request) + ipc.frame(ipc.STDOUT, b"\xff\x00raw") + ipc.frame(ipc.STDERR, b""))
+        left.shutdown(socket.SHUT_WR)
+        frames = list(ipc.read_frames(right))
+    assert ipc.loads(frames[0][1]) == request
+    assert frames[1:] == [(ipc.STDOUT, b"\xff\x00raw"), (ipc.STDERR, b"")]
 
 
 def test_daemon_with_root_flag_serves_a_client_that_names_the_root_by_environment(lab):
@@ -148,7 +162,7 @@ def test_daemon_with_root_flag_serves_a_client_that_names_the_root_by_environmen
         "env", "-u", "NETCTL_ROOT", sys.executable, "-m", "netctl", "--root", "/run/other", "daemon",
         stderr=subprocess.PIPE,
     )
-    assert "listening on /run/other/netctl.sock" in proc.stderr.readline()
+    assert "listening on /run/other/netctl.sock" in started(proc)
     try:
         out = lab.netctl("network", "ls", "-q", env={"NETCTL_ROOT": "/run/other"})
         assert out.returncode == 0 and out.stderr == ""
@@ -164,9 +178,9 @@ def test_a_served_command_returns_its_own_warnings_to_the_client_and_no_one_else
     import threading
 
     import netctl.cli
-    from netctl import daemon
+    from netctl.service import RequestServer
 
-    def fake_cli(argv):
+    def fake_cli(argv, obj=None):
         logging.getLogger("libnetwork.controller").warning("endpoint e1 stays in etcd until `netctl gc` removes it")
         other = threading.Thread(target=lambda: logging.getLogger("netctl.agent").warning("agent noise"))
         other.start()
@@ -175,7 +189,7 @@ def test_a_served_command_returns_its_own_warnings_to_the_client_and_no_one_else
 
     monkeypatch.setattr(netctl.cli, "main", fake_cli)
     handlers = list(logging.getLogger().handlers)
-    code, out, err = daemon.run_captured("/r", ["sandbox", "rm", "s1"])
+    code, out, err = RequestServer("/r", listener=None)._captured(["sandbox", "rm", "s1"])
     assert code == 0 and out == ""
     assert err == "endpoint e1 stays in etcd until `netctl gc` removes it\n"
     assert logging.getLogger().handlers == handlers  # the request's handler is gone again

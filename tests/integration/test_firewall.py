@@ -46,7 +46,7 @@ def firewall(host, body: str, nets: list[fw.BridgeNet] = (), *, cli: bool = Fals
     doc = json.dumps([dataclasses.asdict(n) for n in nets])
     setup = f"nets = nets_from(json.loads({doc!r}))\n"
     if cli:
-        setup += "fw._libnftables = lambda: None  # exercise the `nft -j -f -` fallback\n"
+        setup += "from libnetwork import nftables; nftables._libnftables = lambda: None  # exercise the `nft -j -f -` fallback\n"
     return host.py(_PRELUDE + setup + body, check=check)
 
 

@@ -89,19 +89,19 @@ def test_a_failed_create_leaves_no_file_no_mount_and_the_thread_where_it_was():
         before = netns.current_ns_id()
         # The failure is injected at the last step (lo up, while the thread is inside the new namespace),
         # after the handle file and its bind mount exist: everything must be undone.
-        original = Netlink.set_link
-        def broken(self, *args, **kwargs):
-            raise KernelError("injected failure")
-        Netlink.set_link = broken
+        original = netns._loopback_up
+        def broken():
+            raise OSError(5, "injected failure")
+        netns._loopback_up = broken
         late = error_of(lambda: netns.create("/run/t/late"))
-        Netlink.set_link = original
+        netns._loopback_up = original
         # A real kernel refusal early on: the parent is a file, not a directory.
         open("/run/t/not-a-dir", "w").close()
         early = error_of(lambda: netns.create("/run/t/not-a-dir/x"))
         result = {"late": late, "early": early, "thread_unchanged": before == netns.current_ns_id(),
                   "files": sorted(os.listdir("/run/t")), "mounts": mounts_at("/run/t/late")}
     """)
-    assert r["late"] == ["KernelError", "injected failure"]
+    assert r["late"] == ["KernelError", "cannot bring lo up in network namespace /run/t/late: injected failure"]
     assert r["early"][0] == "KernelError" and "/run/t/not-a-dir" in r["early"][1]
     assert r["thread_unchanged"]
     assert r["files"] == ["not-a-dir"]

@@ -17,6 +17,7 @@ import pytest
 
 from libnetwork.errors import AlreadyExists, InvalidArgument, Overlap, PoolExhausted, StoreError
 from libnetwork.model import CREATING, READY, Endpoint, Network, PoolConfig
+from libnetwork.store.etcd import hosts
 from libnetwork.store.etcd import (
     VNI_FIRST,
     Compacted,
@@ -148,7 +149,8 @@ def test_endpoint_names_are_unique_per_network_and_peers_follow_readiness(store)
         assert tx.endpoint_host(e1.id) == "h1"
         assert tx.find_endpoint(net.id, e1.sandbox_id).id == e1.id
         assert tx.get_endpoint(e1.id).addresses == e1.addresses
-    with pytest.raises(AlreadyExists, match="endpoint name 'web' is already used by endpoint e1e1e1e1e1e1 in network 'ov'"):
+    taken = "endpoint name 'web' is already used by endpoint e1e1e1e1e1e1 in network 'ov'"
+    with pytest.raises(AlreadyExists, match=taken):
         connect(store, net, new_endpoint(net, "web", "e2"))
     connect(store, other, new_endpoint(other, "web", "e3"))  # same name, other network: fine
     store.atomic(lambda tx: tx.delete_endpoint(e1.id))
@@ -181,7 +183,8 @@ def test_addresses_are_round_robin_static_and_exhaust_clearly(store):
     store.atomic(lambda tx: tx.release_addresses(ident("o0"), net.id))
     # Round robin: the freed .2 is not handed out again before the rest of the range.
     assert store.atomic(lambda tx: tx.allocate_address(net, 4, ident("o3"))) == "192.168.77.5/29"
-    with pytest.raises(AlreadyExists, match="192.168.77.3 of network 'small' is already in use by endpoint o1o1o1o1o1o1"):
+    taken = "192.168.77.3 of network 'small' is already in use by endpoint o1o1o1o1o1o1"
+    with pytest.raises(AlreadyExists, match=taken):
         store.atomic(lambda tx: tx.allocate_address(net, 4, ident("o4"), "192.168.77.3"))
     with pytest.raises(InvalidArgument, match="broadcast address"):
         store.atomic(lambda tx: tx.allocate_address(net, 4, ident("o4"), "192.168.77.7"))
@@ -266,7 +269,8 @@ RACER = textwrap.dedent(
 )
 
 
-def race(url: str, tmp_path: Path, jobs: list[tuple[str, int]], processes: int, network_id: str) -> dict[str, list[str]]:
+def race(url: str, tmp_path: Path, jobs: list[tuple[str, int]], processes: int,
+         network_id: str) -> dict[str, list[str]]:
     """Run the jobs in `processes` racing workers, released together job by job; results per job."""
     argv = [sys.executable, "-c", RACER, url, str(tmp_path), network_id] + [f"{job}:{n}" for job, n in jobs]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -383,7 +387,7 @@ def test_an_endpoint_removed_while_peers_are_republished_does_not_get_its_peer_b
     monkeypatch.setattr(etcd, "range", range_then_remove_r1)
     with store.snapshot() as tx:
         record = tx.get_host("h1")
-    store._republish_peers(etcd, record)
+    hosts.republish_peers(etcd, record)
     monkeypatch.undo()
     with store.snapshot() as tx:
         peers = {p.endpoint_id for p in tx.list_peers(net.id)}

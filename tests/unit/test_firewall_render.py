@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from libnetwork import firewall as fw
+from libnetwork import firewall_live, firewall_rules, nftables
 from libnetwork.errors import AlreadyExists, InvalidArgument
 from libnetwork.model import PortMapping
 
@@ -313,7 +314,7 @@ def test_names_that_cannot_be_comments_are_refused(name):
 
 
 def test_longest_acceptable_name_fits_every_comment():
-    commands = fw.render([plain(name="x" * fw._NAME_MAX, internal=True, icc=False)])
+    commands = fw.render([plain(name="x" * firewall_rules._NAME_MAX, internal=True, icc=False)])
     assert max(len(r.get("comment", "").encode()) for r in added(commands, "rule")) <= 128
 
 
@@ -352,8 +353,8 @@ def test_two_networks_with_one_name_are_refused():
 
 def test_first_error_line_drops_the_meaningless_json_position():
     error = "internal:0:0-0: Error: Could not process rule: Operation not supported\n\nmore\n"
-    assert fw._first_error_line(error) == "Error: Could not process rule: Operation not supported"
-    assert fw._first_error_line("") == "nft failed without a message"
+    assert nftables._first_error_line(error) == "Error: Could not process rule: Operation not supported"
+    assert nftables._first_error_line("") == "nft failed without a message"
 
 
 def test_rule_counters_sum_rules_sharing_a_comment():
@@ -363,7 +364,7 @@ def test_rule_counters_sum_rules_sharing_a_comment():
     listing = {"nftables": [{"metainfo": {}}, rule("icc a", 2), rule("icc a", 3), rule("isolate a", 0),
                             {"rule": {"expr": [{"counter": {"packets": 9, "bytes": 9}}]}},  # no comment
                             {"rule": {"comment": "c", "expr": [{"accept": None}]}}]}  # no counter
-    assert fw._rule_counters(listing) == {"icc a": 5, "isolate a": 0}
+    assert firewall_live._rule_counters(listing) == {"icc a": 5, "isolate a": 0}
 
 
 # ---- nft check mode ------------------------------------------------------------------------------------------------

@@ -164,7 +164,9 @@ def test_overlap_with_another_network_names_it(store):
     create(store, "blue", PoolConfig("10.1.2.0/24"))
     with pytest.raises(Overlap) as err:
         create(store, "red", PoolConfig("10.1.0.0/16"))
-    assert str(err.value) == "subnet 10.1.0.0/16 overlaps 10.1.2.0/24 of network 'blue'; choose another subnet for network 'red'"
+    assert str(err.value) == (
+        "subnet 10.1.0.0/16 overlaps 10.1.2.0/24 of network 'blue'; choose another subnet for network 'red'"
+    )
     assert isinstance(err.value, InvalidArgument)
 
 
@@ -173,7 +175,8 @@ def test_overlap_with_a_host_route_names_it(store):
     with pytest.raises(Overlap, match=r"^subnet 192.168.0.0/16 overlaps host route 192.168.1.0/24 dev eth0;"):
         create(store, "x", PoolConfig("192.168.0.0/16"), routes=routes)
     with pytest.raises(Overlap, match=r"^subnet 10.9.0.0/16 overlaps host route 10.9.0.0/16 via 10.0.2.2 dev eth0;"):
-        create(store, "x", PoolConfig("10.9.0.0/16"), routes=[("10.9.0.0/16", "host route 10.9.0.0/16 via 10.0.2.2 dev eth0")])
+        route = ("10.9.0.0/16", "host route 10.9.0.0/16 via 10.0.2.2 dev eth0")
+        create(store, "x", PoolConfig("10.9.0.0/16"), routes=[route])
     with pytest.raises(Overlap, match=r"^subnet 10.8.0.0/16 overlaps host route 10.8.0.0/24;"):
         create(store, "x", PoolConfig("10.8.0.0/16"), routes=[("10.8.0.0/24", "")])
     # The default route is never a clash; an IPv6 route never clashes with IPv4.
@@ -194,7 +197,8 @@ def test_two_subnets_of_one_network_must_not_overlap(store):
         (PoolConfig("10.1.0.0/24", gateway="10.2.0.1"),
          "gateway 10.2.0.1 of network 'x' is outside its subnet 10.1.0.0/24; pick an address inside it"),
         (PoolConfig("10.1.0.0/24", gateway="10.1.0.0"),
-         "gateway 10.1.0.0 of network 'x' is the network address of subnet 10.1.0.0/24; pick a host address such as 10.1.0.1"),
+         "gateway 10.1.0.0 of network 'x' is the network address of subnet 10.1.0.0/24; "
+         "pick a host address such as 10.1.0.1"),
         (PoolConfig("10.1.0.0/24", gateway="10.1.0.255"), "is the broadcast address of subnet 10.1.0.0/24"),
         (PoolConfig("10.1.0.0/24", gateway="10.1.0.1/24"), "gateway '10.1.0.1/24' of network 'x' is not an IP address"),
         (PoolConfig("10.1.0.0/24", gateway="fd00::1"), "is outside its subnet"),
@@ -415,3 +419,101 @@ def test_counters_match_rows_under_random_operations(tmp_path_factory, ops):
         assert u.allocated == len(held)
         in_range = [a for a in held.values() if 1 <= int(a.split("/")[0].rsplit(".", 1)[1]) <= 7]
         assert u.in_use == len(in_range) and u.capacity == 5  # .1-.7 minus gateway .1 and aux .4
+
+
+# -- set_dynamic_range: a CNI range's rangeStart/rangeEnd ----------------------------------------
+
+
+def narrowed(store: SQLiteStore, name: str, requested: PoolConfig, first: str, last: str) -> Network:
+    n = make_network(name)
+    with store.transaction() as tx:
+        n.pools.append(ipam.allocate_pool(tx, n, requested, 4, []))
+        ipam.set_dynamic_range(tx, n, requested.subnet, first, last)
+        tx.put_network(n)
+    return n
+
+
+def test_a_narrowed_range_hands_out_only_its_addresses_and_counts_exactly(store):
+    # The gateway .1 and the aux .5 are inside [.4, .6]; .4 and .6 are what is left to hand out.
+    n = narrowed(store, "x", PoolConfig("10.1.0.0/24", gateway="10.1.0.5", aux_addresses={"p": "10.1.0.100"}),
+                 "10.1.0.4", "10.1.0.6")
+    assert usage(store, n) == [ipam.PoolUsage(n.id, "10.1.0.0/24", 0, 0, 2)]
+    assert [allocate(store, n, f"ep{i}") for i in range(2)] == ["10.1.0.4/24", "10.1.0.6/24"]
+    with pytest.raises(PoolExhausted, match=r"2 of 2 addresses in use"):
+        allocate(store, n, "ep-last")
+    assert allocate(store, n, "static", address="10.1.0.9") == "10.1.0.9/24"  # outside the range: still fine
+    assert usage(store, n) == [ipam.PoolUsage(n.id, "10.1.0.0/24", 3, 2, 2)]
+
+
+@pytest.mark.parametrize(
+    "first, last, message",
+    [
+        ("10.1.0.x", "10.1.0.9", "range start '10.1.0.x' of subnet 10.1.0.0/24 is not an IP address"),
+        ("10.1.0.4", "10.2.0.9", "range end 10.2.0.9 is outside its subnet 10.1.0.0/24; pick an address inside it"),
+        ("10.1.0.0", "10.1.0.9", "range start 10.1.0.0 is not a host address of subnet 10.1.0.0/24"),
+        ("10.1.0.4", "10.1.0.255", "range end 10.1.0.255 is not a host address of subnet 10.1.0.0/24"),
+        ("10.1.0.9", "10.1.0.4", "range start 10.1.0.9 of subnet 10.1.0.0/24 is after its end 10.1.0.4; swap them"),
+    ],
+)
+def test_a_bad_range_is_refused_and_nothing_is_written(store, first, last, message):
+    with pytest.raises(InvalidArgument) as err:
+        narrowed(store, "x", PoolConfig("10.1.0.0/24"), first, last)
+    assert str(err.value) == message
+    with store.snapshot() as tx:
+        assert tx.get_network("x") is None and ipam.allocations(tx) == []
+
+
+def test_a_range_of_a_subnet_the_network_lacks_is_refused(store):
+    n = create(store, "x", PoolConfig("10.1.0.0/24"))
+    message = r"range 10.2.0.4-10.2.0.9 is of subnet 10.2.0.0/24, which network 'x'"
+    with pytest.raises(InvalidArgument, match=message), store.transaction() as tx:
+        ipam.set_dynamic_range(tx, n, "10.2.0.0/24", "10.2.0.4", "10.2.0.9")
+
+
+# -- the rules both stores share (no store needed) ------------------------------------------------
+
+
+def test_plan_pool_takes_a_default_from_the_picker_it_is_given():
+    n = make_network("g")
+    taken = [ipam.Clash.of_network(ipaddress.ip_network("10.0.0.0/24"), "other")]
+
+    def pick(version, clashes):
+        return ipam.first_free_subnet([("10.0.0.0/8", 24)], clashes)
+
+    assert ipam.plan_pool(n, None, 4, taken, pick) == PoolConfig("10.0.1.0/24", "10.0.1.1")
+    with pytest.raises(Overlap, match=r"subnet 10.0.0.0/16 overlaps 10.0.0.0/24 of network 'other'"):
+        ipam.plan_pool(n, PoolConfig("10.0.0.0/16"), 4, taken, pick)
+    with pytest.raises(InvalidArgument, match=r"IP version must be 4 or 6, not 5"):
+        ipam.plan_pool(n, None, 5, [], pick)
+
+
+def test_first_free_subnet_walks_the_default_pools_in_order():
+    clashes = ipam.route_clashes([("10.0.0.0/9", "route 10.0.0.0/9 dev eth0"), ("::/0", "default")], 4)
+    assert clashes == [ipam.Clash(0x0A000000, 0x0A7FFFFF, "host route 10.0.0.0/9 dev eth0")]
+    assert str(ipam.first_free_subnet([("10.0.0.0/8", 24)], clashes)) == "10.128.0.0/24"
+    assert ipam.first_free_subnet([("10.0.0.0/9", 24)], clashes) is None
+
+
+def test_owners_are_named_in_a_users_words():
+    assert ipam.describe_owner(ipam.gateway_owner("n" * 64)) == "the gateway"
+    assert ipam.describe_owner(ipam.aux_owner("printer", "n" * 64)) == "auxiliary address 'printer'"
+    assert ipam.describe_owner("e" * 64) == "endpoint eeeeeeeeeeee"
+    assert [ipam.is_reserved_owner(o) for o in (ipam.gateway_owner("n"), ipam.aux_owner("a", "n"), "e")] == [
+        True, True, False]
+
+
+def test_pool_range_and_a_static_address_request():
+    n = make_network("s")
+    pools = [ipam.PoolRange.of(PoolConfig("10.1.0.0/24", ip_range="10.1.0.128/25")),
+             ipam.PoolRange.of(PoolConfig("10.2.0.0/24"))]
+    assert (pools[0].first, pools[0].last) == (0x0A010080, 0x0A0100FE)
+    assert pools[0].in_range(0x0A010080) and not pools[0].in_range(0x0A01007F) and pools[0].contains(0x0A01007F)
+    assert pools[1].format(0x0A020007) == "10.2.0.7/24"
+    assert ipam.static_pool(n, ipam.parse_static_address(n, 4, "10.2.0.7/16"), pools) is pools[1]
+    with pytest.raises(InvalidArgument, match=r"address 10.3.0.1 is outside the subnets of network 's' "
+                                              r"\(10.1.0.0/24, 10.2.0.0/24\)"):
+        ipam.static_pool(n, ipam.parse_static_address(n, 4, "10.3.0.1"), pools)
+    with pytest.raises(InvalidArgument, match=r"is the broadcast address of subnet 10.2.0.0/24"):
+        ipam.static_pool(n, ipam.parse_static_address(n, 4, "10.2.0.255"), pools)
+    with pytest.raises(InvalidArgument, match=r"address fd00::1 is IPv6 where an IPv4 address"):
+        ipam.parse_static_address(n, 4, "fd00::1")

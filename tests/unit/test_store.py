@@ -29,7 +29,8 @@ def endpoint(id: str, name: str, network_id: str, sandbox_id: str = "", created:
 
 
 def sandbox(id: str, name: str, container_id: str = "", created: str = "1") -> Sandbox:
-    return Sandbox(id=id, name=name, netns_path=f"/var/lib/netctl/netns/{id}", container_id=container_id, created=created)
+    return Sandbox(id=id, name=name, netns_path=f"/var/lib/netctl/netns/{id}", container_id=container_id,
+                   created=created)
 
 
 # -- opening -------------------------------------------------------------------------------------

@@ -1,0 +1,255 @@
+"""Local networks: create, delete, list, find by exact name, ensure (the CNI plugins' create-or-reuse),
+prune, and how full their subnets are. A global (overlay) network's own steps are global_networks.py's;
+these entry points dispatch to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libnetwork import ipam
+from libnetwork.endpoints import Endpoints
+from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NotFound
+from libnetwork.events import ENDPOINT_LEFT
+from libnetwork.model import Endpoint, Network, NetworkSpec, PoolConfig, Sandbox
+from libnetwork.records import new_id, now, validate_name
+
+
+@dataclass
+class NetworkMembers:
+    """A network with its endpoints and their sandboxes (what `network inspect` shows). For a global
+    network: every host's endpoints, `hosts` {endpoint id: host name}, and only this host's sandboxes."""
+
+    network: Network
+    endpoints: list[Endpoint]
+    sandboxes: dict[str, Sandbox | None]
+    hosts: dict[str, str] | None = None
+
+
+class Networks(Endpoints):
+    def create_network(self, spec: NetworkSpec) -> Network:
+        validate_name(spec.name, "network")
+        if spec.driver == "overlay":
+            return self._create_global_network(spec)
+        driver = self.driver(spec.driver)
+        options = driver.validate_options(spec.options)
+        if "mtu" in options:
+            spec.mtu = spec.mtu or int(options.pop("mtu"))
+        if spec.mtu and not 68 <= spec.mtu <= 65535:
+            raise InvalidArgument(f"MTU {spec.mtu} of network {spec.name!r} is out of range (68-65535)")
+        if not driver.uses_ipam and (spec.pools or spec.ipv6):
+            raise InvalidArgument(f"network {spec.name!r}: driver {spec.driver} takes no --subnet or --ipv6")
+        if any(p.version == 6 for p in spec.pools):
+            spec.ipv6 = True
+        network = Network(
+            id=new_id(),
+            name=spec.name,
+            driver=driver.name,
+            scope=driver.scope,
+            options=options,
+            labels=dict(spec.labels),
+            internal=spec.internal,
+            ipv6=spec.ipv6,
+            created=now(),
+        )
+        host_routes = self._host_routes() if driver.uses_ipam else []
+        if driver.uses_ipam:
+            network.mtu = spec.mtu or self._uplink_mtu()
+        with self.store.transaction() as tx:
+            clash = tx.get_network(spec.name)
+            if clash is not None and clash.name == spec.name:
+                raise AlreadyExists(f"network name {spec.name!r} is already used by network {clash.short_id}")
+            self._refuse_global_name(spec.name)
+            if driver.uses_ipam:
+                network.pools = self._allocate_pools(tx, network, spec, host_routes)
+                for subnet, (first, last) in spec.pool_ranges.items():
+                    _narrow_dynamic_range(tx, network, subnet, first, last)
+            driver.plan_network(network, tx.list_networks(), self.host)
+            tx.put_network(network)
+            driver.create_network(network, self.host)
+            try:
+                self._sync_firewall(tx)
+            except BaseException:
+                driver.delete_network(network, self.host)
+                raise
+        return network
+
+    @staticmethod
+    def _allocate_pools(tx, network: Network, spec: NetworkSpec, host_routes) -> list[PoolConfig]:
+        pools = []
+        for version in (4, 6):
+            if version == 6 and not spec.ipv6:
+                continue
+            requested: list[PoolConfig | None] = [p for p in spec.pools if p.version == version] or [None]
+            for request in requested:
+                pools.append(ipam.allocate_pool(tx, network, request, version, host_routes))
+        return pools
+
+    def delete_network(self, ref: str, *, force: bool = False) -> Network | None:
+        """Remove a network; InUse while it has endpoints, unless `force` disconnects them first (then
+        endpoint-left and names-changed are emitted for them). None: missing, with `force`."""
+        with self.store.transaction() as tx:
+            network = tx.get_network(ref) or self._global_network(ref)
+            if network is None:
+                if force:
+                    return None
+                self._network(tx, ref)
+            assert network is not None  # self._network raised otherwise
+            if network.scope == "global":
+                removed = tx.list_endpoints(network_id=network.id)
+                self._delete_global_network(tx, network, force)
+            else:
+                removed = self._delete_local_network(tx, network, force)
+        self.events.endpoints_changed(ENDPOINT_LEFT, removed)
+        return network
+
+    def _delete_local_network(self, tx, network: Network, force: bool) -> list[Endpoint]:
+        driver = self.driver(network.driver)
+        endpoints = tx.list_endpoints(network_id=network.id)
+        if endpoints and not force:
+            names = ", ".join(sorted(e.name for e in endpoints))
+            raise InUse(
+                f"network {network.name!r} has active endpoints ({names}); disconnect them first or use -f"
+            )
+        for endpoint in endpoints:
+            self._remove_endpoint(tx, network, endpoint, driver)
+        driver.delete_network(network, self.host)
+        ipam.release_pools(tx, network.id)
+        tx.delete_network(network.id)
+        self._sync_firewall(tx)
+        return endpoints
+
+    def list_networks(self, *, local_only: bool = False) -> list[Network]:
+        """This host's local networks, then the global ones (when a store is configured and wanted)."""
+        with self.store.snapshot() as tx:
+            local = tx.list_networks()
+        return local if local_only else local + self._global_networks()
+
+    def inspect_network(self, ref: str) -> NetworkMembers:
+        """The network `ref` names (local or global) with its endpoints and their sandboxes."""
+        with self.store.snapshot() as tx:
+            network = self._network(tx, ref)
+            if network.scope == "global":
+                with self._require_global_store(f"overlay network {network.name!r}").snapshot() as g:
+                    placed = g.list_placed_endpoints(network_id=network.id)
+                endpoints = [e for _, e in placed]
+                hosts = {e.id: host for host, e in placed}
+                mine = [e for e in endpoints if hosts[e.id] == self.host_name]
+                sandboxes = {e.sandbox_id: tx.get_sandbox(e.sandbox_id) for e in mine}
+                return NetworkMembers(network, endpoints, sandboxes, hosts)
+            endpoints = tx.list_endpoints(network_id=network.id)
+            sandboxes = {e.sandbox_id: tx.get_sandbox(e.sandbox_id) for e in endpoints}
+        return NetworkMembers(network, endpoints, sandboxes)
+
+    def prune_networks(self) -> list[str]:
+        removed = []
+        for network in self.list_networks():
+            with self.store.snapshot() as tx:
+                if tx.list_endpoints(network_id=network.id):
+                    continue
+            try:
+                self.delete_network(network.id)
+            except (InUse, NotFound):
+                continue  # someone connected or removed it meanwhile
+            removed.append(network.name)
+        return removed
+
+    # --- by exact name (the CNI plugins' networks; find_network is controller_base.py's) ----------
+
+    def ensure_network(self, spec: NetworkSpec, *, exact_pools: bool = True) -> tuple[Network, bool]:
+        """The network called spec.name, created from spec if there is none (True: created by this call).
+
+        An existing network must have spec's settings: the CNI configuration is the source of truth,
+        and a network silently reused with other subnets would hand out wrong addresses. Concurrent
+        callers serialise on the store; the loser of a creation race re-reads and compares.
+        exact_pools=False accepts a network with more subnets than spec names (a delegated IPAM
+        plugin reveals the subnets one address at a time)."""
+        existing = self.find_network(spec.name)
+        if existing is None:
+            try:
+                return self.create_network(spec), True
+            except AlreadyExists:
+                existing = self.find_network(spec.name)
+                if existing is None:
+                    raise  # not a lost race: something else is taken (a bridge or link name)
+        _require_same_settings(existing, spec, exact_pools)
+        return existing, False
+
+    def pool_usage(self, network_name: str) -> list[ipam.PoolUsage]:
+        """How full each subnet of a network is (CNI STATUS); empty for an unknown network."""
+        with self.store.snapshot() as tx:
+            network = self._network_named(tx, network_name)
+            if network is not None and network.scope == "global":
+                with self._require_global_store(f"overlay network {network.name!r}").snapshot() as g:
+                    return g.pool_usage(network)
+            return ipam.pool_usage(tx, network.id) if network is not None else []
+
+    def discard_network(self, network: Network) -> None:
+        """Undo ensure_network's creation after the attachment that needed it failed; a network that
+        someone attached to meanwhile stays."""
+        try:
+            self.delete_network(network.id)
+        except (InUse, NotFound):
+            pass
+
+
+def _require_same_settings(existing: Network, spec: NetworkSpec, exact_pools: bool) -> None:
+    differences = []
+    if existing.driver != spec.driver:
+        differences.append(f"driver {existing.driver}, not {spec.driver}")
+    wanted_bridge = spec.options.get("bridge")
+    if wanted_bridge and existing.driver_state.get("bridge") != wanted_bridge:
+        differences.append(f"bridge {existing.driver_state.get('bridge')}, not {wanted_bridge}")
+    have = {p.subnet: p.gateway for p in existing.pools}
+    for pool in spec.pools:
+        if pool.subnet not in have:
+            differences.append(f"no subnet {pool.subnet}")
+        elif pool.gateway and have[pool.subnet] != pool.gateway:
+            differences.append(f"gateway {have[pool.subnet]} of {pool.subnet}, not {pool.gateway}")
+    if exact_pools and spec.pools and len(have) != len(spec.pools):
+        differences.append(f"subnets {', '.join(have) or 'none'}, not {', '.join(p.subnet for p in spec.pools)}")
+    if "masquerade" in spec.options and existing.options.get("masquerade", "true") != spec.options["masquerade"]:
+        differences.append(f"masquerade {existing.options.get('masquerade', 'true')}, not {spec.options['masquerade']}")
+    if spec.mtu and existing.mtu != spec.mtu:
+        differences.append(f"MTU {existing.mtu}, not {spec.mtu}")
+    if differences:
+        raise InvalidArgument(
+            f"network {existing.name!r} already exists with other settings ({'; '.join(differences)}); give the "
+            f"CNI network another name, or remove the old one with `netctl network rm {existing.name}`"
+        )
+
+
+def _narrow_dynamic_range(tx, network: Network, subnet: str, first: str, last: str) -> None:
+    """Limit dynamic allocation in one pool of a network being created to [first, last].
+
+    This is IPAM bookkeeping and belongs in libnetwork/ipam.py beside _dynamic_range (it writes that
+    module's ipam_pools columns and keeps its counters exact); it sits here only until ipam.py grows a
+    `set_dynamic_range`. Called in create_network's transaction, before any address is handed out.
+    """
+    import ipaddress
+
+    net = ipaddress.ip_network(subnet)
+    span = []
+    for label, text in (("start", first), ("end", last)):
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise InvalidArgument(f"range {label} {text!r} of subnet {subnet} is not an IP address") from None
+        if address.version != net.version or address not in net:
+            raise InvalidArgument(f"range {label} {address} is outside its subnet {subnet}; pick an address inside it")
+        if address == net.network_address or (net.version == 4 and address == net.broadcast_address):
+            raise InvalidArgument(f"range {label} {address} is not a host address of subnet {subnet}")
+        span.append(int(address).to_bytes(16, "big"))
+    if span[0] > span[1]:
+        raise InvalidArgument(f"range start {first} of subnet {subnet} is after its end {last}; swap them")
+    row = tx.conn.execute("SELECT id FROM ipam_pools WHERE network_id = ? AND subnet = ?",
+                          (network.id, str(net))).fetchone()
+    if row is None:
+        raise InvalidArgument(f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not "
+                              "have")
+    in_span = "SELECT COUNT(*) FROM ipam_addresses a WHERE a.pool_id = ? AND a.addr BETWEEN ? AND ?"
+    reserved = " AND (a.owner LIKE 'gateway:%' OR a.owner LIKE 'aux:%')"
+    tx.conn.execute(
+        f"UPDATE ipam_pools SET range_first = ?, range_last = ?, range_used = ({in_span}), "
+        f"reserved_in_range = ({in_span}{reserved}) WHERE id = ?",
+        (span[0], span[1], row[0], span[0], span[1], row[0], span[0], span[1], row[0]),
+    )
