@@ -11,8 +11,10 @@ import click
 
 from libnetwork.errors import InvalidArgument
 
-_INSECURE_HELP = ("Registry (HOST[:PORT]) to reach without TLS verification, or else over plain HTTP (repeatable); "
-                  "also registries.json in netctl's config directory.")
+_INSECURE_HELP = (
+    "Registry (HOST[:PORT]) to reach without TLS verification, or else over plain HTTP (repeatable); "
+    "also registries.json in netctl's config directory."
+)
 
 
 def register(cli: click.Group, image: click.Group) -> None:
@@ -30,8 +32,12 @@ def _layout(ctx: click.Context):
 
 @click.command()
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print only the reference.")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", default=None,
-              help="Platform to pick from a multi-platform image (default: this host's).")
+@click.option(
+    "--platform",
+    metavar="OS/ARCH[/VARIANT]",
+    default=None,
+    help="Platform to pick from a multi-platform image (default: this host's).",
+)
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]", help=_INSECURE_HELP)
 @click.argument("ref", metavar="[REGISTRY/]NAME[:TAG|@DIGEST]")
 @click.pass_context
@@ -53,8 +59,14 @@ def pull(ctx, quiet, platform, insecure, ref):
 @click.command()
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print only the digest line.")
 @click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]", help=_INSECURE_HELP)
-@click.option("--chunk-size", type=int, default=64 << 20, show_default=True, metavar="BYTES",
-              help="Blobs larger than this are uploaded in chunks of this size (PATCH), smaller ones in one PUT.")
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=64 << 20,
+    show_default=True,
+    metavar="BYTES",
+    help="Blobs larger than this are uploaded in chunks of this size (PATCH), smaller ones in one PUT.",
+)
 @click.argument("ref", metavar="[REGISTRY/]NAME[:TAG]")
 @click.argument("target", metavar="[TARGET]", required=False, default="")
 @click.pass_context
@@ -70,8 +82,14 @@ def push(ctx, quiet, insecure, chunk_size, ref, target):
         raise InvalidArgument(f"--chunk-size {chunk_size}: use at least 1024 bytes")
     progress = for_terminal(quiet)
     try:
-        result = do_push(ImageStore(_layout(ctx)), ref, settings=Settings.load(insecure), progress=progress,
-                         target=target, chunk_size=chunk_size)  # fmt: skip
+        result = do_push(
+            ImageStore(_layout(ctx)),
+            ref,
+            settings=Settings.load(insecure),
+            progress=progress,
+            target=target,
+            chunk_size=chunk_size,
+        )
     finally:
         progress.close()
     click.echo(f"{result.reference.tag}: digest: {result.digest} size: {result.size}")
@@ -90,8 +108,14 @@ def tag(ctx, source, target):
 
 @click.command()
 @click.option("-o", "--output", required=True, metavar="PATH", help="File (or directory for oci-dir) to write.")
-@click.option("--format", "fmt", type=click.Choice(["docker-archive", "oci-archive", "oci-dir"]), default="docker-archive",
-              show_default=True, help="docker save's tar, an OCI image layout as a tar, or as a directory.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["docker-archive", "oci-archive", "oci-dir"]),
+    default="docker-archive",
+    show_default=True,
+    help="docker save's tar, an OCI image layout as a tar, or as a directory.",
+)
 @click.argument("refs", nargs=-1, required=True, metavar="IMAGE...")
 @click.pass_context
 def save(ctx, output, fmt, refs):

@@ -30,7 +30,8 @@ import secrets
 import shutil
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+import builtins
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,7 +266,7 @@ class ImageStore:
         except FileNotFoundError:
             return {}
 
-    def repo_digests(self, image_id: str) -> list[str]:
+    def repo_digests(self, image_id: str) -> builtins.list[str]:
         return sorted(k for k, v in self._digests().items() if v == image_id)
 
     def raw_config(self, image: Image) -> bytes:
@@ -280,7 +281,9 @@ class ImageStore:
         for raw in candidates:
             if hashlib.sha256(raw).hexdigest() == image.id:
                 return raw
-        raise NotFound(f"the config of image {image.short_id} was not kept (imported by an older netctl); re-import the image")
+        raise NotFound(
+            f"the config of image {image.short_id} was not kept (imported by an older netctl); re-import the image"
+        )
 
     def layer_info(self, diff_id: str) -> dict[str, Any]:
         """layer.json: diff_id, size and, for layers imported or pulled since blobs are kept, blob
@@ -329,8 +332,8 @@ class ImageStore:
             return False
         return True
 
-    def add_image(self, raw_config: bytes, config: dict[str, Any], layers: list[str], source: str, tags: list[str],
-                  digest_refs: list[str] = ()) -> Image:  # fmt: skip
+    def add_image(self, raw_config: bytes, config: dict[str, Any], layers: Sequence[str], source: str,
+                  tags: Sequence[str], digest_refs: Sequence[str] = ()) -> Image:  # fmt: skip
         """Record an image whose layers are in place (a pull); tags and NAME@DIGEST refs point at it."""
         import hashlib
 
@@ -350,10 +353,10 @@ class ImageStore:
                 _write_json_atomic(self._digests_file, dict(sorted(digests.items())))
         return image
 
-    def discard_unused_layers(self, diff_ids: list[str]) -> list[str]:
+    def discard_unused_layers(self, diff_ids: Sequence[str]) -> builtins.list[str]:
         """Remove those of `diff_ids` no image uses (a failed pull's layers); what was removed."""
         with self.locked(exclusive=True):
-            return self._collect_layers(diff_ids, users_of_layer=set())
+            return self._collect_layers(builtins.list(diff_ids), users_of_layer=set())
 
     def tag(self, source: str, target: str) -> Image:
         """`image tag SOURCE TARGET`: TARGET (NAME[:TAG]) names SOURCE's image too."""
@@ -686,8 +689,8 @@ class _Import:
         if os.path.isdir(target):
             _remove_tree(temp)  # already stored: layers are shared
         else:
-            _write_json_atomic(os.path.join(temp, "layer.json"), layer_record(result.diff_id, result.size, result.blob_digest,
-                                                                              tee.size, tee.compression))  # fmt: skip
+            record = layer_record(result.diff_id, result.size, result.blob_digest, tee.size, tee.compression)
+            _write_json_atomic(os.path.join(temp, "layer.json"), record)
             os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
             os.rename(temp, target)
             self.created_layers.append(result.diff_id)

@@ -46,8 +46,10 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (
     (("-d", "--detach"), "detach", FLAG, "", "Start it in the background and print its id."),
     (("--rm",), "auto_remove", FLAG, "", "Remove the container when it exits."),
     (("--entrypoint",), "entrypoint", VALUE, "CMD", "Replace the image's entrypoint."),
-    (("--pull",), "pull", VALUE, "missing|always|never", "Pull the image from its registry: when missing (default), always, or never."),
-    (("--platform",), "platform", VALUE, "OS/ARCH[/VARIANT]", "Pull (always) this platform of a multi-platform image; default: this host's, pulled when missing."),
+    (("--pull",), "pull", VALUE, "missing|always|never",
+     "Pull the image from its registry: when missing (default), always, or never."),
+    (("--platform",), "platform", VALUE, "OS/ARCH[/VARIANT]",
+     "Pull (always) this platform of a multi-platform image; default: this host's, pulled when missing."),
 )
 CLIENT_SIDE = ("pull", "platform")  # run options the CLI acts on itself (pulling); not sent to the monitor
 EXEC_OPTIONS: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (

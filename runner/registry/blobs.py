@@ -56,15 +56,26 @@ def blob_lock(images_tmp: str, hexdigest: str, *, wait: bool = True):
                     yield False
                     return
                 if time.monotonic() > deadline:
-                    raise RegistryError(f"blob {hexdigest[:12]} stayed locked by another pull for {LOCK_WAIT_S:.0f} s") from None
+                    raise RegistryError(
+                        f"blob {hexdigest[:12]} stayed locked by another pull for {LOCK_WAIT_S:.0f} s"
+                    ) from None
                 time.sleep(0.05)
         yield True
     finally:
         os.close(fd)
 
 
-def download(registry: Registry, repository: str, digest: str, size: int, path: str, scope: str,
-             progress: Progress, item: str, cancelled=None) -> None:  # fmt: skip
+def download(
+    registry: Registry,
+    repository: str,
+    digest: str,
+    size: int,
+    path: str,
+    scope: str,
+    progress: Progress,
+    item: str,
+    cancelled=None,
+) -> None:
     """Fetch blob `digest` of `size` bytes into `path` (continuing what is there); verified on return."""
     hasher = hashlib.sha256()
     have = 0
@@ -85,8 +96,9 @@ def download(registry: Registry, repository: str, digest: str, size: int, path: 
         while have < size:
             headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                response = registry.request("GET", f"/v2/{repository}/blobs/{digest}", scope=scope, stream=True,
-                                            ok=(200, 206), headers=headers)  # fmt: skip
+                response = registry.request(
+                    "GET", f"/v2/{repository}/blobs/{digest}", scope=scope, stream=True, ok=(200, 206), headers=headers
+                )
                 with response:
                     if have and response.status_code == 200:  # the registry ignored the Range: from the start
                         out.truncate(0)
@@ -97,8 +109,10 @@ def download(registry: Registry, repository: str, digest: str, size: int, path: 
                         if cancelled is not None and cancelled.is_set():
                             raise Cancelled(f"download of blob {digest[:19]} stopped")
                         if have + len(chunk) > size:
-                            raise DigestMismatch(f"blob {digest[:19]} of {repository} is larger than the {size} bytes "
-                                                 "its manifest states; the registry's copy is corrupt or was tampered with")  # fmt: skip
+                            raise DigestMismatch(
+                                f"blob {digest[:19]} of {repository} is larger than the {size} bytes "
+                                "its manifest states; the registry's copy is corrupt or was tampered with"
+                            )
                         out.write(chunk)
                         hasher.update(chunk)
                         have += len(chunk)
@@ -111,7 +125,8 @@ def download(registry: Registry, repository: str, digest: str, size: int, path: 
                 failures += 1
                 if failures > RETRIES:
                     raise DownloadInterrupted(
-                        f"downloading blob {digest[:19]} of {repository} from {registry.registry} failed {failures} times "
+                        f"downloading blob {digest[:19]} of {repository} from {registry.registry} "
+                        f"failed {failures} times "
                         f"({str(err).splitlines()[0][:100]}); {have} of {size} bytes are kept, pull again to continue"
                     ) from None
                 progress.event(item, f"Retrying in {BACKOFF_S[failures - 1]:.1f} s ({failures}/{RETRIES})")

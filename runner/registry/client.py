@@ -51,7 +51,10 @@ def _unverified_context() -> ssl.SSLContext:
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """'Bearer realm="...",service="...",scope="..."' -> ("bearer", {...})."""
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)) for m in _CHALLENGE_PARAM.finditer(rest)}
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
     return scheme.lower(), params
 
 
@@ -68,8 +71,15 @@ class Registry:
     """A session with one registry. Thread-safe for the parallel blob downloads (one pool, a lock
     around the token cache)."""
 
-    def __init__(self, registry: str, api_host: str, settings: Settings, creds: Credentials | None = None,
-                 *, use_stored_credentials: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        registry: str,
+        api_host: str,
+        settings: Settings,
+        creds: Credentials | None = None,
+        *,
+        use_stored_credentials: bool = True,
+    ):
         self.registry = registry
         self.api_host = api_host
         self.settings = settings
@@ -110,7 +120,9 @@ class Registry:
     def use_known_base(self, base: str) -> None:
         """Skip the probe: a previous pull found the registry at `base` (plain HTTP only where still
         allowed). Should it not answer there, the first request probes again."""
-        if base.startswith("https://") or (base.startswith("http://") and self.settings.plain_http_allowed(self.registry)):
+        if base.startswith("https://") or (
+            base.startswith("http://") and self.settings.plain_http_allowed(self.registry)
+        ):
             self._known_base = base
 
     def _ensure_tls(self) -> None:
@@ -142,7 +154,9 @@ class Registry:
             if self.settings.named_insecure(self.registry):  # as Docker: HTTPS without verification first
                 self.session.mount("https://", _TLSAdapter(_unverified_context(), pool_connections=4, pool_maxsize=8))
                 try:
-                    self.session.get(f"{https}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False).close()
+                    self.session.get(
+                        f"{https}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False
+                    ).close()
                     return https
                 except requests.exceptions.RequestException:
                     pass
@@ -152,13 +166,16 @@ class Registry:
         except requests.exceptions.RequestException as err:
             if self.settings.plain_http_allowed(self.registry) and self._plain_http_answers():
                 return f"http://{self.api_host}"
-            raise RegistryConnectionError(f"cannot reach registry {self.registry}: {_reason(err)}; check that it runs and the address") from None
+            raise RegistryConnectionError(
+                f"cannot reach registry {self.registry}: {_reason(err)}; check that it runs and the address"
+            ) from None
 
     def _plain_http_answers(self) -> bool:
         """A registry answers plain HTTP here (not an HTTPS server telling us off with a 400)."""
         try:
-            response = self.session.get(f"http://{self.api_host}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-                                        allow_redirects=False)  # fmt: skip
+            response = self.session.get(
+                f"http://{self.api_host}/v2/", timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=False
+            )
         except requests.exceptions.RequestException:
             return False
         response.close()
@@ -171,8 +188,18 @@ class Registry:
             f"{docker_dir}/ca.crt (or {ours}/ca.crt), or allow plain HTTP with --insecure-registry {self.registry}"
         )
 
-    def request(self, method: str, path: str, *, scope: str, ok: tuple[int, ...] = (200,), stream: bool = False,
-                headers: dict | None = None, data=None, url: str | None = None) -> requests.Response:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str,
+        ok: tuple[int, ...] = (200,),
+        stream: bool = False,
+        headers: dict | None = None,
+        data=None,
+        url: str | None = None,
+    ) -> requests.Response:
         """One request, authenticated for `scope` (repository:NAME:pull[,push]); a 401 is answered once
         with the challenge's scheme. Returns a response whose status is in `ok` (else raises)."""
         target = url or f"{self.base}{path}"
@@ -206,24 +233,38 @@ class Registry:
             all_headers["Authorization"] = f"Bearer {token}"
         auth = (self.creds.username, self.creds.password) if basic and self.creds and not token else None
         try:
-            return self.session.request(method, url, headers=all_headers, data=data, stream=stream, auth=auth,
-                                        timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), allow_redirects=True)  # fmt: skip
+            return self.session.request(
+                method,
+                url,
+                headers=all_headers,
+                data=data,
+                stream=stream,
+                auth=auth,
+                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                allow_redirects=True,
+            )
         except requests.exceptions.SSLError as err:
             raise RegistryError(self._tls_advice(err)) from None
         except requests.exceptions.RequestException as err:
-            raise RegistryConnectionError(f"registry {self.registry} did not answer {method} {_short(url)}: {_reason(err)}") from None
+            raise RegistryConnectionError(
+                f"registry {self.registry} did not answer {method} {_short(url)}: {_reason(err)}"
+            ) from None
 
     def _answer(self, challenge: str, scope: str) -> None:
         scheme, params = parse_challenge(challenge)
         if scheme == "basic":
             if self.creds is None:
-                raise AuthError(f"registry {self.registry} wants a user name and password: run `netctl login {self.registry}`")
+                raise AuthError(
+                    f"registry {self.registry} wants a user name and password: run `netctl login {self.registry}`"
+                )
             with self._lock:
                 self._basic = True
             return
         if scheme != "bearer" or not params.get("realm"):
-            raise AuthError(f"registry {self.registry} asks for authentication netctl does not know ({challenge[:60]!r})")
-        query = {"service": params.get("service", "")} if params.get("service") else {}
+            raise AuthError(
+                f"registry {self.registry} asks for authentication netctl does not know ({challenge[:60]!r})"
+            )
+        query: dict[str, str | list[str]] = {"service": params["service"]} if params.get("service") else {}
         scopes = [s for s in scope.split(" ") if s]
         if params.get("scope") and params["scope"] not in scopes:
             scopes.append(params["scope"])
@@ -233,16 +274,24 @@ class Registry:
         if params["realm"].startswith("https://"):
             self._ensure_tls()
         try:
-            response = self.session.get(params["realm"], params=query, auth=auth, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+            response = self.session.get(
+                params["realm"], params=query, auth=auth, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+            )
         except requests.exceptions.SSLError as err:
-            raise RegistryError(f"TLS connection to the token service {params['realm']} failed ({_reason(err)})") from None
+            raise RegistryError(
+                f"TLS connection to the token service {params['realm']} failed ({_reason(err)})"
+            ) from None
         except requests.exceptions.RequestException as err:
-            raise RegistryError(f"token service {params['realm']} of {self.registry} did not answer: {_reason(err)}") from None
+            raise RegistryError(
+                f"token service {params['realm']} of {self.registry} did not answer: {_reason(err)}"
+            ) from None
         with response:
             if response.status_code in (401, 403):
                 raise self._denied(wrong_credentials=True)
             if response.status_code != 200:
-                raise AuthError(f"token service {params['realm']} of {self.registry} answered HTTP {response.status_code}")
+                raise AuthError(
+                    f"token service {params['realm']} of {self.registry} answered HTTP {response.status_code}"
+                )
             body = _json_limited(response, 1 << 20, f"token from {params['realm']}")
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not token:
@@ -258,8 +307,10 @@ class Registry:
             )
         if self.creds is None:
             return AuthError(f"registry {self.registry} refused anonymous access: run `netctl login {self.registry}`")
-        return AuthError(f"registry {self.registry} denied {self.creds.username!r} (from {self.creds.source}) access; "
-                         f"check the repository name and your rights, or `netctl login {self.registry}` as another user")  # fmt: skip
+        return AuthError(
+            f"registry {self.registry} denied {self.creds.username!r} (from {self.creds.source}) access; "
+            f"check the repository name and your rights, or `netctl login {self.registry}` as another user"
+        )
 
     def _failure(self, response: requests.Response, method: str, path: str) -> Exception:
         codes = error_codes(response)
@@ -269,15 +320,22 @@ class Registry:
         if status == 401:  # after Basic: the password is wrong; after a token: its scope was not granted
             return self._denied(wrong_credentials=self._basic)
         if status == 403 or "DENIED" in codes:
-            return AuthError(f"registry {self.registry} denied access to {repo}; check the name and your rights (netctl login)")
+            return AuthError(
+                f"registry {self.registry} denied access to {repo}; check the name and your rights (netctl login)"
+            )
         if "NAME_UNKNOWN" in codes:
             return ImageNotFound(f"repository {repo} not found in registry {self.registry}; check the name")
         if "MANIFEST_UNKNOWN" in codes or (status == 404 and "/manifests/" in path):
             what = path.rsplit("/", 1)[-1]
-            return ImageNotFound(f"{self.registry}/{repo}:{what} not found: no such tag or digest (or repository) in the registry".replace(":sha256:", "@sha256:"))
+            name = f"{self.registry}/{repo}{'@' if what.startswith('sha256:') else ':'}{what}"
+            return ImageNotFound(f"{name} not found: no such tag or digest (or repository) in the registry")
         if "BLOB_UNKNOWN" in codes or (status == 404 and "/blobs/" in path):
-            return ImageNotFound(f"blob {path.rsplit('/', 1)[-1][:19]} of {repo} is missing from registry {self.registry}")
-        return RegistryError(f"registry {self.registry} answered {method} {path} with HTTP {status} {' '.join(codes)}".rstrip())
+            return ImageNotFound(
+                f"blob {path.rsplit('/', 1)[-1][:19]} of {repo} is missing from registry {self.registry}"
+            )
+        return RegistryError(
+            f"registry {self.registry} answered {method} {path} with HTTP {status} {' '.join(codes)}".rstrip()
+        )
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -325,8 +383,16 @@ def _reason(err: BaseException) -> str:
     text = str(err)
     if "NameResolution" in text or "Failed to resolve" in text or "Name or service not known" in text:
         return "its host name does not resolve"
-    for marker in ("[SSL: CERTIFICATE_VERIFY_FAILED]", "Connection refused", "timed out", "Name or service not known",
-                   "WRONG_VERSION_NUMBER", "Connection reset", "RemoteDisconnected", "IncompleteRead"):  # fmt: skip
+    for marker in (
+        "[SSL: CERTIFICATE_VERIFY_FAILED]",
+        "Connection refused",
+        "timed out",
+        "Name or service not known",
+        "WRONG_VERSION_NUMBER",
+        "Connection reset",
+        "RemoteDisconnected",
+        "IncompleteRead",
+    ):
         if marker in text:
             return {"[SSL: CERTIFICATE_VERIFY_FAILED]": "certificate verify failed"}.get(marker, marker.strip("[]"))
     return (text.splitlines() or [type(err).__name__])[0][:120]

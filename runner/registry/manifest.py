@@ -39,11 +39,16 @@ def _env_int(name: str, default: int) -> int:
 
         raise Unsupported(f"{name}={text!r}: use a number of bytes, at least 1024")
     return int(text)
+
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
 INDEXES = (OCI_INDEX, DOCKER_LIST)
 MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join(MANIFESTS + INDEXES + SCHEMA1)
@@ -78,7 +83,9 @@ class Platform:
 
 def host_platform() -> Platform:
     machine = platform_mod.machine()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386"}.get(machine, machine)
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386"}.get(
+        machine, machine
+    )
     variant = {"armv7l": "v7", "armv6l": "v6"}.get(machine, "")
     return Platform("linux", arch, variant)
 
@@ -93,14 +100,17 @@ def parse_platform(text: str | None) -> Platform:
 
 
 def fetch(registry: Registry, repository: str, selector: str, scope: str, what: str) -> Fetched:
-    response = registry.request("GET", f"/v2/{repository}/manifests/{selector}", scope=scope, stream=True,
-                                headers={"Accept": ACCEPT})  # fmt: skip
+    response = registry.request(
+        "GET", f"/v2/{repository}/manifests/{selector}", scope=scope, stream=True, headers={"Accept": ACCEPT}
+    )
     header_type = response.headers.get("Content-Type", "").split(";")[0].strip()
     raw = read_limited(response, manifest_limit(), f"the manifest of {what}")
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     if selector.startswith("sha256:") and digest != selector:
-        raise DigestMismatch(f"the manifest of {what} does not match its digest {selector[:19]} (got {digest[:19]}); "
-                             "the registry's copy is corrupt or was tampered with")  # fmt: skip
+        raise DigestMismatch(
+            f"the manifest of {what} does not match its digest {selector[:19]} (got {digest[:19]}); "
+            "the registry's copy is corrupt or was tampered with"
+        )
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -125,19 +135,38 @@ def fetch(registry: Registry, repository: str, selector: str, scope: str, what: 
 
 def choose(index: Fetched, want: Platform, what: str) -> dict:
     """The index entry for `want` (os, architecture, and the variant when one is asked for)."""
-    entries = [m for m in index.body.get("manifests") or [] if isinstance(m, dict) and isinstance(m.get("platform"), dict)]
+    entries = [
+        m for m in index.body.get("manifests") or [] if isinstance(m, dict) and isinstance(m.get("platform"), dict)
+    ]
     matching = []
     for entry in entries:
         p = entry["platform"]
         if p.get("os") != want.os or p.get("architecture") != want.architecture:
             continue
-        if want.variant and p.get("variant", "") not in (want.variant, "") and not (want.architecture == "arm64" and want.variant == "v8"):
+        if (
+            want.variant
+            and p.get("variant", "") not in (want.variant, "")
+            and not (want.architecture == "arm64" and want.variant == "v8")
+        ):
             continue
         matching.append(entry)
     if not matching:
-        have = sorted({str(Platform(e["platform"].get("os", "?"), e["platform"].get("architecture", "?"),
-                                    e["platform"].get("variant", ""))) for e in entries} - {"unknown/unknown"})  # fmt: skip
-        raise Unsupported(f"{what} has no image for {want}; it has {', '.join(have) or 'none'}: pick one with --platform")
+        have = sorted(
+            {
+                str(
+                    Platform(
+                        e["platform"].get("os", "?"),
+                        e["platform"].get("architecture", "?"),
+                        e["platform"].get("variant", ""),
+                    )
+                )
+                for e in entries
+            }
+            - {"unknown/unknown"}
+        )
+        raise Unsupported(
+            f"{what} has no image for {want}; it has {', '.join(have) or 'none'}: pick one with --platform"
+        )
     if want.variant:  # an exact variant beats an unspecified one
         matching.sort(key=lambda e: e["platform"].get("variant", "") != want.variant)
     return matching[0]

@@ -19,9 +19,9 @@ def familiar(ref: str) -> str:
     name, at, digest = ref.partition("@")
     for prefix in ("docker.io/", "index.docker.io/"):
         if name.startswith(prefix):
-            name = name[len(prefix):]
-            if name.startswith("library/") and "/" not in name[len("library/"):]:
-                name = name[len("library/"):]
+            name = name[len(prefix) :]
+            if name.startswith("library/") and "/" not in name[len("library/") :]:
+                name = name[len("library/") :]
             break
     if at:
         if name.rfind(":") > name.rfind("/"):
@@ -44,7 +44,7 @@ def _read(path: str) -> dict:
 
 
 def is_present(images_dir: str, ref: str) -> bool:
-    bare = ref[len("sha256:"):] if ref.startswith("sha256:") else ref
+    bare = ref[len("sha256:") :] if ref.startswith("sha256:") else ref
     if 12 <= len(bare) <= 64 and all(c in _HEX for c in bare):
         return True
     key = familiar(ref)

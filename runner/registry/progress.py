@@ -72,9 +72,19 @@ class BarProgress(Progress):
     def _bar(self, item: str, total: int | None, text: str):
         bar = self.bars.get(item)
         if bar is None:
-            bar = self._tqdm(total=total, desc=f"{item}: {text}", unit="B", unit_scale=True, unit_divisor=1024,
-                             position=self.position, leave=True, file=self.stream, ncols=self.columns, nrows=self.rows,
-                             bar_format=_WITH_BAR if total else "{desc}")  # fmt: skip
+            bar = self._tqdm(
+                total=total,
+                desc=f"{item}: {text}",
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                position=self.position,
+                leave=True,
+                file=self.stream,
+                ncols=self.columns,
+                nrows=self.rows,
+                bar_format=_WITH_BAR if total else "{desc}",
+            )
             self.position += 1
             self.bars[item] = bar
         return bar
@@ -124,7 +134,8 @@ def for_terminal(quiet: bool, stream=None) -> Progress:
     return LineProgress(stream)
 
 
-def _size(n: int) -> str:
+def _size(size: int) -> str:
+    n = float(size)
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

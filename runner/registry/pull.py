@@ -37,8 +37,16 @@ class PullResult:
     present: int  # layers already in the store
 
 
-def pull(store: ImageStore, text: str, *, settings: Settings, progress: Progress, platform: str | None = None,
-         registry: Registry | None = None, notice: str = "") -> PullResult:  # fmt: skip
+def pull(
+    store: ImageStore,
+    text: str,
+    *,
+    settings: Settings,
+    progress: Progress,
+    platform: str | None = None,
+    registry: Registry | None = None,
+    notice: str = "",
+) -> PullResult:
     ref = parse(text)
     want = manifest.parse_platform(platform)
     own = registry is None
@@ -53,8 +61,15 @@ def pull(store: ImageStore, text: str, *, settings: Settings, progress: Progress
 
 
 class _Pull:
-    def __init__(self, store: ImageStore, ref: Reference, want: manifest.Platform, registry: Registry, progress: Progress,
-                 notice: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        store: ImageStore,
+        ref: Reference,
+        want: manifest.Platform,
+        registry: Registry,
+        progress: Progress,
+        notice: str = "",
+    ):
         self.notice = notice
         self.explicit_platform = False
         self.store = store
@@ -86,20 +101,24 @@ class _Pull:
         config_raw = self._known_config(config_digest) or self._config(config_digest, int(config_desc["size"]), what)
         config = _parse_config(config_raw, what)
         if self.explicit_platform and image_manifest is top:  # one manifest, no index: it must be what was asked for
-            have = manifest.Platform(str(config.get("os", "linux")), str(config.get("architecture", "")), str(config.get("variant", "")))
+            have = manifest.Platform(
+                str(config.get("os", "linux")), str(config.get("architecture", "")), str(config.get("variant", ""))
+            )
             if (have.os, have.architecture) != (self.want.os, self.want.architecture):
                 raise Unsupported(f"{what} is an image for {have} only, not {self.want}; pull it without --platform")
         diff_ids = _diff_ids(config, what)
         layers = body.get("layers") or []
         if len(layers) != len(diff_ids):
-            raise RegistryError(f"{what}: the manifest lists {len(layers)} layers but the config {len(diff_ids)}; the image is broken")
+            raise RegistryError(
+                f"{what}: the manifest lists {len(layers)} layers but the config {len(diff_ids)}; the image is broken"
+            )
         for layer in layers:
             media = str(layer.get("mediaType", ""))
             if media not in manifest.LAYER_TYPES:
                 raise Unsupported(f"{what}: layer of type {media!r} is not a file-system layer netctl can unpack")
             manifest.descriptor_digest(layer, what)
         todo = []
-        for layer, diff_id in zip(layers, diff_ids):
+        for layer, diff_id in zip(layers, diff_ids, strict=True):
             item = layer["digest"][7:19]
             if self.store.has_layer(diff_id):
                 self.progress.done(item, "Already exists")
@@ -128,12 +147,16 @@ class _Pull:
         limit = manifest.config_limit()
         if size > limit:
             raise RegistryError(f"the config of {what} is {size} bytes, over netctl's limit of {limit}; refusing it")
-        response = self.registry.request("GET", f"/v2/{self.ref.repository}/blobs/{digest}", scope=self.scope, stream=True)
+        response = self.registry.request(
+            "GET", f"/v2/{self.ref.repository}/blobs/{digest}", scope=self.scope, stream=True
+        )
         raw = read_limited(response, limit, f"the config of {what}")
         got = "sha256:" + hashlib.sha256(raw).hexdigest()
         if got != digest or len(raw) != size:
-            raise DigestMismatch(f"the config of {what} does not match its digest {digest[:19]} (got {got[:19]}); "
-                                 "the registry's copy is corrupt or was tampered with")  # fmt: skip
+            raise DigestMismatch(
+                f"the config of {what} does not match its digest {digest[:19]} (got {got[:19]}); "
+                "the registry's copy is corrupt or was tampered with"
+            )
         return raw
 
     def _fetch_all(self, todo: list[tuple[dict, str]], what: str) -> int:
@@ -174,7 +197,12 @@ class _Pull:
                     for future in pending:
                         future.cancel()
                     wait(pending)
-                errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+                errors: list[BaseException] = []
+                for future in futures:
+                    if future.done() and not future.cancelled():
+                        error = future.exception()
+                        if error is not None:
+                            errors.append(error)
                 errors.sort(key=lambda e: isinstance(e, blobs.Cancelled))  # the cause first, not what it stopped
                 if errors:
                     raise errors[0]
@@ -193,8 +221,9 @@ class _Pull:
                 self.progress.done(item, "Already exists")
                 return False
             part = os.path.join(blobs.blob_dir(tmp), f"{digest[7:]}.part")
-            blobs.download(self.registry, self.ref.repository, digest, size, part, self.scope, self.progress, item,
-                           self.cancelled)  # fmt: skip
+            blobs.download(
+                self.registry, self.ref.repository, digest, size, part, self.scope, self.progress, item, self.cancelled
+            )
             self.progress.event(item, "Download complete")
             if self.cancelled.is_set():
                 return False
@@ -207,8 +236,10 @@ class _Pull:
                     f.seek(0)
                     result = unpack(f, os.path.join(temp, "diff"), f"layer {digest[:19]} of {what}")
                 if result.diff_id != diff_id:
-                    raise CorruptArchive(f"layer {digest[:19]} of {what} unpacks to diff id sha256:{result.diff_id[:12]}, "
-                                         f"not the config's sha256:{diff_id[:12]}; the image is broken")  # fmt: skip
+                    raise CorruptArchive(
+                        f"layer {digest[:19]} of {what} unpacks to diff id sha256:{result.diff_id[:12]}, "
+                        f"not the config's sha256:{diff_id[:12]}; the image is broken"
+                    )
                 from runner.layers import compression_of
 
                 os.rename(part, os.path.join(temp, "blob"))
@@ -257,8 +288,17 @@ def _diff_ids(config: dict, what: str) -> list[str]:
     return out
 
 
-def pull_and_report(layout, text: str, *, quiet: bool = False, platform: str | None = None,
-                    insecure: tuple[str, ...] = (), out=None, err=None, notice: str = "") -> PullResult:  # fmt: skip
+def pull_and_report(
+    layout,
+    text: str,
+    *,
+    quiet: bool = False,
+    platform: str | None = None,
+    insecure: tuple[str, ...] = (),
+    out=None,
+    err=None,
+    notice: str = "",
+) -> PullResult:
     """A pull as the command line shows it: progress on `err` (bars on a terminal, lines otherwise,
     nothing when quiet), then the digest and status on `out` (with -q only the reference)."""
     import sys
@@ -275,8 +315,15 @@ def pull_and_report(layout, text: str, *, quiet: bool = False, platform: str | N
 
     registry.use_known_base(known_endpoint(layout.images, ref.registry).get("base", ""))
     try:
-        result = pull(store, text, settings=registry.settings, progress=progress, platform=platform, registry=registry,
-                      notice=notice)  # fmt: skip
+        result = pull(
+            store,
+            text,
+            settings=registry.settings,
+            progress=progress,
+            platform=platform,
+            registry=registry,
+            notice=notice,
+        )
         from runner.registry.quick import record_endpoint
 
         record_endpoint(layout.images, ref.registry, registry.base, anonymous=registry.anonymous)

@@ -30,9 +30,15 @@ from runner.registry.reference import Reference, parse
 
 PARALLEL = 3
 DEFAULT_CHUNK = 64 << 20  # blobs up to this size go in one PUT
-_DOCKER_LAYER = {"gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip", "": "application/vnd.docker.image.rootfs.diff.tar"}
-_OCI_LAYER = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip", "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-              "": "application/vnd.oci.image.layer.v1.tar"}  # fmt: skip
+_DOCKER_LAYER = {
+    "gzip": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "": "application/vnd.docker.image.rootfs.diff.tar",
+}
+_OCI_LAYER = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "": "application/vnd.oci.image.layer.v1.tar",
+}
 
 
 @dataclass
@@ -55,8 +61,15 @@ class _Blob:
     oci: bool = False  # pulled with an OCI media type
 
 
-def push(store: ImageStore, local: str, *, settings: Settings, progress: Progress, target: str = "",
-         chunk_size: int = DEFAULT_CHUNK) -> PushResult:  # fmt: skip
+def push(
+    store: ImageStore,
+    local: str,
+    *,
+    settings: Settings,
+    progress: Progress,
+    target: str = "",
+    chunk_size: int = DEFAULT_CHUNK,
+) -> PushResult:
     image = store.get(local)
     ref = parse(target or local)
     if ref.digest:
@@ -66,12 +79,19 @@ def push(store: ImageStore, local: str, *, settings: Settings, progress: Progres
     table = _OCI_LAYER if oci else _DOCKER_LAYER
     for blob in layers:
         if blob.media_type not in table:
-            raise InvalidArgument(f"layer {blob.digest[:19]} of {local} is {blob.media_type}-compressed; registries take "
-                                  "gzip, zstd or uncompressed layers: re-import it as one of those")  # fmt: skip
+            raise InvalidArgument(
+                f"layer {blob.digest[:19]} of {local} is {blob.media_type}-compressed; registries take "
+                "gzip, zstd or uncompressed layers: re-import it as one of those"
+            )
         blob.media_type = table[blob.media_type]
     raw_config = store.raw_config(image)
-    config = _Blob("sha256:" + hashlib.sha256(raw_config).hexdigest(), len(raw_config), None, raw_config,
-                   "application/vnd.oci.image.config.v1+json" if oci else "application/vnd.docker.container.image.v1+json")
+    config = _Blob(
+        "sha256:" + hashlib.sha256(raw_config).hexdigest(),
+        len(raw_config),
+        None,
+        raw_config,
+        "application/vnd.oci.image.config.v1+json" if oci else "application/vnd.docker.container.image.v1+json",
+    )
     body = {
         "schemaVersion": 2,
         "mediaType": manifest.OCI_MANIFEST if oci else manifest.DOCKER_MANIFEST,
@@ -86,8 +106,14 @@ def push(store: ImageStore, local: str, *, settings: Settings, progress: Progres
         with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="push") as pool:
             results = list(pool.map(uploader.blob, layers))
         results.append(uploader.blob(config))
-        response = registry.request("PUT", f"/v2/{ref.repository}/manifests/{ref.tag}", scope=uploader.scope, ok=(201, 200),
-                                    data=raw_manifest, headers={"Content-Type": body["mediaType"]})  # fmt: skip
+        response = registry.request(
+            "PUT",
+            f"/v2/{ref.repository}/manifests/{ref.tag}",
+            scope=uploader.scope,
+            ok=(201, 200),
+            data=raw_manifest,
+            headers={"Content-Type": body["mediaType"]},
+        )
         response.close()
     finally:
         registry.close()
@@ -104,10 +130,21 @@ def _layer_blobs(store: ImageStore, diff_ids: list[str], local: str) -> list[_Bl
         blob = info.get("blob") or {}
         path = store.layer_blob(diff_id)
         if not blob.get("digest") or not os.path.exists(path):
-            raise NotFound(f"layer {diff_id[:12]} of {local} has no kept archive (stored by an older netctl); "
-                           "re-import or pull the image, then push")  # fmt: skip
-        out.append(_Blob(blob["digest"], int(blob["size"]), path, None, blob.get("compression", ""), blob.get("source", ""),
-                         str(blob.get("mediaType", "")).startswith("application/vnd.oci.")))  # fmt: skip
+            raise NotFound(
+                f"layer {diff_id[:12]} of {local} has no kept archive (stored by an older netctl); "
+                "re-import or pull the image, then push"
+            )
+        out.append(
+            _Blob(
+                blob["digest"],
+                int(blob["size"]),
+                path,
+                None,
+                blob.get("compression", ""),
+                blob.get("source", ""),
+                str(blob.get("mediaType", "")).startswith("application/vnd.oci."),
+            )
+        )
     return out
 
 
@@ -134,8 +171,9 @@ class _Uploader:
         if source_repo and source_registry == self.ref.registry and source_repo != repo:
             scope = f"{self.scope} repository:{source_repo}:pull"
             query = f"?mount={blob.digest}&from={source_repo}"
-        start = self.registry.request("POST", f"/v2/{repo}/blobs/uploads/{query}", scope=scope, ok=(201, 202),
-                                      headers={"Content-Length": "0"})  # fmt: skip
+        start = self.registry.request(
+            "POST", f"/v2/{repo}/blobs/uploads/{query}", scope=scope, ok=(201, 202), headers={"Content-Length": "0"}
+        )
         start.close()
         if start.status_code == 201:
             self.progress.done(item, f"Mounted from {source_repo}")
@@ -145,9 +183,15 @@ class _Uploader:
         if blob.size <= self.chunk_size:
             with self._open(blob) as body:
                 reader = _Counting(body, lambda n: self.progress.advance(item, n))
-                response = self.registry.request("PUT", "", url=_with_digest(location, blob.digest), scope=self.scope,
-                                                 ok=(201,), data=reader, headers={"Content-Type": "application/octet-stream",
-                                                                                   "Content-Length": str(blob.size)})  # fmt: skip
+                response = self.registry.request(
+                    "PUT",
+                    "",
+                    url=_with_digest(location, blob.digest),
+                    scope=self.scope,
+                    ok=(201,),
+                    data=reader,
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
+                )
                 response.close()
         else:
             offset = 0
@@ -155,16 +199,31 @@ class _Uploader:
                 while offset < blob.size:
                     chunk = body.read(self.chunk_size)
                     end = offset + len(chunk) - 1
-                    response = self.registry.request("PATCH", "", url=location, scope=self.scope, ok=(202,), data=chunk,
-                                                     headers={"Content-Type": "application/octet-stream",
-                                                              "Content-Range": f"{offset}-{end}",
-                                                              "Content-Length": str(len(chunk))})  # fmt: skip
+                    response = self.registry.request(
+                        "PATCH",
+                        "",
+                        url=location,
+                        scope=self.scope,
+                        ok=(202,),
+                        data=chunk,
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"{offset}-{end}",
+                            "Content-Length": str(len(chunk)),
+                        },
+                    )
                     response.close()
                     location = self._location(response)
                     offset += len(chunk)
                     self.progress.advance(item, len(chunk))
-            response = self.registry.request("PUT", "", url=_with_digest(location, blob.digest), scope=self.scope, ok=(201,),
-                                             headers={"Content-Length": "0"})  # fmt: skip
+            response = self.registry.request(
+                "PUT",
+                "",
+                url=_with_digest(location, blob.digest),
+                scope=self.scope,
+                ok=(201,),
+                headers={"Content-Length": "0"},
+            )
             response.close()
         self.progress.done(item, "Pushed")
         return True
@@ -177,7 +236,10 @@ class _Uploader:
 
     @staticmethod
     def _open(blob: _Blob):
-        return io.BytesIO(blob.data) if blob.data is not None else open(blob.path, "rb")
+        if blob.data is not None:
+            return io.BytesIO(blob.data)
+        assert blob.path is not None  # a blob is bytes (the config) or a file (a layer)
+        return open(blob.path, "rb")
 
 
 class _Counting(io.RawIOBase):

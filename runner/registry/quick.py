@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 
-ACCEPT = ("application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, "
-          "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")  # fmt: skip
+ACCEPT = (
+    "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, "
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+)
 TIMEOUT_S = 5.0
 
 
@@ -75,7 +77,7 @@ def up_to_date(images_dir: str, text: str):
         return (ref, ref.digest) if f"{ref.familiar_name}@{ref.digest}" in digests else None
     image_id = _read(os.path.join(images_dir, "repositories.json")).get(ref.familiar)
     prefix = f"{ref.familiar_name}@"
-    known = {k[len(prefix):] for k, v in digests.items() if k.startswith(prefix) and v == image_id}
+    known = {k[len(prefix) :] for k, v in digests.items() if k.startswith(prefix) and v == image_id}
     endpoint = known_endpoint(images_dir, ref.registry)
     base = endpoint.get("base") if endpoint.get("anonymous") else None
     if not image_id or not known or not base:
@@ -100,7 +102,9 @@ def _head_digest(base: str, path: str, registry: str) -> str | None:
             for directory in Settings().certs_dirs(registry):
                 for ca in sorted(glob.glob(os.path.join(directory, "*.crt"))):
                     context.load_verify_locations(cafile=ca)
-            connection = http.client.HTTPSConnection(hostport, timeout=TIMEOUT_S, context=context)
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                hostport, timeout=TIMEOUT_S, context=context
+            )
         else:
             connection = http.client.HTTPConnection(hostport, timeout=TIMEOUT_S)
         try:

@@ -20,7 +20,9 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_DOMAIN = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
+_DOMAIN = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$"
+)
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -54,7 +56,7 @@ class Reference:
     def familiar_name(self) -> str:
         if self.registry == DOCKER_HUB:
             repo = self.repository
-            return repo[len("library/"):] if repo.startswith("library/") and repo.count("/") == 1 else repo
+            return repo[len("library/") :] if repo.startswith("library/") and repo.count("/") == 1 else repo
         return self.name
 
     @property
@@ -89,7 +91,9 @@ def parse(text: str, *, default_tag: str = "latest") -> Reference:
     """A Reference from what a user typed; InvalidArgument (one line) if it is not one."""
     original = text
     if not text or len(text) > 512 or text != text.strip():
-        raise InvalidArgument(f"invalid image name {original!r}: use [REGISTRY/]NAME[:TAG|@sha256:DIGEST], e.g. busybox:1.36")
+        raise InvalidArgument(
+            f"invalid image name {original!r}: use [REGISTRY/]NAME[:TAG|@sha256:DIGEST], e.g. busybox:1.36"
+        )
     digest = ""
     if "@" in text:
         text, _, digest = text.partition("@")
@@ -99,9 +103,11 @@ def parse(text: str, *, default_tag: str = "latest") -> Reference:
     slash = text.rfind("/")
     colon = text.rfind(":")
     if colon > slash:
-        text, tag = text[:colon], text[colon + 1:]
+        text, tag = text[:colon], text[colon + 1 :]
         if not _TAG.match(tag):
-            raise InvalidArgument(f"invalid image name {original!r}: the tag {tag!r} may have letters, digits, '_', '.', '-', up to 128")
+            raise InvalidArgument(
+                f"invalid image name {original!r}: the tag {tag!r} may have letters, digits, '_', '.', '-', up to 128"
+            )
     first, sep, rest = text.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
         if not _DOMAIN.match(first):
@@ -128,7 +134,7 @@ def registry_host(text: str) -> str:
     host = text.strip() or DOCKER_HUB
     for prefix in ("https://", "http://"):
         if host.startswith(prefix):
-            host = host[len(prefix):]
+            host = host[len(prefix) :]
     host = host.split("/", 1)[0]
     if host in ("index.docker.io", DOCKER_HUB_API):
         host = DOCKER_HUB

@@ -26,8 +26,11 @@ from runner.images import Image, ImageStore
 from runner.layers import decompressed
 
 FORMATS = ("docker-archive", "oci-archive", "oci-dir")
-_OCI_LAYER = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip", "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-              "": "application/vnd.oci.image.layer.v1.tar"}  # fmt: skip
+_OCI_LAYER = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "": "application/vnd.oci.image.layer.v1.tar",
+}
 
 
 def save(store: ImageStore, refs: list[str], output: str, fmt: str) -> list[Image]:
@@ -40,8 +43,10 @@ def save(store: ImageStore, refs: list[str], output: str, fmt: str) -> list[Imag
         for _, image in images:
             for diff_id in image.layers:
                 if not os.path.exists(store.layer_blob(diff_id)):
-                    raise NotFound(f"layer {diff_id[:12]} of image {image.short_id} has no kept archive (stored by an "
-                                   "older netctl); re-import or pull it")  # fmt: skip
+                    raise NotFound(
+                        f"layer {diff_id[:12]} of image {image.short_id} has no kept archive (stored by an "
+                        "older netctl); re-import or pull it"
+                    )
         parent = os.path.dirname(os.path.abspath(output))
         temp = os.path.join(parent, f".{os.path.basename(output)}.{secrets.token_hex(4)}.tmp")
         try:
@@ -128,37 +133,60 @@ def _oci(store: ImageStore, images: list[tuple[str, Image]], out) -> None:
             blob = store.layer_info(diff_id)["blob"]
             digest = blob["digest"]
             if blob.get("compression", "") not in _OCI_LAYER:
-                raise InvalidArgument(f"layer {diff_id[:12]} is {blob['compression']}-compressed, which OCI layouts do not take")
+                raise InvalidArgument(
+                    f"layer {diff_id[:12]} is {blob['compression']}-compressed, which OCI layouts do not take"
+                )
             if digest not in written:
                 out.file(f"blobs/sha256/{digest[7:]}", store.layer_blob(diff_id), int(blob["size"]))
                 written.add(digest)
-            layers.append({"mediaType": _OCI_LAYER[blob.get("compression", "")], "size": int(blob["size"]), "digest": digest})
+            layers.append(
+                {"mediaType": _OCI_LAYER[blob.get("compression", "")], "size": int(blob["size"]), "digest": digest}
+            )
         raw_config = store.raw_config(image)
         config_digest = "sha256:" + hashlib.sha256(raw_config).hexdigest()
         if config_digest not in written:
             out.bytes(f"blobs/sha256/{config_digest[7:]}", raw_config)
             written.add(config_digest)
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": len(raw_config), "digest": config_digest},
-            "layers": layers,
-        }).encode()  # fmt: skip
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "size": len(raw_config),
+                    "digest": config_digest,
+                },
+                "layers": layers,
+            }
+        ).encode()
         manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         if manifest_digest not in written:
             out.bytes(f"blobs/sha256/{manifest_digest[7:]}", manifest)
             written.add(manifest_digest)
         tag = _tag_for(ref, image)
-        entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": len(manifest), "digest": manifest_digest,
-                 "platform": {"os": image.config.get("os", "linux"), "architecture": image.config.get("architecture", "amd64")}}  # fmt: skip
+        entry = {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "size": len(manifest),
+            "digest": manifest_digest,
+            "platform": {
+                "os": image.config.get("os", "linux"),
+                "architecture": image.config.get("architecture", "amd64"),
+            },
+        }
         if tag:
             entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
         entries.append(entry)
-    out.bytes("index.json", json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                                        "manifests": entries}).encode())  # fmt: skip
+    out.bytes(
+        "index.json",
+        json.dumps(
+            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+        ).encode(),
+    )
 
 
 def _docker(store: ImageStore, images: list[tuple[str, Image]], out) -> None:
-    entries, repositories = [], {}
+    entries: list[dict] = []
+    repositories: dict[str, dict[str, str]] = {}
     written: set[str] = set()
     for ref, image in images:
         raw_config = store.raw_config(image)
