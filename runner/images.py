@@ -208,7 +208,7 @@ class ImageStore:
         image.tags = sorted(t for t, i in repos.items() if i == image.id)
         return image
 
-    def lowerdirs(self, image: Image) -> list[str]:
+    def lowerdirs(self, image: Image) -> builtins.list[str]:
         """The image's layer directories, top layer first (overlayfs' lowerdir order)."""
         dirs = []
         for diff_id in reversed(image.layers):
@@ -220,7 +220,9 @@ class ImageStore:
 
     # --- importing ------------------------------------------------------------------------------
 
-    def import_path(self, path: str, ref: str = "", *, default_config: dict[str, Any] | None = None) -> list[Image]:
+    def import_path(
+        self, path: str, ref: str = "", *, default_config: dict[str, Any] | None = None
+    ) -> builtins.list[Image]:
         """Import every image in the file or directory `path`; tag it `ref` if given."""
         tag = normalize_reference(_familiar_tag_ref(ref)) if ref else ""
         if not os.path.exists(path):
@@ -230,14 +232,16 @@ class ImageStore:
             try:
                 images = importer.run(default_config or {})
                 if tag and len(images) != 1:
-                    raise InvalidArgument(f"{path} holds {len(images)} images; import it without a name (they keep theirs)")
+                    raise InvalidArgument(
+                        f"{path} holds {len(images)} images; import it without a name (they keep theirs)"
+                    )
                 self._commit(images, [tag] if tag else None)
             except BaseException:
                 importer.discard()
                 raise
         return images
 
-    def _commit(self, images: list[Image], override_tags: list[str] | None) -> None:
+    def _commit(self, images: builtins.list[Image], override_tags: builtins.list[str] | None) -> None:
         repos = self._repositories()
         for image in images:
             if image.raw_config and not os.path.exists(self.config_file(image.id)):
@@ -377,7 +381,9 @@ class ImageStore:
 
     # --- removing -------------------------------------------------------------------------------
 
-    def remove(self, ref: str, *, force: bool, containers: Callable[[], list[tuple[str, str, list[str]]]]) -> list[str]:
+    def remove(
+        self, ref: str, *, force: bool, containers: Callable[[], builtins.list[tuple[str, str, builtins.list[str]]]]
+    ) -> builtins.list[str]:
         """Untag `ref` (when it is a tag of an image with others), else delete the image and the layers
         nothing else uses. `containers()` lists (name, image id, layers) of every container, read under
         the lock. Returns what was done, one line per step."""
@@ -415,7 +421,7 @@ class ImageStore:
             done += self._collect_layers(image.layers, users_of_layer=in_use)
         return done
 
-    def _collect_layers(self, candidates: list[str], *, users_of_layer: set[str]) -> list[str]:
+    def _collect_layers(self, candidates: builtins.list[str], *, users_of_layer: set[str]) -> builtins.list[str]:
         wanted = set(users_of_layer)
         for image_id in self._all_ids():
             image = self._load(image_id)
@@ -520,7 +526,8 @@ def _open_tar(path: str) -> tarfile.TarFile:
             raise
         return archive
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as err:
-        raise CorruptArchive(f"{path} is not a readable tar archive ({str(err).splitlines()[0][:100]}); check the file") from None
+        reason = str(err).splitlines()[0][:100]
+        raise CorruptArchive(f"{path} is not a readable tar archive ({reason}); check the file") from None
 
 
 class _Import:
@@ -539,7 +546,9 @@ class _Import:
             source: _Source = _DirSource(self.path)
             names = source.names()
             if "oci-layout" not in names or "index.json" not in names:
-                raise InvalidArgument(f"{self.path} is a directory but not an OCI image layout (no oci-layout/index.json)")
+                raise InvalidArgument(
+                    f"{self.path} is a directory but not an OCI image layout (no oci-layout/index.json)"
+                )
         else:
             archive = _open_tar(self.path)
             source = _TarSource(self.path, archive)
@@ -593,10 +602,11 @@ class _Import:
             layer_names = entry.get("Layers") or []
             if len(layer_names) != len(expected):
                 raise CorruptArchive(
-                    f"{self.path}: manifest lists {len(layer_names)} layers but the config {len(expected)}; the archive is corrupt"
+                    f"{self.path}: manifest lists {len(layer_names)} layers but the config {len(expected)}; "
+                    "the archive is corrupt"
                 )
             layers, size = [], 0
-            for name, want in zip(layer_names, expected):
+            for name, want in zip(layer_names, expected, strict=True):
                 with source.open(name) as f:
                     diff_id, n = self._layer(f, f"{self.path}: layer {name}", expected=want)
                 layers.append(diff_id)
@@ -622,10 +632,11 @@ class _Import:
             blobs = manifest.get("layers") or []
             if len(blobs) != len(expected):
                 raise CorruptArchive(
-                    f"{self.path}: manifest lists {len(blobs)} layers but the config {len(expected)}; the archive is corrupt"
+                    f"{self.path}: manifest lists {len(blobs)} layers but the config {len(expected)}; "
+                    "the archive is corrupt"
                 )
             layers, size = [], 0
-            for blob, want in zip(blobs, expected):
+            for blob, want in zip(blobs, expected, strict=True):
                 digest = _digest_hex(blob, self.path)
                 with source.open(f"blobs/sha256/{digest}") as f:
                     diff_id, n = self._layer(f, f"{self.path}: layer {digest[:12]}", expected=want, blob_digest=digest)
@@ -773,11 +784,12 @@ def _remove_tree(path: str) -> None:
 
 
 def image_size_text(size: int) -> str:
+    n = float(size)
     for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return str(size)
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1000
+    return str(n)
 
 
 def _familiar_tag_ref(ref: str) -> str:
