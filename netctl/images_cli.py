@@ -73,7 +73,7 @@ def pull(ctx, quiet, platform, insecure, ref):
 def push(ctx, quiet, insecure, chunk_size, ref, target):
     """Upload an image to a registry: REF names both the local image and where it goes, or TARGET
     names the destination. Blobs the registry has are not sent; the manifest goes last."""
-    from runner.images import ImageStore
+    from runner.registry_store import RegistryImageStore
     from runner.registry.config import Settings
     from runner.registry.progress import for_terminal
     from runner.registry.push import push as do_push
@@ -83,7 +83,7 @@ def push(ctx, quiet, insecure, chunk_size, ref, target):
     progress = for_terminal(quiet)
     try:
         result = do_push(
-            ImageStore(_layout(ctx)),
+            RegistryImageStore(_layout(ctx)),
             ref,
             settings=Settings.load(insecure),
             progress=progress,
@@ -101,9 +101,9 @@ def push(ctx, quiet, insecure, chunk_size, ref, target):
 @click.pass_context
 def tag(ctx, source, target):
     """Give IMAGE another name, e.g. to push it: netctl image tag busybox localhost:5000/bb:1"""
-    from runner.images import ImageStore
+    from runner.registry_store import RegistryImageStore
 
-    ImageStore(_layout(ctx)).tag(source, target)
+    RegistryImageStore(_layout(ctx)).tag(source, target)
 
 
 @click.command()
@@ -120,10 +120,10 @@ def tag(ctx, source, target):
 @click.pass_context
 def save(ctx, output, fmt, refs):
     """Write images to a file that docker load, podman, skopeo or `netctl image import` read."""
-    from runner.images import ImageStore
+    from runner.registry_store import RegistryImageStore
     from runner.registry.save import save as do_save
 
-    do_save(ImageStore(_layout(ctx)), list(refs), output, fmt)
+    do_save(RegistryImageStore(_layout(ctx)), list(refs), output, fmt)
 
 
 @click.command()

@@ -20,6 +20,7 @@ will use it is in flight; `run` holds the lock shared while it resolves an image
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import json
@@ -30,12 +31,13 @@ import secrets
 import shutil
 import tarfile
 import time
-import builtins
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from libnetwork.errors import InUse, InvalidArgument, NotFound
+from runner.image_refs import familiar_digest_ref, familiar_tag_ref
+from runner.layer_blobs import TeeReader, layer_record, write_bytes_atomic
 from runner.layers import CorruptArchive, unpack
 from runner.paths import Layout
 
@@ -185,13 +187,13 @@ class ImageStore:
         image_id = None
         bare = ref[len("sha256:"):] if ref.startswith("sha256:") else ref
         if "@" in ref:
-            image_id = self._digests().get(_familiar_digest_ref(ref))
+            image_id = self._digests().get(familiar_digest_ref(ref))
             if image_id is None:
                 raise NotFound(f"image {ref!r} not found; `netctl image pull {ref}` fetches it")
             bare = ""
         try:
             if image_id is None:
-                image_id = repos.get(normalize_reference(_familiar_tag_ref(ref)))
+                image_id = repos.get(normalize_reference(familiar_tag_ref(ref)))
         except InvalidArgument:
             if not _HEX.match(bare):
                 raise
@@ -224,7 +226,7 @@ class ImageStore:
         self, path: str, ref: str = "", *, default_config: dict[str, Any] | None = None
     ) -> builtins.list[Image]:
         """Import every image in the file or directory `path`; tag it `ref` if given."""
-        tag = normalize_reference(_familiar_tag_ref(ref)) if ref else ""
+        tag = normalize_reference(familiar_tag_ref(ref)) if ref else ""
         if not os.path.exists(path):
             raise NotFound(f"image file {path!r} does not exist")
         with self.locked(exclusive=True):
@@ -245,7 +247,7 @@ class ImageStore:
         repos = self._repositories()
         for image in images:
             if image.raw_config and not os.path.exists(self.config_file(image.id)):
-                _write_bytes_atomic(self.config_file(image.id), image.raw_config)
+                write_bytes_atomic(self.config_file(image.id), image.raw_config)
             if self._load(image.id) is None:
                 _write_json_atomic(self.layout.image_file(image.id), image.to_dict())
             for tag in override_tags if override_tags is not None else image.tags:
@@ -272,112 +274,6 @@ class ImageStore:
 
     def repo_digests(self, image_id: str) -> builtins.list[str]:
         return sorted(k for k, v in self._digests().items() if v == image_id)
-
-    def raw_config(self, image: Image) -> bytes:
-        """The config bytes whose sha256 is the image id (as imported or pulled)."""
-        import hashlib
-
-        candidates = []
-        with contextlib.suppress(FileNotFoundError):
-            with open(self.config_file(image.id), "rb") as f:
-                candidates.append(f.read())
-        candidates.append(json.dumps(image.config, sort_keys=True, separators=(",", ":")).encode())  # rootfs tarballs
-        for raw in candidates:
-            if hashlib.sha256(raw).hexdigest() == image.id:
-                return raw
-        raise NotFound(
-            f"the config of image {image.short_id} was not kept (imported by an older netctl); re-import the image"
-        )
-
-    def layer_info(self, diff_id: str) -> dict[str, Any]:
-        """layer.json: diff_id, size and, for layers imported or pulled since blobs are kept, blob
-        {digest, size, compression} with the blob at layer_blob(diff_id)."""
-        try:
-            with open(os.path.join(self.layout.layer_dir(diff_id), "layer.json")) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            raise NotFound(f"layer {diff_id[:12]} is missing; re-import or pull the image") from None
-
-    def layer_blob(self, diff_id: str) -> str:
-        return os.path.join(self.layout.layer_dir(diff_id), LAYER_BLOB)
-
-    def has_layer(self, diff_id: str) -> bool:
-        return os.path.isdir(self.layout.layer_diff(diff_id))
-
-    def new_temp_dir(self, prefix: str) -> str:
-        """A fresh directory under ROOT/images/tmp named PREFIX-<pid>-<random> (see sweep_temp)."""
-        os.makedirs(self.layout.images_tmp, mode=0o700, exist_ok=True)
-        path = os.path.join(self.layout.images_tmp, f"{prefix}-{os.getpid()}-{secrets.token_hex(6)}")
-        os.makedirs(path, mode=0o700)
-        return path
-
-    def sweep_temp(self, prefix: str) -> None:
-        """Remove PREFIX-<pid>-* directories whose process is gone (a pull killed half-way)."""
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(self.layout.images_tmp):
-                parts = name.split("-")
-                if len(parts) == 3 and parts[0] == prefix and parts[1].isdigit() and not _pid_alive(int(parts[1])):
-                    _remove_tree(os.path.join(self.layout.images_tmp, name))
-
-    def install_layer(self, temp: str, diff_id: str) -> bool:
-        """Move a complete layer directory (diff/, blob, layer.json) to its content address. False
-        when the layer was there already (the temp directory is removed then)."""
-        target = self.layout.layer_dir(diff_id)
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        if os.path.isdir(target):
-            _remove_tree(temp)
-            return False
-        try:
-            os.rename(temp, target)
-        except OSError:
-            if not os.path.isdir(target):
-                raise
-            _remove_tree(temp)  # a concurrent pull put it there first
-            return False
-        return True
-
-    def add_image(self, raw_config: bytes, config: dict[str, Any], layers: Sequence[str], source: str,
-                  tags: Sequence[str], digest_refs: Sequence[str] = ()) -> Image:  # fmt: skip
-        """Record an image whose layers are in place (a pull); tags and NAME@DIGEST refs point at it."""
-        import hashlib
-
-        if len(layers) > MAX_LAYERS:
-            raise InvalidArgument(f"image has {len(layers)} layers; netctl supports at most {MAX_LAYERS}")
-        with self.locked(exclusive=True):
-            missing = [d for d in layers if not self.has_layer(d)]
-            if missing:
-                raise NotFound(f"layer {missing[0][:12]} was removed while the image was being added; pull again")
-            size = sum(int(self.layer_info(d).get("size", 0)) for d in layers)
-            image = Image(id=hashlib.sha256(raw_config).hexdigest(), layers=list(layers), config=config, size=size,
-                          imported=now(), source=source, raw_config=raw_config)  # fmt: skip
-            self._commit([image], [normalize_reference(t) for t in tags])
-            if digest_refs:
-                digests = self._digests()
-                digests.update({ref: image.id for ref in digest_refs})
-                _write_json_atomic(self._digests_file, dict(sorted(digests.items())))
-        return image
-
-    def discard_unused_layers(self, diff_ids: Sequence[str]) -> builtins.list[str]:
-        """Remove those of `diff_ids` no image uses (a failed pull's layers); what was removed."""
-        with self.locked(exclusive=True):
-            return self._collect_layers(builtins.list(diff_ids), users_of_layer=set())
-
-    def tag(self, source: str, target: str) -> Image:
-        """`image tag SOURCE TARGET`: TARGET (NAME[:TAG]) names SOURCE's image too."""
-        tag = normalize_reference(_familiar_tag_ref(target))
-        with self.locked(exclusive=True):
-            image = self.get(source)
-            repos = self._repositories()
-            repos[tag] = image.id
-            self._write_repositories(repos)
-            image.tags = sorted(t for t, i in repos.items() if i == image.id)
-        return image
-
-    def record_digest(self, digest_ref: str, image_id: str) -> None:
-        with self.locked(exclusive=True):
-            digests = self._digests()
-            digests[digest_ref] = image_id
-            _write_json_atomic(self._digests_file, dict(sorted(digests.items())))
 
     # --- removing -------------------------------------------------------------------------------
 
@@ -611,7 +507,7 @@ class _Import:
                     diff_id, n = self._layer(f, f"{self.path}: layer {name}", expected=want)
                 layers.append(diff_id)
                 size += n
-            tags = [normalize_reference(_familiar_tag_ref(t)) for t in entry.get("RepoTags") or []]
+            tags = [normalize_reference(familiar_tag_ref(t)) for t in entry.get("RepoTags") or []]
             images.append(self._image(raw, config, layers, size, "docker-save", tags))
         if not images:
             raise CorruptArchive(f"{self.path}: manifest.json lists no images")
@@ -644,7 +540,7 @@ class _Import:
                 size += n
             # The annotation is often a bare tag ("latest"), which names no repository: then only a
             # NAME given on the command line tags the image.
-            tags = [normalize_reference(_familiar_tag_ref(ref_name))] if ":" in ref_name else []
+            tags = [normalize_reference(familiar_tag_ref(ref_name))] if ":" in ref_name else []
             images.append(self._image(config_raw, config, layers, size, "oci-layout", tags))
         if not images:
             raise CorruptArchive(f"{self.path}: index.json lists no image for linux/{go_arch()}")
@@ -688,7 +584,7 @@ class _Import:
         self.temp_dirs.append(temp)
         os.makedirs(os.path.join(temp, "diff"))
         with open(os.path.join(temp, LAYER_BLOB), "wb") as keep:
-            tee = _TeeReader(fileobj, keep)
+            tee = TeeReader(fileobj, keep)
             result = unpack(tee, os.path.join(temp, "diff"), what)
             tee.drain()
         result.blob_digest = tee.hash.hexdigest()
@@ -790,72 +686,3 @@ def image_size_text(size: int) -> str:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1000
     return str(n)
-
-
-def _familiar_tag_ref(ref: str) -> str:
-    """docker.io/library/busybox:1 -> busybox:1, docker.io/user/app -> user/app (how tags are keyed)."""
-    for prefix in ("docker.io/", "index.docker.io/"):
-        if ref.startswith(prefix):
-            ref = ref[len(prefix):]
-            if ref.startswith("library/") and "/" not in ref[len("library/"):]:
-                ref = ref[len("library/"):]
-            break
-    return ref
-
-
-def _familiar_digest_ref(ref: str) -> str:
-    name, _, digest = ref.partition("@")
-    name = name.rsplit(":", 1)[0] if name.rfind(":") > name.rfind("/") else name
-    return f"{_familiar_tag_ref(name)}@{digest}"
-
-
-def layer_record(diff_id: str, size: int, blob_digest: str, blob_size: int, compression: str) -> dict[str, Any]:
-    return {"diff_id": diff_id, "size": size, "blob": {"digest": f"sha256:{blob_digest}", "size": blob_size,
-                                                       "compression": compression}}  # fmt: skip
-
-
-class _TeeReader:
-    """Reads `inner`, writing (and hashing) every byte read to `out`: the layer's blob is kept as it came."""
-
-    def __init__(self, inner, out):
-        import hashlib
-
-        self.inner = inner
-        self.out = out
-        self.hash = hashlib.sha256()
-        self.size = 0
-        self.compression = ""
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.inner.read(n)
-        if data:
-            if self.size == 0:
-                from runner.layers import compression_of
-
-                self.compression = compression_of(data[:6])
-            self.out.write(data)
-            self.hash.update(data)
-            self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        for _ in iter(lambda: self.read(1 << 20), b""):
-            pass
-
-
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    with open(temp, "wb") as f:
-        f.write(data)
-    os.rename(temp, path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -16,7 +16,8 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from runner.images import ImageStore, layer_record
+from runner.layer_blobs import layer_record
+from runner.registry_store import RegistryImageStore
 from runner.layers import CorruptArchive, unpack
 from runner.registry import blobs, manifest
 from runner.registry.client import Registry, RegistryConnectionError, read_limited
@@ -38,7 +39,7 @@ class PullResult:
 
 
 def pull(
-    store: ImageStore,
+    store: RegistryImageStore,
     text: str,
     *,
     settings: Settings,
@@ -63,7 +64,7 @@ def pull(
 class _Pull:
     def __init__(
         self,
-        store: ImageStore,
+        store: RegistryImageStore,
         ref: Reference,
         want: manifest.Platform,
         registry: Registry,
@@ -308,7 +309,7 @@ def pull_and_report(
     out = out or sys.stdout
     err = err or sys.stderr
     progress = for_terminal(quiet, err)
-    store = ImageStore(layout)
+    store = RegistryImageStore(layout)
     ref = parse(text)
     registry = Registry(ref.registry, ref.api_host, Settings.load(insecure))
     from runner.registry.quick import known_endpoint

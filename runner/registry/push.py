@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin
 
 from libnetwork.errors import InvalidArgument, NotFound
-from runner.images import ImageStore
+from runner.registry_store import RegistryImageStore
 from runner.registry import manifest
 from runner.registry.client import Registry
 from runner.registry.config import Settings
@@ -62,7 +62,7 @@ class _Blob:
 
 
 def push(
-    store: ImageStore,
+    store: RegistryImageStore,
     local: str,
     *,
     settings: Settings,
@@ -123,7 +123,7 @@ def push(
     return PushResult(ref, digest, len(raw_manifest), sent, len(results) - sent)
 
 
-def _layer_blobs(store: ImageStore, diff_ids: list[str], local: str) -> list[_Blob]:
+def _layer_blobs(store: RegistryImageStore, diff_ids: list[str], local: str) -> list[_Blob]:
     out = []
     for diff_id in diff_ids:
         info = store.layer_info(diff_id)

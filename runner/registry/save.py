@@ -22,7 +22,8 @@ import shutil
 import tarfile
 
 from libnetwork.errors import InvalidArgument, NotFound
-from runner.images import Image, ImageStore
+from runner.images import Image
+from runner.registry_store import RegistryImageStore
 from runner.layers import decompressed
 
 FORMATS = ("docker-archive", "oci-archive", "oci-dir")
@@ -33,7 +34,7 @@ _OCI_LAYER = {
 }
 
 
-def save(store: ImageStore, refs: list[str], output: str, fmt: str) -> list[Image]:
+def save(store: RegistryImageStore, refs: list[str], output: str, fmt: str) -> list[Image]:
     if fmt not in FORMATS:
         raise InvalidArgument(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt == "oci-dir" and os.path.exists(output) and not (os.path.isdir(output) and not os.listdir(output)):
@@ -123,7 +124,7 @@ class _DirWriter:
         return os.path.exists(os.path.join(self.root, name))
 
 
-def _oci(store: ImageStore, images: list[tuple[str, Image]], out) -> None:
+def _oci(store: RegistryImageStore, images: list[tuple[str, Image]], out) -> None:
     out.bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     written: set[str] = set()
     entries = []
@@ -184,7 +185,7 @@ def _oci(store: ImageStore, images: list[tuple[str, Image]], out) -> None:
     )
 
 
-def _docker(store: ImageStore, images: list[tuple[str, Image]], out) -> None:
+def _docker(store: RegistryImageStore, images: list[tuple[str, Image]], out) -> None:
     entries: list[dict] = []
     repositories: dict[str, dict[str, str]] = {}
     written: set[str] = set()
