@@ -62,7 +62,7 @@ class Networks(Endpoints):
             if driver.uses_ipam:
                 network.pools = self._allocate_pools(tx, network, spec, host_routes)
                 for subnet, (first, last) in spec.pool_ranges.items():
-                    _narrow_dynamic_range(tx, network, subnet, first, last)
+                    ipam.set_dynamic_range(tx, network, subnet, first, last)
             driver.plan_network(network, tx.list_networks(), self.host)
             tx.put_network(network)
             driver.create_network(network, self.host)
@@ -217,39 +217,3 @@ def _require_same_settings(existing: Network, spec: NetworkSpec, exact_pools: bo
             f"CNI network another name, or remove the old one with `netctl network rm {existing.name}`"
         )
 
-
-def _narrow_dynamic_range(tx, network: Network, subnet: str, first: str, last: str) -> None:
-    """Limit dynamic allocation in one pool of a network being created to [first, last].
-
-    This is IPAM bookkeeping and belongs in libnetwork/ipam.py beside _dynamic_range (it writes that
-    module's ipam_pools columns and keeps its counters exact); it sits here only until ipam.py grows a
-    `set_dynamic_range`. Called in create_network's transaction, before any address is handed out.
-    """
-    import ipaddress
-
-    net = ipaddress.ip_network(subnet)
-    span = []
-    for label, text in (("start", first), ("end", last)):
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
-            raise InvalidArgument(f"range {label} {text!r} of subnet {subnet} is not an IP address") from None
-        if address.version != net.version or address not in net:
-            raise InvalidArgument(f"range {label} {address} is outside its subnet {subnet}; pick an address inside it")
-        if address == net.network_address or (net.version == 4 and address == net.broadcast_address):
-            raise InvalidArgument(f"range {label} {address} is not a host address of subnet {subnet}")
-        span.append(int(address).to_bytes(16, "big"))
-    if span[0] > span[1]:
-        raise InvalidArgument(f"range start {first} of subnet {subnet} is after its end {last}; swap them")
-    row = tx.conn.execute("SELECT id FROM ipam_pools WHERE network_id = ? AND subnet = ?",
-                          (network.id, str(net))).fetchone()
-    if row is None:
-        raise InvalidArgument(f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not "
-                              "have")
-    in_span = "SELECT COUNT(*) FROM ipam_addresses a WHERE a.pool_id = ? AND a.addr BETWEEN ? AND ?"
-    reserved = " AND (a.owner LIKE 'gateway:%' OR a.owner LIKE 'aux:%')"
-    tx.conn.execute(
-        f"UPDATE ipam_pools SET range_first = ?, range_last = ?, range_used = ({in_span}), "
-        f"reserved_in_range = ({in_span}{reserved}) WHERE id = ?",
-        (span[0], span[1], row[0], span[0], span[1], row[0], span[0], span[1], row[0]),
-    )
