@@ -32,6 +32,7 @@ from cni_plugins.plugins import load_plugin
 log = logging.getLogger("netctl.cni")
 PLUGINS = ("bridge", "overlay", "null", "ipam")
 STOP_TIMEOUT_S = 30.0
+FLUSH_TIMEOUT_S = 10.0
 _TOMBSTONE_PREFIX = "nd"  # a container interface on its way out: "nd" + 13 hex
 
 
@@ -78,7 +79,7 @@ class CniService:
         try:
             return self._contexts.get_nowait()
         except queue.Empty:
-            context = skel.Context(remove_links=self._defer_link_removal)
+            context = skel.Context(remove_links=self.defer_link_removal)
             with self._lock:
                 self._all.append(context)
             return context
@@ -97,7 +98,7 @@ class CniService:
 
     # --- link removal in the background ---------------------------------------------------------------
 
-    def _defer_link_removal(self, network, endpoint, sandbox) -> None:
+    def defer_link_removal(self, network, endpoint, sandbox) -> None:
         """Controller.detach_container's remove_links: free the container's interface name at once
         (a rename takes ~0.3 ms), delete the veth pair later (the kernel takes ~25 ms)."""
         if not endpoint.host_ifname:
@@ -125,6 +126,13 @@ class CniService:
             return False
         return True
 
+    def flush_removals(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Wait (bounded) until the veths queued for deletion are gone: `doctor` and `gc` must not
+        report, or remove, what the agent is about to delete anyway."""
+        deadline = time.monotonic() + timeout
+        while self._removals.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.002)
+
     def _remove_links(self) -> None:
         from libnetwork.controller import Controller
         from libnetwork.netlink import Netlink
@@ -139,3 +147,5 @@ class CniService:
                     Controller.driver(network.driver).leave(network, endpoint, sandbox, host)
                 except Exception as err:  # left for doctor/gc; the agent keeps going
                     log.warning("removing %s: %s; `netctl gc` removes it later", endpoint.host_ifname, err)
+                finally:
+                    self._removals.task_done()

@@ -235,7 +235,8 @@ def network_connect(ctx, ip, ip6, alias, publish, ifname, network_name, sandbox)
 @click.pass_context
 def network_disconnect(ctx, network_name, sandbox):
     """Disconnect SANDBOX from NETWORK, releasing its addresses."""
-    controller(ctx).disconnect(network_name, sandbox)
+    # In the agent the veth pair is deleted after the answer (netctl/service.py); in-process, now.
+    controller(ctx).disconnect(network_name, sandbox, remove_links=ctx.find_root().obj.get("remove_links"))
 
 
 @network.command("prune")
