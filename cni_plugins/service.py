@@ -110,7 +110,19 @@ class CniService:
             with Netlink() as host:  # could not rename (an old kernel refusing an up link): delete now
                 Controller.driver(network.driver).leave(network, endpoint, sandbox, host)
             return
-        self._removals.put((network, endpoint, sandbox))
+        driver = type(self)._driver(network.driver)
+        self.later(lambda host: driver.leave(network, endpoint, sandbox, host), endpoint.host_ifname)
+
+    def later(self, step, what: str = "a network's devices") -> None:
+        """Run `step(host_netlink)` in the background thread: the kernel's slow deletions (a veth pair
+        ~25 ms, a bridge ~40 ms) after the answer. Failures are logged; doctor/gc find the rest."""
+        self._removals.put((step, what))
+
+    @staticmethod
+    def _driver(name: str):
+        from libnetwork.controller import Controller
+
+        return Controller.driver(name)
 
     @staticmethod
     def _rename_out_of_the_way(netns_path: str, ifname: str) -> bool:
@@ -127,14 +139,13 @@ class CniService:
         return True
 
     def flush_removals(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
-        """Wait (bounded) until the veths queued for deletion are gone: `doctor` and `gc` must not
+        """Wait (bounded) until the devices queued for deletion are gone: `doctor` and `gc` must not
         report, or remove, what the agent is about to delete anyway."""
         deadline = time.monotonic() + timeout
         while self._removals.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.002)
 
     def _remove_links(self) -> None:
-        from libnetwork.controller import Controller
         from libnetwork.netlink import Netlink
 
         with Netlink() as host:
@@ -142,10 +153,10 @@ class CniService:
                 item = self._removals.get()
                 if item is None:
                     return
-                network, endpoint, sandbox = item
+                step, what = item
                 try:
-                    Controller.driver(network.driver).leave(network, endpoint, sandbox, host)
+                    step(host)
                 except Exception as err:  # left for doctor/gc; the agent keeps going
-                    log.warning("removing %s: %s; `netctl gc` removes it later", endpoint.host_ifname, err)
+                    log.warning("removing %s: %s; `netctl gc` removes it later", what, err)
                 finally:
                     self._removals.task_done()

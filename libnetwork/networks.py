@@ -4,7 +4,9 @@ these entry points dispatch to them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from libnetwork import ipam
 from libnetwork.endpoints import Endpoints
@@ -12,6 +14,9 @@ from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 from libnetwork.events import ENDPOINT_LEFT
 from libnetwork.model import Endpoint, Network, NetworkSpec, PoolConfig, Sandbox
 from libnetwork.records import new_id, now, validate_name
+
+if TYPE_CHECKING:
+    from libnetwork.netlink import Netlink
 
 
 @dataclass
@@ -84,9 +89,13 @@ class Networks(Endpoints):
                 pools.append(ipam.allocate_pool(tx, network, request, version, host_routes))
         return pools
 
-    def delete_network(self, ref: str, *, force: bool = False) -> Network | None:
+    def delete_network(self, ref: str, *, force: bool = False,
+                       later: Callable[[Callable[[Netlink], object]], None] | None = None) -> Network | None:
         """Remove a network; InUse while it has endpoints, unless `force` disconnects them first (then
-        endpoint-left and names-changed are emitted for them). None: missing, with `force`."""
+        endpoint-left and names-changed are emitted for them). None: missing, with `force`.
+        `later` lets a long-running caller (the agent) run the slow part of a driver's deletion after it
+        has answered (see retire_network in drivers/base.py): it is handed that step, after the commit."""
+        finish = None
         with self.store.transaction() as tx:
             network = tx.get_network(ref) or self._global_network(ref)
             if network is None:
@@ -98,11 +107,14 @@ class Networks(Endpoints):
                 removed = tx.list_endpoints(network_id=network.id)
                 self._delete_global_network(tx, network, force)
             else:
-                removed = self._delete_local_network(tx, network, force)
+                removed, finish = self._delete_local_network(tx, network, force, retire=later is not None)
+        if finish is not None and later is not None:
+            later(finish)
         self.events.endpoints_changed(ENDPOINT_LEFT, removed)
         return network
 
-    def _delete_local_network(self, tx, network: Network, force: bool) -> list[Endpoint]:
+    def _delete_local_network(self, tx, network: Network, force: bool,
+                              retire: bool = False) -> tuple[list[Endpoint], Callable[[Netlink], object] | None]:
         driver = self.driver(network.driver)
         endpoints = tx.list_endpoints(network_id=network.id)
         if endpoints and not force:
@@ -112,11 +124,16 @@ class Networks(Endpoints):
             )
         for endpoint in endpoints:
             self._remove_endpoint(tx, network, endpoint, driver)
-        driver.delete_network(network, self.host)
+        retire_network = getattr(driver, "retire_network", None) if retire else None
+        finish = None
+        if retire_network is not None:
+            finish = retire_network(network, self.host)
+        else:
+            driver.delete_network(network, self.host)
         ipam.release_pools(tx, network.id)
         tx.delete_network(network.id)
         self._sync_firewall(tx)
-        return endpoints
+        return endpoints, finish
 
     def list_networks(self, *, local_only: bool = False) -> list[Network]:
         """This host's local networks, then the global ones (when a store is configured and wanted)."""

@@ -198,8 +198,9 @@ def network_inspect(ctx, fmt, names):
 @click.pass_context
 def network_rm(ctx, force, names):
     """Remove networks."""
+    later = ctx.find_root().obj.get("later")  # the agent deletes devices after answering (netctl/service.py)
     for name in names:
-        removed = controller(ctx).delete_network(name, force=force)
+        removed = controller(ctx).delete_network(name, force=force, later=later)
         if removed is not None:
             click.echo(removed.name)
 

@@ -165,7 +165,8 @@ class RequestServer:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
                     cli_main(["--root", self.root, *argv], obj={"warm_controller": self._warm_controller(),
-                                                              "remove_links": self.cni.defer_link_removal})
+                                                              "remove_links": self.cni.defer_link_removal,
+                                                              "later": self.cni.later})
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
