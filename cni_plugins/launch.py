@@ -28,6 +28,7 @@ SOCKET_NAME = "netctl.sock"  # = libnetwork.rootdir.AGENT_SOCKET
 AGENT_LOG = "agent.log"  # = libnetwork.rootdir.AGENT_LOG
 ROOT_KEY = b'"netctlRoot"'
 SERVICE_TIMEOUT_S = 150.0  # longer than the agent's own bounds (delegated plugins: 120 s)
+NOT_MINE = (255, b"", b"")  # _ask_service: an agent runs, but leaves this request to us (another root)
 NAMES = {"bridge": "netctl-bridge", "overlay": "netctl-overlay", "null": "netctl-null", "ipam": "netctl-ipam"}
 
 
@@ -48,9 +49,8 @@ def main(plugin: str, agent_python: str = "") -> None:
     # test stops this very process half-way, which an agent's work could not be.
     alone = posix.environ.get(b"NETCTL_NO_DAEMON") or posix.environ.get(b"NETCTL_TEST_PAUSE")
     answer = None if alone else _ask_service(plugin, root, stdin)
-    if answer is None:
-        if not alone:
-            _start_agent(root, agent_python)
+    no_agent = not alone and answer is None
+    if answer is None or answer is NOT_MINE:
         try:
             from cni_plugins.plugins import run_in_process
 
@@ -60,6 +60,8 @@ def main(plugin: str, agent_python: str = "") -> None:
     status, out, err = answer
     _write(2, err)
     _write(1, out)
+    if no_agent:  # after the answer: spawned first, its imports competed with this call's for the CPUs
+        _start_agent(root, agent_python)
     posix._exit(status)
 
 
@@ -131,8 +133,8 @@ def _parse_json(data: bytes):
 
 
 def _ask_service(plugin: str, root: str, stdin: bytes):
-    """(status, stdout, stderr) from the host agent, or None when there is none to ask, or when it
-    serves another root (then the request is this process's)."""
+    """(status, stdout, stderr) from the host agent; None when there is none to ask; NOT_MINE when it
+    serves another root or namespace (either way the request is this process's)."""
     from libnetwork import ipc
 
     path = root.rstrip("/") + "/" + SOCKET_NAME
@@ -157,7 +159,7 @@ def _ask_service(plugin: str, root: str, stdin: bytes):
                 if event.get("event") == "exit":
                     return int(event.get("code", 1)), b"".join(out), b"".join(err)
                 if event.get("event") == "not-mine":
-                    return None
+                    return NOT_MINE
                 return 1, _error(999, f"netctl agent at {path}: {event.get('message', 'refused')}"), b""
     except (OSError, ValueError) as exc:
         return 1, _error(11, f"netctl agent at {path} failed mid-request ({exc}); retry"), b""

@@ -32,6 +32,7 @@ from cni_plugins.plugins import load_plugin
 log = logging.getLogger("netctl.cni")
 PLUGINS = ("bridge", "overlay", "null", "ipam")
 STOP_TIMEOUT_S = 30.0
+FLUSH_TIMEOUT_S = 10.0
 _TOMBSTONE_PREFIX = "nd"  # a container interface on its way out: "nd" + 13 hex
 
 
@@ -78,7 +79,7 @@ class CniService:
         try:
             return self._contexts.get_nowait()
         except queue.Empty:
-            context = skel.Context(remove_links=self._defer_link_removal)
+            context = skel.Context(remove_links=self.defer_link_removal)
             with self._lock:
                 self._all.append(context)
             return context
@@ -97,7 +98,7 @@ class CniService:
 
     # --- link removal in the background ---------------------------------------------------------------
 
-    def _defer_link_removal(self, network, endpoint, sandbox) -> None:
+    def defer_link_removal(self, network, endpoint, sandbox) -> None:
         """Controller.detach_container's remove_links: free the container's interface name at once
         (a rename takes ~0.3 ms), delete the veth pair later (the kernel takes ~25 ms)."""
         if not endpoint.host_ifname:
@@ -109,7 +110,19 @@ class CniService:
             with Netlink() as host:  # could not rename (an old kernel refusing an up link): delete now
                 Controller.driver(network.driver).leave(network, endpoint, sandbox, host)
             return
-        self._removals.put((network, endpoint, sandbox))
+        driver = type(self)._driver(network.driver)
+        self.later(lambda host: driver.leave(network, endpoint, sandbox, host), endpoint.host_ifname)
+
+    def later(self, step, what: str = "a network's devices") -> None:
+        """Run `step(host_netlink)` in the background thread: the kernel's slow deletions (a veth pair
+        ~25 ms, a bridge ~40 ms) after the answer. Failures are logged; doctor/gc find the rest."""
+        self._removals.put((step, what))
+
+    @staticmethod
+    def _driver(name: str):
+        from libnetwork.controller import Controller
+
+        return Controller.driver(name)
 
     @staticmethod
     def _rename_out_of_the_way(netns_path: str, ifname: str) -> bool:
@@ -125,8 +138,14 @@ class CniService:
             return False
         return True
 
+    def flush_removals(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Wait (bounded) until the devices queued for deletion are gone: `doctor` and `gc` must not
+        report, or remove, what the agent is about to delete anyway."""
+        deadline = time.monotonic() + timeout
+        while self._removals.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.002)
+
     def _remove_links(self) -> None:
-        from libnetwork.controller import Controller
         from libnetwork.netlink import Netlink
 
         with Netlink() as host:
@@ -134,8 +153,10 @@ class CniService:
                 item = self._removals.get()
                 if item is None:
                     return
-                network, endpoint, sandbox = item
+                step, what = item
                 try:
-                    Controller.driver(network.driver).leave(network, endpoint, sandbox, host)
+                    step(host)
                 except Exception as err:  # left for doctor/gc; the agent keeps going
-                    log.warning("removing %s: %s; `netctl gc` removes it later", endpoint.host_ifname, err)
+                    log.warning("removing %s: %s; `netctl gc` removes it later", what, err)
+                finally:
+                    self._removals.task_done()

@@ -88,6 +88,12 @@ class Driver(Protocol):
     def delete_network(self, network: "Network", host: "Netlink") -> None:
         """Idempotent: a network whose kernel objects are already gone is not an error."""
 
+    # Optional (looked up with getattr): delete_network in two steps, for a caller that answers first.
+    #   def retire_network(self, network, host) -> Callable[[Netlink], None] | None
+    # takes the network's devices out of use at once (their names, addresses and routes stop counting)
+    # and returns the slow rest of the deletion, to be run later with a host Netlink; None when nothing
+    # is left to do. What it leaves must carry the driver's mark, so doctor/gc find it after a crash.
+
     def join(self, network: "Network", endpoint: "Endpoint", sandbox: "Sandbox", host: "Netlink") -> None: ...
 
     def leave(self, network: "Network", endpoint: "Endpoint", sandbox: "Sandbox", host: "Netlink") -> None:

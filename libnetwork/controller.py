@@ -28,7 +28,6 @@ Concurrent processes serialise on the store's write lock; nothing depends on tim
 
 from __future__ import annotations
 
-from typing import Any
 
 from libnetwork.cni_attachments import CniAttachments
 from libnetwork.controller_base import (  # noqa: F401 - the names front ends and tests import from here
@@ -48,19 +47,3 @@ from libnetwork.sandboxes import SandboxMembers  # noqa: F401
 class Controller(Doctor, CniAttachments):
     """Every operation on one host's state root: networks, sandboxes, endpoints, CNI attachments,
     doctor/gc/repair, events. See ControllerBase (libnetwork/controller_base.py) for the arguments."""
-
-
-def endpoint_view(endpoint: Endpoint) -> dict[str, Any]:
-    """An endpoint as Docker shows it. Here, not in netctl/views.py with the other views, only because
-    runner/lifecycle.py (which may not import netctl/) records it in a container's state."""
-    return {
-        "EndpointID": endpoint.id,
-        "Name": endpoint.name,
-        "Interface": endpoint.ifname,
-        "HostInterface": endpoint.host_ifname,
-        "MacAddress": endpoint.mac,
-        "IPv4Address": endpoint.address_of(4),
-        "IPv6Address": endpoint.address_of(6),
-        "Aliases": list(endpoint.aliases),
-        "Ports": [str(p) for p in endpoint.ports],
-    }

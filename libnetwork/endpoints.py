@@ -7,6 +7,8 @@ driver's leave, the transaction's rollback). A global network's connect is globa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from libnetwork import ipam
 from libnetwork.errors import AlreadyExists, InvalidArgument, NotFound
 from libnetwork.events import ENDPOINT_JOINED, ENDPOINT_LEFT
@@ -102,17 +104,28 @@ class Endpoints(GlobalNetworks):
                             f"{other.name!r} ({taken}); choose another host port"
                         )
 
-    def disconnect(self, network_ref: str, sandbox_ref: str) -> Endpoint:
+    def disconnect(self, network_ref: str, sandbox_ref: str, *,
+                   remove_links: Callable[[Network, Endpoint, Sandbox], None] | None = None) -> Endpoint:
+        """Remove the sandbox's endpoint on the network. `remove_links`, as for a CNI DEL (see
+        CniAttachments.detach_container), lets a long-running caller (the agent) answer once the records
+        are gone and delete the veth pair afterwards: the kernel takes ~15-25 ms for that."""
         with self.store.transaction() as tx:
             network = self._network(tx, network_ref)
             sandbox = self._sandbox(tx, sandbox_ref)
             endpoint = tx.find_endpoint(network.id, sandbox.id)
             if endpoint is None:
                 raise NotFound(f"sandbox {sandbox.name!r} is not connected to network {network.name!r}")
-            self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
+            if remove_links is not None and network.scope != "global" and endpoint.host_ifname:
+                ipam.release_addresses(tx, endpoint.id)  # the kernel side goes after the commit
+                tx.delete_endpoint(endpoint.id)
+            else:
+                remove_links = None
+                self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
             checkpoint("disconnect-after-leave")
             if endpoint.ports:
                 self._sync_firewall(tx)
+        if remove_links is not None:
+            remove_links(network, endpoint, sandbox)
         self.events.endpoints_changed(ENDPOINT_LEFT, [endpoint])
         return endpoint
 

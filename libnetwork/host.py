@@ -3,14 +3,8 @@
 A Host is a state root (a directory; two roots on one machine are two independent hosts): its networks,
 sandboxes (network namespaces) and the endpoints that connect them, with their addresses from the IPAM.
 Every call is one operation of the library, with its ordering and rollback: a failure raises a
-libnetwork.errors.NetctlError and leaves the host as it found it.
-
-    with Host("/var/lib/netctl") as host:
-        web = host.create_network("web", subnet="10.77.0.0/24")
-        a, b = host.create_sandbox("a"), host.create_sandbox("b")
-        host.connect(web, a)
-        host.connect(web, b, ports=["8080:80"])
-        host.run(a, ["ping", "-c1", host.address(web, b)])
+libnetwork.errors.NetctlError and leaves the host as it found it. libnetwork/__init__.py shows it in
+use, docs/library.md at length.
 
 Nothing is read from the environment unless asked for (Host.from_env()). Networks of the overlay
 driver live in a global store (etcd) that hosts share: `Host(root, store="etcd://HOST:2379")`.

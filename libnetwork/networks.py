@@ -4,7 +4,9 @@ these entry points dispatch to them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from libnetwork import ipam
 from libnetwork.endpoints import Endpoints
@@ -12,6 +14,9 @@ from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 from libnetwork.events import ENDPOINT_LEFT
 from libnetwork.model import Endpoint, Network, NetworkSpec, PoolConfig, Sandbox
 from libnetwork.records import new_id, now, validate_name
+
+if TYPE_CHECKING:
+    from libnetwork.netlink import Netlink
 
 
 @dataclass
@@ -62,7 +67,7 @@ class Networks(Endpoints):
             if driver.uses_ipam:
                 network.pools = self._allocate_pools(tx, network, spec, host_routes)
                 for subnet, (first, last) in spec.pool_ranges.items():
-                    _narrow_dynamic_range(tx, network, subnet, first, last)
+                    ipam.set_dynamic_range(tx, network, subnet, first, last)
             driver.plan_network(network, tx.list_networks(), self.host)
             tx.put_network(network)
             driver.create_network(network, self.host)
@@ -84,9 +89,13 @@ class Networks(Endpoints):
                 pools.append(ipam.allocate_pool(tx, network, request, version, host_routes))
         return pools
 
-    def delete_network(self, ref: str, *, force: bool = False) -> Network | None:
+    def delete_network(self, ref: str, *, force: bool = False,
+                       later: Callable[[Callable[[Netlink], object]], None] | None = None) -> Network | None:
         """Remove a network; InUse while it has endpoints, unless `force` disconnects them first (then
-        endpoint-left and names-changed are emitted for them). None: missing, with `force`."""
+        endpoint-left and names-changed are emitted for them). None: missing, with `force`.
+        `later` lets a long-running caller (the agent) run the slow part of a driver's deletion after it
+        has answered (see retire_network in drivers/base.py): it is handed that step, after the commit."""
+        finish = None
         with self.store.transaction() as tx:
             network = tx.get_network(ref) or self._global_network(ref)
             if network is None:
@@ -98,11 +107,14 @@ class Networks(Endpoints):
                 removed = tx.list_endpoints(network_id=network.id)
                 self._delete_global_network(tx, network, force)
             else:
-                removed = self._delete_local_network(tx, network, force)
+                removed, finish = self._delete_local_network(tx, network, force, retire=later is not None)
+        if finish is not None and later is not None:
+            later(finish)
         self.events.endpoints_changed(ENDPOINT_LEFT, removed)
         return network
 
-    def _delete_local_network(self, tx, network: Network, force: bool) -> list[Endpoint]:
+    def _delete_local_network(self, tx, network: Network, force: bool,
+                              retire: bool = False) -> tuple[list[Endpoint], Callable[[Netlink], object] | None]:
         driver = self.driver(network.driver)
         endpoints = tx.list_endpoints(network_id=network.id)
         if endpoints and not force:
@@ -112,11 +124,16 @@ class Networks(Endpoints):
             )
         for endpoint in endpoints:
             self._remove_endpoint(tx, network, endpoint, driver)
-        driver.delete_network(network, self.host)
+        retire_network = getattr(driver, "retire_network", None) if retire else None
+        finish = None
+        if retire_network is not None:
+            finish = retire_network(network, self.host)
+        else:
+            driver.delete_network(network, self.host)
         ipam.release_pools(tx, network.id)
         tx.delete_network(network.id)
         self._sync_firewall(tx)
-        return endpoints
+        return endpoints, finish
 
     def list_networks(self, *, local_only: bool = False) -> list[Network]:
         """This host's local networks, then the global ones (when a store is configured and wanted)."""
@@ -217,39 +234,3 @@ def _require_same_settings(existing: Network, spec: NetworkSpec, exact_pools: bo
             f"CNI network another name, or remove the old one with `netctl network rm {existing.name}`"
         )
 
-
-def _narrow_dynamic_range(tx, network: Network, subnet: str, first: str, last: str) -> None:
-    """Limit dynamic allocation in one pool of a network being created to [first, last].
-
-    This is IPAM bookkeeping and belongs in libnetwork/ipam.py beside _dynamic_range (it writes that
-    module's ipam_pools columns and keeps its counters exact); it sits here only until ipam.py grows a
-    `set_dynamic_range`. Called in create_network's transaction, before any address is handed out.
-    """
-    import ipaddress
-
-    net = ipaddress.ip_network(subnet)
-    span = []
-    for label, text in (("start", first), ("end", last)):
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
-            raise InvalidArgument(f"range {label} {text!r} of subnet {subnet} is not an IP address") from None
-        if address.version != net.version or address not in net:
-            raise InvalidArgument(f"range {label} {address} is outside its subnet {subnet}; pick an address inside it")
-        if address == net.network_address or (net.version == 4 and address == net.broadcast_address):
-            raise InvalidArgument(f"range {label} {address} is not a host address of subnet {subnet}")
-        span.append(int(address).to_bytes(16, "big"))
-    if span[0] > span[1]:
-        raise InvalidArgument(f"range start {first} of subnet {subnet} is after its end {last}; swap them")
-    row = tx.conn.execute("SELECT id FROM ipam_pools WHERE network_id = ? AND subnet = ?",
-                          (network.id, str(net))).fetchone()
-    if row is None:
-        raise InvalidArgument(f"range {first}-{last} is of subnet {subnet}, which network {network.name!r} does not "
-                              "have")
-    in_span = "SELECT COUNT(*) FROM ipam_addresses a WHERE a.pool_id = ? AND a.addr BETWEEN ? AND ?"
-    reserved = " AND (a.owner LIKE 'gateway:%' OR a.owner LIKE 'aux:%')"
-    tx.conn.execute(
-        f"UPDATE ipam_pools SET range_first = ?, range_last = ?, range_used = ({in_span}), "
-        f"reserved_in_range = ({in_span}{reserved}) WHERE id = ?",
-        (span[0], span[1], row[0], span[0], span[1], row[0], span[0], span[1], row[0]),
-    )

@@ -198,8 +198,9 @@ def network_inspect(ctx, fmt, names):
 @click.pass_context
 def network_rm(ctx, force, names):
     """Remove networks."""
+    later = ctx.find_root().obj.get("later")  # the agent deletes devices after answering (netctl/service.py)
     for name in names:
-        removed = controller(ctx).delete_network(name, force=force)
+        removed = controller(ctx).delete_network(name, force=force, later=later)
         if removed is not None:
             click.echo(removed.name)
 
@@ -235,7 +236,8 @@ def network_connect(ctx, ip, ip6, alias, publish, ifname, network_name, sandbox)
 @click.pass_context
 def network_disconnect(ctx, network_name, sandbox):
     """Disconnect SANDBOX from NETWORK, releasing its addresses."""
-    controller(ctx).disconnect(network_name, sandbox)
+    # In the agent the veth pair is deleted after the answer (netctl/service.py); in-process, now.
+    controller(ctx).disconnect(network_name, sandbox, remove_links=ctx.find_root().obj.get("remove_links"))
 
 
 @network.command("prune")

@@ -140,6 +140,8 @@ class RequestServer:
             # Never run what the client must run itself (exec would replace the agent) or another root's.
             return 2, b"", b"netctl: this command cannot run in the agent\n"
         with self._cli_turn:
+            if {"doctor", "gc"} & set(argv[:1]):
+                self.cni.flush_removals()  # veths being deleted after a DEL or disconnect are not leftovers
             code, out, err = self._captured(argv)
         log.info("served %s: exit %d", " ".join(argv[:3]), code)
         return code, out.encode("utf-8", "surrogateescape"), err.encode("utf-8", "surrogateescape")
@@ -162,7 +164,9 @@ class RequestServer:
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
-                    cli_main(["--root", self.root, *argv], obj={"warm_controller": self._warm_controller()})
+                    cli_main(["--root", self.root, *argv], obj={"warm_controller": self._warm_controller(),
+                                                              "remove_links": self.cni.defer_link_removal,
+                                                              "later": self.cni.later})
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from libnetwork.controller import endpoint_view
+from runner.views import endpoint_view
 
 if TYPE_CHECKING:
     from libnetwork.controller import Controller

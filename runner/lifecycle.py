@@ -184,12 +184,12 @@ class Runtime:
             return
         host_ends = [e.host_ifname for e in endpoints if e.host_ifname and not is_global_copy(e)]
         # An overlay endpoint's other end is a port of its network's bridge, in that network's own
-        # namespace on this host (drivers/overlay.py), not in the host's.
+        # namespace on this host (ROOT/overlay/<network id>, drivers/overlay.py), not in the host's.
         segment_ends = []
         if any(is_global_copy(e) for e in endpoints):
-            from drivers.overlay import NETNS_DIR as OVERLAY_NETNS_DIR
+            from libnetwork.rootdir import OVERLAY_NETNS
 
-            segment_ends = [(os.path.join(self.controller.root, OVERLAY_NETNS_DIR, e.network_id), e.host_ifname)
+            segment_ends = [(os.path.join(self.controller.root, OVERLAY_NETNS, e.network_id), e.host_ifname)
                             for e in endpoints if is_global_copy(e)]  # fmt: skip
         deadline = time.monotonic() + LINK_SERVICE_TIMEOUT_S
         delay = 0.0002
@@ -379,7 +379,7 @@ class Runtime:
         """{network name: endpoint facts} for inspect, read once the container runs."""
         if not config.sandbox_id:
             return {}
-        from libnetwork.controller import endpoint_view
+        from runner.views import endpoint_view
 
         with self.controller.store.snapshot() as tx:
             attached = [(endpoint, tx.get_network(endpoint.network_id))

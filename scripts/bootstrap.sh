@@ -59,7 +59,7 @@ fi
 # otherwise recompile its modules from source (~10 ms each for the larger ones). Cheap when up to date.
 "$VENV/bin/python" -m compileall -q -j 0 libnetwork drivers netctl cni_plugins runner >/dev/null
 # The `netctl` command as a fast launcher (like the CNI plugins' of cni_plugins/install.py): Python with
-# -I -S (no site: no .pth files, no dist-packages; ~2.5 ms of a ~15 ms agent-served command) and
+# -I -S (no site: no .pth files, no dist-packages; 1.4-1.9 ms of a ~12-15 ms agent-served command) and
 # sys.path set explicitly: netctl's code first, the venv's site-packages last (click, yaml, etcd3gw for
 # a command that runs in-process). The interpreter is the venv's own, or the distribution's
 # /usr/bin/python3 (statically linked: ~0.5 ms faster to start than a --enable-shared build such as

@@ -18,6 +18,8 @@ import uuid
 
 import pytest
 
+from containers.conftest import remove_cgroup_tree
+
 from cni.helpers import Service
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
@@ -101,14 +103,13 @@ class Podman:
 
     def cleanup(self) -> None:
         """Whatever the test reached: containers gone (their CNI DEL run), then their cgroup parent."""
-        self("rm", "-f", "-a", "-t", "0", check=False)
-        for controller in os.listdir("/sys/fs/cgroup"):
-            parent = os.path.join("/sys/fs/cgroup", controller, self.cgroup_parent.lstrip("/"))
-            if os.path.isdir(parent):
-                for child in os.listdir(parent):
-                    if os.path.isdir(os.path.join(parent, child)):
-                        os.rmdir(os.path.join(parent, child))
-                os.rmdir(parent)
+        try:
+            self("rm", "-f", "-a", "-t", "0", check=False, timeout=120)
+        finally:
+            # Bottom-up in every hierarchy, retried while the last processes leave (bounded): a plain
+            # rmdir racing a slow `rm` on a loaded machine left netctl-cnitest-* behind.
+            left = remove_cgroup_tree(self.cgroup_parent.lstrip("/"), timeout=30.0)
+            assert not left, f"cgroups left behind: {left}"
 
 
 @pytest.fixture
