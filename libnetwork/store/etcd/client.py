@@ -107,6 +107,13 @@ def _reason(err: BaseException) -> str:
         return text.strip() or type(err).__name__
 
 
+# After a call found etcd silent, later calls on the same client fail at once for this long, then one
+# is let through again: long enough for the steps of one operation (a DEL's few etcd calls follow each
+# other within milliseconds), short enough that a client kept warm (the agent's) notices etcd's return
+# within a second.
+SILENT_HOLD_S = 1.0
+
+
 class _Etcd:
     """One etcd3gw client (one HTTP session: use one per thread)."""
 
@@ -121,8 +128,8 @@ class _Etcd:
         self.timeout = timeout
         self.client: Etcd3Client = Etcd3Client(host=host, port=port, timeout=timeout)
         # After a call found etcd silent (no answer within the timeout: a partition, a dead peer's
-        # address), calls fail at once for one more timeout's length instead of each waiting it out:
-        # an operation of several etcd steps (a warm agent's CNI DEL) pays one timeout, not one per step.
+        # address), calls fail at once for SILENT_HOLD_S instead of each waiting it out: an operation
+        # of several etcd steps (a warm agent's CNI DEL) pays one timeout, not one per step.
         self._silent: tuple[float, StoreError | None] = (0.0, None)
 
     def close(self) -> None:
@@ -141,7 +148,7 @@ class _Etcd:
 
     def _timed_out(self, err: BaseException) -> StoreError:
         error = self.unreachable(err)
-        self._silent = (time.monotonic() + self.timeout, error)
+        self._silent = (time.monotonic() + SILENT_HOLD_S, error)
         return error
 
     def url_for(self, path: str) -> str:
