@@ -375,7 +375,9 @@ def _images(ctx):
 @click.pass_context
 def image_import(ctx, path, ref):
     """Import a rootfs tarball, a `docker save` archive or an OCI layout (dir or tar); print the id."""
-    for img in _images(ctx).import_path(path, ref):
+    from runner.image_import import import_path
+
+    for img in import_path(_images(ctx), path, ref):
         click.echo(f"sha256:{img.id}" + (f"  {', '.join(img.tags)}" if img.tags else ""))
 
 

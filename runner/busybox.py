@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 
 from libnetwork.errors import InvalidArgument, NotFound
+from runner.image_import import import_path
 
 DEFAULT_BUSYBOX = "/bin/busybox"
 DEFAULT_TAG = "busybox:latest"
@@ -85,5 +86,5 @@ def build_image(store, ref: str = DEFAULT_TAG, busybox: str = DEFAULT_BUSYBOX):
     with tempfile.NamedTemporaryFile(dir=store.layout.images_tmp, suffix=".tar") as tmp:
         build_tarball(busybox, tmp)
         tmp.flush()
-        images = store.import_path(tmp.name, ref, default_config={"Cmd": ["sh"]})
+        images = import_path(store, tmp.name, ref, default_config={"Cmd": ["sh"]})
     return images[0]

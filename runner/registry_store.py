@@ -106,7 +106,7 @@ class RegistryImageStore(ImageStore):
             size = sum(int(self.layer_info(d).get("size", 0)) for d in layers)
             image = Image(id=hashlib.sha256(raw_config).hexdigest(), layers=list(layers), config=config, size=size,
                           imported=now(), source=source, raw_config=raw_config)  # fmt: skip
-            self._commit([image], [normalize_reference(t) for t in tags])
+            self.commit([image], [normalize_reference(t) for t in tags])
             if digest_refs:
                 digests = self._digests()
                 digests.update({ref: image.id for ref in digest_refs})
