@@ -156,9 +156,9 @@ def exit_now(code: int) -> None:
 def main() -> None:
     argv = sys.argv[1:]
     if "run" in argv[:4] or "exec" in argv[:4] or "pull" in argv[:4]:
-        # Container commands and a pull of an image already up to date have a click-free path
-        # (run/exec: a parser generated from the same option table
-        # runner/runopts.py); it answers None for anything it does not handle, e.g. --help.
+        # Container commands (a parser generated from runner/runopts.py's option table) and a pull of
+        # an image already up to date have a click-free path; it answers None for anything it does
+        # not handle, e.g. --help, and the full CLI runs.
         from runner.fastcli import main as run_fast
 
         code = run_fast(argv)
