@@ -145,28 +145,20 @@ def _ask_service(plugin: str, root: str, stdin: bytes):
     if sock is None:
         return None
     env = {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape") for k, v in posix.environ.items()}
-    out, err = [], []
+    request = ipc.message({"op": "cni", "plugin": plugin, "env": env}) + ipc.frame(ipc.STDIN, stdin)
     try:
-        sock.settimeout(SERVICE_TIMEOUT_S)
-        sock.sendall(ipc.message({"op": "cni", "plugin": plugin, "env": env}) + ipc.frame(ipc.STDIN, stdin))
-        for kind, payload in ipc.read_frames(sock):
-            if kind == ipc.STDOUT:
-                out.append(payload)
-            elif kind == ipc.STDERR:
-                err.append(payload)
-            elif kind == ipc.JSON:
-                event = ipc.loads(payload)
-                if event.get("event") == "exit":
-                    return int(event.get("code", 1)), b"".join(out), b"".join(err)
-                if event.get("event") == "not-mine":
-                    return NOT_MINE
-                return 1, _error(999, f"netctl agent at {path}: {event.get('message', 'refused')}"), b""
+        event, out, err = ipc.call(sock, request, SERVICE_TIMEOUT_S)
     except (OSError, ValueError) as exc:
         return 1, _error(11, f"netctl agent at {path} failed mid-request ({exc}); retry"), b""
     finally:
         sock.close()
-    # Closed without an answer: the agent may or may not have done the work.
-    return 1, _error(11, f"netctl agent at {path} gave no answer; retry"), b""
+    if event is None:  # closed without an answer: the agent may or may not have done the work
+        return 1, _error(11, f"netctl agent at {path} gave no answer; retry"), b""
+    if event.get("event") == "exit":
+        return int(event.get("code", 1)), out, err
+    if event.get("event") == "not-mine":
+        return NOT_MINE
+    return 1, _error(999, f"netctl agent at {path}: {event.get('message', 'refused')}"), b""
 
 
 def _start_agent(root: str, python: str) -> None:

@@ -108,6 +108,24 @@ def read_frames(sock, reader: FrameReader | None = None):
         reader.feed(chunk)
 
 
+def call(sock, request: bytes, timeout: float) -> tuple[dict | None, bytes, bytes]:
+    """Send `request` and read the answer: (the first JSON event, or None if the server closed the
+    connection without one; what came as STDOUT; what came as STDERR). OSError and ValueError (a
+    broken frame) are the caller's to report: whether the server did the work is then unknown."""
+    sock.settimeout(timeout)
+    sock.sendall(request)
+    out, err = [], []
+    for kind, payload in read_frames(sock):
+        if kind == STDOUT:
+            out.append(payload)
+        elif kind == STDERR:
+            err.append(payload)
+        elif kind == JSON:
+            event = loads(payload)
+            return (event if isinstance(event, dict) else {}), b"".join(out), b"".join(err)
+    return None, b"".join(out), b"".join(err)
+
+
 # --- JSON through CPython's own accelerator -------------------------------------------------------
 # `import json` costs a cold CLI call ~7 ms, most of it `re` for the decoder's whitespace pattern, and
 # our frames need none of it (compact objects of str, int, float, bool, None, lists and dicts).

@@ -70,25 +70,16 @@ def via_daemon(path: str, argv: list[str]) -> int | None:
     if sock is None:
         return None  # no agent (or a stale socket file of a dead one): nothing was sent
     code, reason = None, "it closed the connection"
-    out, err = [], []
+    out = err = b""
     try:
-        sock.settimeout(REPLY_TIMEOUT_S)
-        sock.sendall(ipc.message({"op": "cli", "argv": argv}))
-        for kind, payload in ipc.read_frames(sock):
-            if kind == ipc.STDOUT:
-                out.append(payload)
-            elif kind == ipc.STDERR:
-                err.append(payload)
-            elif kind == ipc.JSON:
-                event = ipc.loads(payload)
-                if event.get("event") == "exit":
-                    code = int(event.get("code", 1))
-                elif event.get("event") == "refused":
-                    sys.stderr.write(f"netctl: {event.get('message', 'the agent refused the request')}\n")
-                    return 77
-                elif event.get("event") == "not-mine":
-                    return NOT_SERVED
-                break
+        event, out, err = ipc.call(sock, ipc.message({"op": "cli", "argv": argv}), REPLY_TIMEOUT_S)
+        if event is not None and event.get("event") == "exit":
+            code = int(event.get("code", 1))
+        elif event is not None and event.get("event") == "refused":
+            sys.stderr.write(f"netctl: {event.get('message', 'the agent refused the request')}\n")
+            return 77
+        elif event is not None and event.get("event") == "not-mine":
+            return NOT_SERVED
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
     finally:
@@ -98,9 +89,8 @@ def via_daemon(path: str, argv: list[str]) -> int | None:
         sys.stderr.write(f"netctl: the agent at {path} did not answer ({reason}); run `netctl doctor` to check state\n")
         return 70
     sys.stdout.flush()
-    for fd, chunks in ((1, out), (2, err)):
-        for chunk in chunks:
-            _write(fd, chunk)
+    _write(1, out)
+    _write(2, err)
     return code
 
 
