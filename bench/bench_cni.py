@@ -28,11 +28,9 @@ are reported, not asserted. Results (samples included) go to bench/results/cni-*
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,8 +47,19 @@ SUBNETS = {"netctl-cold-first": "10.204.0.0/24", "netctl-auto": "10.205.0.0/24",
            "netctl-inproc": "10.203.0.0/24"}
 WARMUP = 3
 SETTLE_TIMEOUT_S = 2.0
-AGENT_READY_TIMEOUT_S = 60.0
-AGENT_STOP_TIMEOUT_S = 30.0
+
+sys.path.insert(0, BENCH_DIR)
+
+from common import (  # noqa: E402
+    CommandError,
+    changed_parts,
+    load_harness,
+    machine_info,
+    root_namespace_state,
+    stop_auto_agent,
+    wait_agent_ready,
+    write_results,
+)
 
 
 def config(subject: str, root: str = "") -> dict:
@@ -81,62 +90,6 @@ def call(subject: str, command: str, conf: dict, cid: str) -> tuple[float, bytes
     if done.returncode != 0:
         raise SystemExit(f"bench: {subject} {command} failed: {done.stdout.decode()} {done.stderr.decode()}")
     return elapsed, done.stdout
-
-
-# --- agents started on first use: waited for and stopped between the timed calls ----------------------
-
-
-def agent_ready(root: str) -> bool:
-    sys.path.insert(0, REPO)
-    from libnetwork import ipc
-
-    sock = ipc.try_connect(f"{root}/netctl.sock")
-    if sock is None:
-        return False
-    sock.close()
-    return True
-
-
-def wait_agent_ready(root: str, started: float) -> float:
-    """Poll (bounded) until root's agent accepts connections; ms since `started` (perf_counter)."""
-    deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
-    while not agent_ready(root):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: no agent served {root} within {AGENT_READY_TIMEOUT_S} s of a first call")
-        time.sleep(0.001)
-    return (time.perf_counter() - started) * 1000
-
-
-def _lock_free(lock: str) -> bool:
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def stop_auto_agent(root: str) -> None:
-    """SIGTERM to the agent a first call started on root (its PID and note "auto" in ROOT/daemon.pid)."""
-    from libnetwork import ipc
-
-    lock = f"{root}/daemon.pid"
-    if _lock_free(lock):
-        return
-    pid, note = ipc.lock_holder(lock)
-    if pid <= 0 or note != "auto":
-        raise SystemExit(f"bench: {lock} is held by {pid} ({note!r}), not by an agent started on first use")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + AGENT_STOP_TIMEOUT_S
-    while not _lock_free(lock):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: agent {pid} of {root} still there {AGENT_STOP_TIMEOUT_S} s after SIGTERM")
-        time.sleep(0.002)
 
 
 def host_links() -> set[str]:
@@ -203,6 +156,7 @@ def python_floor(runs: int) -> list[float]:
 
 def inside(runs: int) -> dict:
     """The measurement, inside the throwaway host: set up, warm up, interleaved rounds."""
+    sys.path.insert(0, REPO)  # libnetwork, for the agent helpers of common.py
     subprocess.run([sys.executable, "-m", "cni_plugins.install", PLUGIN_DIR], check=True, cwd=REPO, capture_output=True)
     for subject in SUBJECTS:
         subprocess.run(["ip", "netns", "add", subject], check=True)
@@ -296,15 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inside:
-        print(json.dumps(inside(args.runs)))
+        try:
+            print(json.dumps(inside(args.runs)))
+        except CommandError as err:  # an agent that would not start or stop: the figures would be wrong
+            raise SystemExit(f"bench: {err}") from None
         return 0
     if args.quick:
         args.runs = 5
     elif args.runs < 30:
         parser.error("--runs must be at least 30: medians of fewer runs are noise on a 2-vCPU machine")
-    sys.path.insert(0, BENCH_DIR)
-    from common import changed_parts, load_harness, machine_info, root_namespace_state, write_results
-
     harness = load_harness()
     reason = harness.missing_host_prerequisites()
     if reason:

@@ -29,14 +29,12 @@ Goals (reported, never asserted): cold <= 1.0x podman; warm <= 50 ms.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
 import json
 import os
 import random
-import secrets
 import shutil
 import subprocess
 import sys
@@ -46,18 +44,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
-    REPO_DIR,
-    CommandError,
-    Progress,
-    Series,
-    fmt_ms,
-    format_table,
-    load_harness,
-    machine_info,
-    root_namespace_state,
-    run_cmd,
-    timed,
-    write_results,
+    REPO_DIR, CommandError, Progress, Series, answer_worker_task, driver_parser, fmt_ms, format_table, measure_rounds,
+    netctl_argv, private_var, root_namespace_state, run_cmd, run_worker_in_host, write_comparison,
 )
 
 WORK = "/run/bench-pull"
@@ -69,23 +57,6 @@ LAYER_MB = 30  # uncompressed, each of three layers
 
 
 # ---- inside the throwaway host ----------------------------------------------------------------------
-
-
-def inside_throwaway_host() -> bool:
-    try:
-        with open("/proc/1/cmdline", "rb") as f:
-            return b"netctl-test-host-init" in f.read()
-    except OSError:
-        return False
-
-
-def private_var() -> None:
-    if not inside_throwaway_host():
-        raise SystemExit("bench: the worker must run inside a throwaway host (its mounts are private)")
-    layer = f"{WORK}/var"
-    os.makedirs(f"{layer}/upper", exist_ok=True)
-    os.makedirs(f"{layer}/work", exist_ok=True)
-    run_cmd(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir=/var,upperdir={layer}/upper,workdir={layer}/work", "/var"])
 
 
 def _layer(seed: int) -> bytes:
@@ -189,11 +160,6 @@ class Registry:
         self.start()
 
 
-def netctl_argv() -> list[str]:
-    path = shutil.which("netctl")
-    return [path] if path else [sys.executable, "-m", "netctl"]
-
-
 def podman_env_and_argv() -> tuple[dict, list[str]]:
     home = f"{WORK}/podman"
     for sub in ("root", "runroot", "tmp"):
@@ -212,18 +178,7 @@ def podman_env_and_argv() -> tuple[dict, list[str]]:
 
 def rounds(operation: str, actions: dict, n: int, warmup: int, prepare: dict | None = None) -> list[Series]:
     """n rounds, one sample of every tool per round; prepare[tool]() runs untimed before each sample."""
-    prepare = prepare or {}
-    for _ in range(warmup):
-        for tool, action in actions.items():
-            prepare.get(tool, lambda: None)()
-            action()
-    samples: dict[str, list[tuple[float, float]]] = {tool: [] for tool in actions}
-    for _ in range(n):
-        for tool, action in actions.items():
-            prepare.get(tool, lambda: None)()
-            samples[tool].append(timed(action))
-    out = [Series(tool=tool, operation=operation, samples_ms=[w for w, _ in s], cpu_samples_ms=[c for _, c in s])
-           for tool, s in samples.items()]  # fmt: skip
+    out = measure_rounds(operation, actions, n, warmup, prepare)
     for s in out:
         print(f"measured {s.tool} {operation}: median {s.median:.1f} ms", file=sys.stderr, flush=True)
     return out
@@ -232,7 +187,7 @@ def rounds(operation: str, actions: dict, n: int, warmup: int, prepare: dict | N
 def worker(task: dict) -> dict:
     n, warmup = task["n"], task["warmup"]
     os.makedirs(WORK, exist_ok=True)
-    private_var()
+    private_var(WORK)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = f"{WORK}/pycache"
     os.environ["NETCTL_ROOT"] = f"{WORK}/netctl"
@@ -287,30 +242,16 @@ def worker(task: dict) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n=3, no warm-up")
-    parser.add_argument("-n", type=int, default=0, help="samples per figure (default 10, quick 3; warm pulls 3n)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser = driver_parser(__doc__, "n=3, no warm-up", "samples per figure (default 10, quick 3; warm pulls 3n)")
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    if answer_worker_task(args.worker, worker):
         return 0
     progress = Progress()
     n = args.n or (3 if args.quick else 10)
     task = {"n": n, "warmup": 0 if args.quick else 1}
     before = root_namespace_state()
-    harness = load_harness()
-    reason = harness.missing_host_prerequisites()
-    if reason:
-        raise SystemExit(f"bench: {reason}")
     progress(f"pull benchmark: n={n}, netctl beside podman and skopeo")
-    with harness.Host.start("bench-pull") as host:
-        proc = host.run(sys.executable, os.path.abspath(__file__), "--worker", json.dumps(task), timeout=TASK_TIMEOUT,
-                        check=False, env={"PYTHONPATH": REPO_DIR})  # fmt: skip
-        sys.stderr.write(proc.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: worker failed (exit {proc.returncode})")
-    result = json.loads(proc.stdout)
+    result = run_worker_in_host("bench-pull", os.path.abspath(__file__), task, TASK_TIMEOUT)
     series = [Series.from_dict(d) for d in result["series"]]
     by = {(s.tool, s.operation): s for s in series}
     rows, comparisons = [], []
@@ -334,10 +275,7 @@ def main() -> int:
         warm = by[(tool, "warm")].median
         print(f"goal warm pull ({tool}): {warm:.1f} ms (goal <= {GOAL_WARM_MS:.0f} ms): {'met' if warm <= GOAL_WARM_MS else 'NOT met'}")
     after = root_namespace_state()
-    data = {"machine": machine_info(), "task": task, "series": [s.to_dict() for s in series], "comparisons": comparisons,
-            "extra": result["extra"], "root_namespace_unchanged": before == after}  # fmt: skip
-    path = write_results("pull", data)
-    progress(f"results in {path}; machine's own links and ruleset unchanged: {before == after}")
+    write_comparison("pull", progress, task, series, comparisons, result["extra"], before, after)
     return 0
 
 

@@ -31,11 +31,9 @@ machine-wide) are made under one parent and removed at the end. Nothing here ass
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -43,18 +41,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
-    REPO_DIR,
-    CommandError,
-    Progress,
-    Series,
-    fmt_ms,
-    format_table,
-    load_harness,
-    machine_info,
-    root_namespace_state,
-    run_cmd,
-    timed,
-    write_results,
+    CommandError, Progress, Series, answer_worker_task, driver_parser, fmt_ms, format_table, measure_rounds,
+    netctl_argv, private_var, root_namespace_state, run_cmd, run_worker_in_host, write_comparison,
 )
 
 CNI_PATH = "/usr/lib/cni"
@@ -69,35 +57,10 @@ GOAL_VS_RUNC, GOAL_VS_PODMAN = 1.5, 1 / 3
 # ---- inside the throwaway host ----------------------------------------------------------------------
 
 
-def inside_throwaway_host() -> bool:
-    """PID 1 here is the harness's init: we are in a host's PID (and so mount) namespace."""
-    try:
-        with open("/proc/1/cmdline", "rb") as f:
-            return b"netctl-test-host-init" in f.read()
-    except OSError:
-        return False
-
-
-def private_var() -> None:
-    """Put an overlay over /var, its writable layer on this host's /run (a tmpfs): what the peers write
-    under /var (podman's /var/lib/containers/cache) stays in this host's mount namespace and goes with it."""
-    if not inside_throwaway_host():
-        raise SystemExit("bench: the worker must run inside a throwaway host (its mounts are private)")
-    layer = f"{WORK}/var"
-    os.makedirs(f"{layer}/upper", exist_ok=True)
-    os.makedirs(f"{layer}/work", exist_ok=True)
-    run_cmd(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir=/var,upperdir={layer}/upper,workdir={layer}/work", "/var"])
-
-
 def use_bytecode_cache() -> None:
     """As an installed netctl has (see the module doc); set before the monitor starts, which inherits it."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = f"{WORK}/pycache"
-
-
-def netctl_argv() -> list[str]:
-    path = shutil.which("netctl")
-    return [path] if path else [sys.executable, "-m", "netctl"]
 
 
 class Netctl:
@@ -263,25 +226,10 @@ class Podman:
         subprocess.run(self.base + ["rm", "-f", "-a"], env=self.env, capture_output=True, timeout=120)
 
 
-def measure(operation: str, actions: dict[str, object], n: int, warmup: int) -> list[Series]:
-    """Wall-clock and CPU ms of n runs of each tool's action (CPU: ours and our children's, so not the
-    monitor's or a daemon's), round-robin: one sample of every tool per round, so that the load other
-    work puts on the machine, which comes and goes within seconds, hits every tool alike."""
-    for _ in range(warmup):
-        for action in actions.values():
-            action()
-    samples: dict[str, list[tuple[float, float]]] = {tool: [] for tool in actions}
-    for _ in range(n):
-        for tool, action in actions.items():
-            samples[tool].append(timed(action))
-    return [Series(tool=tool, operation=operation, samples_ms=[w for w, _ in s], cpu_samples_ms=[c for _, c in s])
-            for tool, s in samples.items()]  # fmt: skip
-
-
 def worker(task: dict) -> dict:
     n, warmup, parent = task["n"], task["warmup"], task["cgroup_parent"]
     os.makedirs(WORK, exist_ok=True)
-    private_var()
+    private_var(WORK)
     use_bytecode_cache()
     series: list[Series] = []
     extra: dict = {}
@@ -312,7 +260,7 @@ def worker(task: dict) -> dict:
                     env = getattr(tool, "env", None)
                     value = ops[operation]
                     actions[tool.name] = value if callable(value) else (lambda value=value, env=env: [run_cmd(a, env=env) for a in value])
-            for result in measure(operation, actions, n, warmup):
+            for result in measure_rounds(operation, actions, n, warmup):
                 series.append(result)
                 print(f"measured {result.tool} {operation}: median {result.median:.1f} ms", file=sys.stderr, flush=True)
         extra["monitor_memory"] = netctl.memory()
@@ -383,15 +331,11 @@ def _compare(by, ours_tool: str, ours: Series, operation: str, rows: list, compa
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n=5, one warm-up")
-    parser.add_argument("-n", type=int, default=0, help="samples per figure (default 30, quick 5)")
+    parser = driver_parser(__doc__, "n=5, one warm-up", "samples per figure (default 30, quick 5)")
     parser.add_argument("--no-podman", action="store_true")
     parser.add_argument("--no-runc", action="store_true")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    if answer_worker_task(args.worker, worker):
         return 0
     progress = Progress()
     n = args.n or (5 if args.quick else 30)
@@ -400,21 +344,11 @@ def main() -> int:
     task = {"n": n, "warmup": 1 if args.quick else 2, "cgroup_parent": parent, "subjects": subjects}
     before = root_namespace_state()
     load_before = os.getloadavg()
-    harness = load_harness()
-    reason = harness.missing_host_prerequisites()
-    if reason:
-        raise SystemExit(f"bench: {reason}")
     progress(f"run benchmark: n={n}, subjects netctl + {', '.join(subjects) or 'nothing'}")
     try:
-        with harness.Host.start("bench-run") as host:
-            proc = host.run(sys.executable, os.path.abspath(__file__), "--worker", json.dumps(task), timeout=TASK_TIMEOUT,
-                            check=False, env={"PYTHONPATH": REPO_DIR})  # fmt: skip
-            sys.stderr.write(proc.stderr)
+        result = run_worker_in_host("bench-run", os.path.abspath(__file__), task, TASK_TIMEOUT)
     finally:
         remove_cgroups(parent)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: worker failed (exit {proc.returncode})")
-    result = json.loads(proc.stdout)
     series = [Series.from_dict(d) for d in result["series"]]
     table, comparisons = summarise(series)
     print(table)
@@ -433,11 +367,8 @@ def main() -> int:
     load_after = os.getloadavg()
     print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after {'/'.join(f'{x:.2f}' for x in load_after)} (2 cores; other work shifts the absolute figures)")
-    data = {"machine": machine_info(), "task": task, "series": [s.to_dict() for s in series], "comparisons": comparisons,
-            "extra": result["extra"], "root_namespace_unchanged": before == after,
-            "load_average": {"before": load_before, "after": load_after}}  # fmt: skip
-    path = write_results("run", data)
-    progress(f"results in {path}; machine's own links and ruleset unchanged: {before == after}")
+    write_comparison("run", progress, task, series, comparisons, result["extra"], before, after,
+                     load_average={"before": load_before, "after": load_after})
     return 0
 
 

@@ -2,18 +2,23 @@
 
 Used on both sides of the namespace boundary: by the driver scripts (outside, in the machine's
 namespaces, where they only start and stop throwaway hosts) and by bench/worker.py (inside a host,
-where every timed command runs). Standard library only, so importing it costs nothing.
+where every timed command runs). Standard library only, so importing it costs nothing (the agent
+helpers, used inside a host, import libnetwork.ipc when first called).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import fcntl
 import importlib.util
 import json
 import os
 import platform
 import resource
 import select
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -80,6 +85,26 @@ def timed(action: Callable[[], Any]) -> tuple[float, float]:
 def timed_cmds(argvs: list[list[str]], env: dict[str, str] | None = None) -> tuple[float, float]:
     """(wall ms, CPU ms) to run several commands one after the other (one logical operation)."""
     return timed(lambda: [run_cmd(argv, env=env) for argv in argvs])
+
+
+def measure_rounds(operation: str, actions: dict[str, Callable[[], Any]], n: int, warmup: int,
+                   prepare: dict[str, Callable[[], Any]] | None = None) -> list[Series]:
+    """Wall-clock and CPU ms of n runs of each tool's action (CPU: ours and our children's, so not the
+    monitor's or a daemon's), round-robin: one sample of every tool per round, so that the load other
+    work puts on the machine, which comes and goes within seconds, hits every tool alike.
+    prepare[tool]() runs untimed before each of that tool's runs, warm-up included."""
+    prepare = prepare or {}
+    for _ in range(warmup):
+        for tool, action in actions.items():
+            prepare.get(tool, lambda: None)()
+            action()
+    samples: dict[str, list[tuple[float, float]]] = {tool: [] for tool in actions}
+    for _ in range(n):
+        for tool, action in actions.items():
+            prepare.get(tool, lambda: None)()
+            samples[tool].append(timed(action))
+    return [Series(tool=tool, operation=operation, samples_ms=[w for w, _ in s], cpu_samples_ms=[c for _, c in s])
+            for tool, s in samples.items()]  # fmt: skip
 
 
 # ---- statistics -----------------------------------------------------------------------------------
@@ -193,6 +218,18 @@ def write_results(name: str, data: dict[str, Any]) -> str:
     return path
 
 
+def write_comparison(name: str, progress: Progress, task: dict[str, Any], series: list[Series],
+                     comparisons: list[dict[str, Any]], extra: dict[str, Any], before: dict[str, str],
+                     after: dict[str, str], **more: Any) -> None:
+    """A driver's results file (machine, task, every series, the comparisons, the worker's extra figures,
+    whether the machine's own namespaces were left as they were, then `more`); its path as progress."""
+    data = {"machine": machine_info(), "task": task, "series": [s.to_dict() for s in series],
+            "comparisons": comparisons, "extra": extra, "root_namespace_unchanged": before == after,
+            **more}  # fmt: skip
+    path = write_results(name, data)
+    progress(f"results in {path}; machine's own links and ruleset unchanged: {before == after}")
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures depend on, recorded beside them."""
     info: dict[str, Any] = {
@@ -215,6 +252,131 @@ def machine_info() -> dict[str, Any]:
 
 
 # ---- throwaway hosts ------------------------------------------------------------------------------
+
+
+def inside_throwaway_host() -> bool:
+    """PID 1 here is the harness's init: we are in a host's PID (and so net/mount) namespace."""
+    try:
+        with open("/proc/1/cmdline", "rb") as f:
+            return b"netctl-test-host-init" in f.read()
+    except OSError:
+        return False
+
+
+def private_var(work: str) -> None:
+    """Put an overlay over /var, its writable layer under `work` on this host's /run (a tmpfs): what
+    the peers write under /var (podman's /var/lib/containers/cache) stays in this host's mount
+    namespace and goes with it."""
+    if not inside_throwaway_host():
+        raise SystemExit("bench: the worker must run inside a throwaway host (its mounts are private)")
+    layer = f"{work}/var"
+    os.makedirs(f"{layer}/upper", exist_ok=True)
+    os.makedirs(f"{layer}/work", exist_ok=True)
+    options = f"lowerdir=/var,upperdir={layer}/upper,workdir={layer}/work"
+    run_cmd(["mount", "-t", "overlay", "overlay", "-o", options, "/var"])
+
+
+def driver_parser(doc: str, quick_help: str, n_help: str) -> argparse.ArgumentParser:
+    """The options of a driver whose measuring side is itself run with --worker (run_worker_in_host)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("-n", type=int, default=0, help=n_help)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def answer_worker_task(task: str | None, worker: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    """The measuring side of run_worker_in_host: with --worker TASK, print worker(TASK) as JSON (True)."""
+    if not task:
+        return False
+    print(json.dumps(worker(json.loads(task))))
+    return True
+
+
+def run_worker_in_host(name: str, script: str, task: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run `script --worker TASK` inside a fresh throwaway host (the repository on its PYTHONPATH),
+    copy its stderr to ours, and return what it printed as JSON; stop the bench if it failed."""
+    harness = load_harness()
+    reason = harness.missing_host_prerequisites()
+    if reason:
+        raise SystemExit(f"bench: {reason}")
+    with harness.Host.start(name) as host:
+        proc = host.run(sys.executable, script, "--worker", json.dumps(task), timeout=timeout,
+                        check=False, env={"PYTHONPATH": REPO_DIR})  # fmt: skip
+        sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: worker failed (exit {proc.returncode})")
+    return json.loads(proc.stdout)
+
+
+# ---- netctl inside a host: its command, its agents --------------------------------------------------
+
+AGENT_READY_TIMEOUT = 60.0  # seconds for an agent to start serving (its start repairs the root: N endpoints)
+AGENT_STOP_TIMEOUT = 30.0  # seconds for an agent to be gone after SIGTERM
+
+
+def netctl_argv() -> list[str]:
+    """The console script a user runs (the venv's bin is first on PATH inside a host)."""
+    path = shutil.which("netctl")
+    return [path] if path else [sys.executable, "-m", "netctl"]
+
+
+def agent_ready(root: str) -> bool:
+    """Whether ROOT/netctl.sock accepts a connection now (the next command would be served)."""
+    from libnetwork import ipc
+
+    sock = ipc.try_connect(os.path.join(root, "netctl.sock"))
+    if sock is None:
+        return False
+    sock.close()  # the agent reads an empty request and drops it
+    return True
+
+
+def wait_agent_ready(root: str, started: float) -> float:
+    """Poll (bounded) until the agent of `root` accepts connections; ms since `started` (perf_counter)."""
+    deadline = time.monotonic() + AGENT_READY_TIMEOUT
+    while not agent_ready(root):
+        if time.monotonic() > deadline:
+            raise CommandError(f"no agent served {root} within {AGENT_READY_TIMEOUT}s of a first call")
+        time.sleep(0.001)
+    return (time.perf_counter() - started) * 1000.0
+
+
+def lock_free(lock: str) -> bool:
+    """Whether nobody holds the flock on `lock` (a missing file is free)."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if we got it
+    return True
+
+
+def stop_auto_agent(root: str) -> None:
+    """Stop the agent a first call started on `root` (SIGTERM, bounded wait). Only an auto-started
+    agent is touched: its PID is the one it wrote into ROOT/daemon.pid with the note "auto"."""
+    from libnetwork import ipc
+
+    lock = os.path.join(root, "daemon.pid")
+    if lock_free(lock):
+        return
+    pid, note = ipc.lock_holder(lock)
+    if pid <= 0 or note != "auto":
+        raise CommandError(f"{lock} is held by {pid} ({note!r}), not by an agent started on first use")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + AGENT_STOP_TIMEOUT
+    while not lock_free(lock):
+        if time.monotonic() > deadline:
+            raise CommandError(f"the agent {pid} of {root} did not stop within {AGENT_STOP_TIMEOUT}s")
+        time.sleep(0.002)
+
+
+# ---- throwaway hosts, from outside ------------------------------------------------------------------
 
 
 def load_harness():

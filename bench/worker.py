@@ -28,11 +28,9 @@ netctl's ways of running a command (the same command line each time, a state roo
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -42,22 +40,22 @@ from typing import Callable, Protocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import CommandError, Series, run_cmd, timed, timed_cmds  # noqa: E402
-
-
-def inside_throwaway_host() -> bool:
-    """PID 1 here is the harness's init: we are in a host's PID (and so net/mount) namespace."""
-    try:
-        with open("/proc/1/cmdline", "rb") as f:
-            return b"netctl-test-host-init" in f.read()
-    except OSError:
-        return False
-
+from common import (  # noqa: E402
+    AGENT_STOP_TIMEOUT,
+    Series,
+    agent_ready,
+    inside_throwaway_host,
+    lock_free,
+    netctl_argv,
+    run_cmd,
+    stop_auto_agent,
+    timed,
+    timed_cmds,
+    wait_agent_ready,
+)
 
 CNI_PATH = "/usr/lib/cni"
 WORK_DIR = "/run/bench"  # /run is the host's private tmpfs
-AGENT_READY_TIMEOUT = 60.0  # seconds for an agent to start serving (its start repairs the root: N endpoints)
-AGENT_STOP_TIMEOUT = 30.0  # seconds for an agent to be gone after SIGTERM
 
 
 def log(message: str) -> None:
@@ -74,12 +72,6 @@ def use_bytecode_cache() -> None:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = f"{WORK_DIR}/pycache"
     run_cmd(netctl_argv() + ["network", "ls"], env=in_process_env())  # compiles (once) what the timed commands import
-
-
-def netctl_argv() -> list[str]:
-    """The console script a user runs (the venv's bin is first on PATH inside a host)."""
-    path = shutil.which("netctl")
-    return [path] if path else [sys.executable, "-m", "netctl"]
 
 
 def in_process_env(root: str | None = None) -> dict[str, str]:
@@ -116,66 +108,12 @@ def stop_daemon(proc: subprocess.Popen) -> None:
     proc.wait(timeout=AGENT_STOP_TIMEOUT)
 
 
-def agent_ready(root: str) -> bool:
-    """Whether ROOT/netctl.sock accepts a connection now (the next command would be served)."""
-    from libnetwork import ipc
-
-    sock = ipc.try_connect(os.path.join(root, "netctl.sock"))
-    if sock is None:
-        return False
-    sock.close()  # the agent reads an empty request and drops it
-    return True
-
-
-def wait_agent_ready(root: str, started: float) -> float:
-    """Poll (bounded) until the agent of `root` accepts connections; ms since `started` (perf_counter)."""
-    deadline = time.monotonic() + AGENT_READY_TIMEOUT
-    while not agent_ready(root):
-        if time.monotonic() > deadline:
-            raise CommandError(f"no agent served {root} within {AGENT_READY_TIMEOUT}s of a first call")
-        time.sleep(0.001)
-    return (time.perf_counter() - started) * 1000.0
-
-
-def _lock_free(lock: str) -> bool:
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # releases the lock if we got it
-    return True
-
-
-def stop_auto_agent(root: str) -> None:
-    """Stop the agent a first call started on `root` (SIGTERM, bounded wait). Only an auto-started
-    agent is touched: its PID is the one it wrote into ROOT/daemon.pid with the note "auto"."""
-    from libnetwork import ipc
-
-    lock = os.path.join(root, "daemon.pid")
-    if _lock_free(lock):
-        return
-    pid, note = ipc.lock_holder(lock)
-    if pid <= 0 or note != "auto":
-        raise CommandError(f"{lock} is held by {pid} ({note!r}), not by an agent started on first use")
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + AGENT_STOP_TIMEOUT
-    while not _lock_free(lock):
-        if time.monotonic() > deadline:
-            raise CommandError(f"the agent {pid} of {root} did not stop within {AGENT_STOP_TIMEOUT}s")
-        time.sleep(0.002)
-
-
 def ensure_auto_agent(root: str) -> None:
     """An agent started on first use serves `root`: wait for one that is starting, or let an untimed
     command start one."""
     if agent_ready(root):
         return
-    if _lock_free(os.path.join(root, "daemon.pid")):
+    if lock_free(os.path.join(root, "daemon.pid")):
         run_cmd(netctl_argv() + ["network", "ls"], env=root_env(root))  # in-process; starts the agent
     wait_agent_ready(root, time.perf_counter())
 
@@ -509,7 +447,7 @@ class NetctlColdSubject(NetctlSubject):
     def _before_first_call(self, step: str) -> None:
         if step == "disconnect":
             self.ready_ms.append(wait_agent_ready(self.root, self.started))
-        elif agent_ready(self.root) or not _lock_free(os.path.join(self.root, "daemon.pid")):
+        elif agent_ready(self.root) or not lock_free(os.path.join(self.root, "daemon.pid")):
             wait_agent_ready(self.root, time.perf_counter())  # one starting: let it finish its start first
         stop_auto_agent(self.root)
 

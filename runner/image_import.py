@@ -199,14 +199,8 @@ class Import:
             config_name = entry.get("Config") or ""
             with source.open(config_name) as f:
                 raw = f.read(16 << 20)
-            config = _parse_config(raw, f"{self.path}: config {config_name}")
-            expected = _diff_ids(config, f"{self.path}: config {config_name}")
             layer_names = entry.get("Layers") or []
-            if len(layer_names) != len(expected):
-                raise CorruptArchive(
-                    f"{self.path}: manifest lists {len(layer_names)} layers but the config {len(expected)}; "
-                    "the archive is corrupt"
-                )
+            config, expected = self._config(raw, f"{self.path}: config {config_name}", layer_names)
             layers, size = [], 0
             for name, want in zip(layer_names, expected, strict=True):
                 with source.open(name) as f:
@@ -229,14 +223,8 @@ class Import:
             manifest_raw = self._blob(source, descriptor)
             manifest = _parse_json(manifest_raw, f"{self.path}: manifest {descriptor.get('digest')}")
             config_raw = self._blob(source, manifest.get("config") or {})
-            config = _parse_config(config_raw, f"{self.path}: config")
-            expected = _diff_ids(config, f"{self.path}: config")
             blobs = manifest.get("layers") or []
-            if len(blobs) != len(expected):
-                raise CorruptArchive(
-                    f"{self.path}: manifest lists {len(blobs)} layers but the config {len(expected)}; "
-                    "the archive is corrupt"
-                )
+            config, expected = self._config(config_raw, f"{self.path}: config", blobs)
             layers, size = [], 0
             for blob, want in zip(blobs, expected, strict=True):
                 digest = _digest_hex(blob, self.path)
@@ -251,6 +239,17 @@ class Import:
         if not images:
             raise CorruptArchive(f"{self.path}: index.json lists no image for linux/{go_arch()}")
         return images
+
+    def _config(self, raw: bytes, what: str, listed: list) -> tuple[dict, list[str]]:
+        """An image's config and its layers' diff ids (hex), as many as the manifest lists layers."""
+        config = _parse_config(raw, what)
+        expected = config_diff_ids(config, what)
+        if len(listed) != len(expected):
+            raise CorruptArchive(
+                f"{self.path}: manifest lists {len(listed)} layers but the config {len(expected)}; "
+                "the archive is corrupt"
+            )
+        return config, expected
 
     def _manifests(self, source: _Source, index: Any, depth: int) -> list[tuple[dict, str]]:
         if depth > 4 or not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
@@ -344,15 +343,19 @@ def _parse_config(raw: bytes, what: str) -> dict:
     return config
 
 
-def _diff_ids(config: dict, what: str) -> list[str]:
+def config_diff_ids(config: dict, what: str, error: type[Exception] = CorruptArchive) -> list[str]:
+    """The hex digests of an image config's rootfs.diff_ids (its layers, bottom first), for an archive
+    and for a registry's image alike; `error` naming `what` when there are none or one is not
+    sha256:<64 hex>."""
     ids = (config.get("rootfs") or {}).get("diff_ids")
     if not isinstance(ids, list) or not ids:
-        raise CorruptArchive(f"{what} has no rootfs.diff_ids")
+        raise error(f"{what} has no rootfs.diff_ids")
     out = []
     for d in ids:
-        if not isinstance(d, str) or not d.startswith("sha256:") or not re.fullmatch(r"[0-9a-f]{64}", d[7:]):
-            raise CorruptArchive(f"{what} has an invalid diff id {d!r}")
-        out.append(d[7:])
+        hexpart = d[7:] if isinstance(d, str) and d.startswith("sha256:") else ""
+        if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+            raise error(f"{what} has an invalid diff id {str(d)[:80]!r}")
+        out.append(hexpart)
     return out
 
 

@@ -330,10 +330,11 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def image_size_text(size: int) -> str:
+def image_size_text(size: int, sep: str = "") -> str:
+    """Bytes in decimal units, as `docker images` (1.2MB) or, with sep=" ", as pull's progress (1.2 MB)."""
     n = float(size)
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+            return f"{n:.0f}{sep}{unit}" if unit == "B" else f"{n:.1f}{sep}{unit}"
         n /= 1000
     return str(n)

@@ -111,12 +111,7 @@ def fetch(registry: Registry, repository: str, selector: str, scope: str, what: 
             f"the manifest of {what} does not match its digest {selector[:19]} (got {digest[:19]}); "
             "the registry's copy is corrupt or was tampered with"
         )
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise RegistryError(f"the manifest of {what} is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise RegistryError(f"the manifest of {what} is not a JSON object")
+    body = json_object(raw, f"the manifest of {what}")
     media_type = str(body.get("mediaType") or header_type)
     if body.get("schemaVersion") == 1 or media_type in SCHEMA1:
         raise Unsupported(
@@ -181,3 +176,15 @@ def descriptor_digest(descriptor: dict, what: str) -> str:
     if not isinstance(size, int) or size < 0:
         raise RegistryError(f"{what}: descriptor {digest[:19]} has no valid size")
     return digest
+
+
+def json_object(raw: bytes, what: str) -> dict:
+    """A document from the registry (a manifest, a config) as a JSON object; RegistryError naming
+    `what` ("the manifest of IMAGE") if it is not one."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise RegistryError(f"{what} is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    return body

@@ -1,6 +1,6 @@
 """Is an image present? The one registry-related question `netctl run` asks on its hot path, so this
-module imports nothing beyond os and runner.protocol's C-accelerated JSON (no re, no json package, no
-requests): a present image costs one small file read.
+module imports nothing beyond os, runner.image_refs (pure functions, no imports) and runner.protocol's
+C-accelerated JSON (no re, no json package, no requests): a present image costs one small file read.
 
 The answer is conservative: True only when the reference is a tag in repositories.json (after
 Docker's normalisation of docker.io names), a NAME@DIGEST in digests.json, or looks like an image id
@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import os
 
+from runner.image_refs import familiar_digest_ref, familiar_tag_ref
+
 _HEX = frozenset("0123456789abcdef")
 
 
 def familiar(ref: str) -> str:
     """docker.io/library/busybox -> busybox:latest; localhost:5000/bb -> localhost:5000/bb:latest."""
-    name, at, digest = ref.partition("@")
-    for prefix in ("docker.io/", "index.docker.io/"):
-        if name.startswith(prefix):
-            name = name[len(prefix) :]
-            if name.startswith("library/") and "/" not in name[len("library/") :]:
-                name = name[len("library/") :]
-            break
-    if at:
-        if name.rfind(":") > name.rfind("/"):
-            name = name[: name.rfind(":")]
-        return f"{name}@{digest}"
+    if "@" in ref:
+        return familiar_digest_ref(ref)
+    name = familiar_tag_ref(ref)
     if name.rfind(":") <= name.rfind("/"):
         name += ":latest"
     return name

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 import threading
 
+from runner.images import image_size_text
+
 
 class Progress:
     """The quiet kind, and the interface: event(layer, text), start(layer, total), advance(layer, n)."""
@@ -46,7 +48,7 @@ class LineProgress(Progress):
         self._line(item, text)
 
     def start(self, item: str, total: int, text: str) -> None:
-        self._line(item, f"{text} ({_size(total)})")
+        self._line(item, f"{text} ({image_size_text(total, ' ')})")
 
     def done(self, item: str, text: str) -> None:
         self._line(item, text)
@@ -132,12 +134,3 @@ def for_terminal(quiet: bool, stream=None) -> Progress:
     if stream.isatty():
         return BarProgress(stream)
     return LineProgress(stream)
-
-
-def _size(size: int) -> str:
-    n = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)

@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from runner.image_import import config_diff_ids
 from runner.layer_blobs import layer_record
 from runner.registry_store import RegistryImageStore
 from runner.layers import CorruptArchive, unpack
@@ -107,7 +108,7 @@ class _Pull:
             )
             if (have.os, have.architecture) != (self.want.os, self.want.architecture):
                 raise Unsupported(f"{what} is an image for {have} only, not {self.want}; pull it without --platform")
-        diff_ids = _diff_ids(config, what)
+        diff_ids = config_diff_ids(config, f"the config of {what}", RegistryError)
         layers = body.get("layers") or []
         if len(layers) != len(diff_ids):
             raise RegistryError(
@@ -265,28 +266,10 @@ class _Pull:
 
 
 def _parse_config(raw: bytes, what: str) -> dict:
-    try:
-        config = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise RegistryError(f"the config of {what} is not valid JSON") from None
-    if not isinstance(config, dict):
-        raise RegistryError(f"the config of {what} is not a JSON object")
+    config = manifest.json_object(raw, f"the config of {what}")
     if config.get("os", "linux") != "linux":
         raise Unsupported(f"{what} is an image for {config.get('os')}, not linux")
     return config
-
-
-def _diff_ids(config: dict, what: str) -> list[str]:
-    ids = (config.get("rootfs") or {}).get("diff_ids")
-    if not isinstance(ids, list) or not ids:
-        raise RegistryError(f"the config of {what} has no rootfs.diff_ids")
-    out = []
-    for d in ids:
-        hexpart = d[7:] if isinstance(d, str) and d.startswith("sha256:") else ""
-        if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
-            raise RegistryError(f"the config of {what} has an invalid diff id {str(d)[:80]!r}")
-        out.append(hexpart)
-    return out
 
 
 def pull_and_report(

@@ -183,16 +183,8 @@ class _Uploader:
         if blob.size <= self.chunk_size:
             with self._open(blob) as body:
                 reader = _Counting(body, lambda n: self.progress.advance(item, n))
-                response = self.registry.request(
-                    "PUT",
-                    "",
-                    url=_with_digest(location, blob.digest),
-                    scope=self.scope,
-                    ok=(201,),
-                    data=reader,
-                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
-                )
-                response.close()
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)}
+                self._finish(location, blob, headers, data=reader)
         else:
             offset = 0
             with self._open(blob) as body:
@@ -216,17 +208,23 @@ class _Uploader:
                     location = self._location(response)
                     offset += len(chunk)
                     self.progress.advance(item, len(chunk))
-            response = self.registry.request(
-                "PUT",
-                "",
-                url=_with_digest(location, blob.digest),
-                scope=self.scope,
-                ok=(201,),
-                headers={"Content-Length": "0"},
-            )
-            response.close()
+            self._finish(location, blob, {"Content-Length": "0"})
         self.progress.done(item, "Pushed")
         return True
+
+    def _finish(self, location: str, blob: _Blob, headers: dict[str, str], data=None) -> None:
+        """The PUT that closes an upload session with the blob's digest: the whole blob in its body
+        (a monolithic upload), or nothing after the chunks were PATCHed."""
+        response = self.registry.request(
+            "PUT",
+            "",
+            url=_with_digest(location, blob.digest),
+            scope=self.scope,
+            ok=(201,),
+            data=data,
+            headers=headers,
+        )
+        response.close()
 
     def _location(self, response) -> str:
         location = response.headers.get("Location")
