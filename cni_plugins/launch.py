@@ -183,7 +183,8 @@ def _start_agent(root: str, python: str) -> None:
     except OSError:
         pass  # there already (or a parent missing: then the spawn below fails, quietly, as before)
     try:
-        posix.posix_spawn(python, [python, "-m", "netctl", "--root", root, "daemon", "--auto"], env,
+        # -P: the runtime's working directory is not put first on the root agent's sys.path.
+        posix.posix_spawn(python, [python, "-P", "-m", "netctl", "--root", root, "daemon", "--auto"], env,
                           file_actions=[(posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
                                         (posix.POSIX_SPAWN_OPEN, 1, log,
                                          posix.O_WRONLY | posix.O_CREAT | posix.O_APPEND, 0o600),

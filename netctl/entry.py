@@ -20,7 +20,7 @@ import os
 import sys
 
 from libnetwork import ipc, rootdir
-from netctl.delegated import agent_socket_for
+from netctl.delegated import agent_socket_for, split_globals
 
 REPLY_TIMEOUT_S = 300.0
 NOT_SERVED = -1  # via_daemon: an agent runs but leaves this command to us (another network namespace)
@@ -121,7 +121,9 @@ def start_agent(root: str) -> None:
         log = os.open(rootdir.path(root, rootdir.AGENT_LOG),
                       os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            os.posix_spawn(sys.executable, [sys.executable, "-m", "netctl", "--root", root, "daemon", "--auto"],
+            # -P: not the caller's working directory first on sys.path (a root process must not import
+            # whatever `netctl/` or `json.py` lies where a command happened to be run).
+            os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "netctl", "--root", root, "daemon", "--auto"],
                            {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_AGENT},
                            file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                                          (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)],
@@ -157,7 +159,10 @@ def main() -> None:
     path = delegable(argv)
     code = None
     if path is not None:
-        code = via_daemon(path, argv)
+        # The agent runs in "/": name the root absolutely (a relative --root is the caller's).
+        parsed = split_globals(argv)
+        words = parsed[2] if parsed else argv  # delegable() parsed it already
+        code = via_daemon(path, ["--root", os.path.dirname(path), *words])
         if code is not None and code != NOT_SERVED:
             exit_now(code)
     from netctl.program import main as run_in_process
@@ -171,7 +176,10 @@ def main() -> None:
         # No agent answered: start one for the next command, once this one's work is done (spawned
         # first, its imports competed with ours for the CPUs: measured 10-50 ms on the first call).
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # a reader that went away (`| true`) must not change the command's exit code
         start_agent(os.path.dirname(path))
 
 

@@ -49,6 +49,9 @@ def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval, group, auto)
 
     if auto:
         os.chdir("/")  # started from some command's directory, which must stay unmountable
+        # posix_spawn passed on every descriptor of the command that started us without close-on-exec
+        # (a script's `9>lock`): holding them for the agent's life would hold the script's locks.
+        os.closerange(3, 1 << 16)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s netctl daemon: %(message)s" if auto
                         else "netctl daemon: %(message)s", stream=sys.stderr)
     obj = ctx.find_root().obj

@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from libnetwork import ipc
@@ -34,6 +36,7 @@ log = logging.getLogger("netctl.daemon")
 REQUEST_TIMEOUT_S = 30.0  # a client that connects and never sends is dropped after this
 MAX_CONNECTIONS = 64  # requests served at once; more wait in the listen backlog
 MAX_ARGS = 4096
+STOP_WAIT_S = 30.0  # a stopping agent waits this long at most for the requests it is serving
 
 
 class RequestServer:
@@ -63,6 +66,13 @@ class RequestServer:
                     raise
                 threading.Thread(target=self._serve_one, args=(conn,), name="netctl-request", daemon=True).start()
         finally:
+            # Requests in flight run to their end (or their rollback) before their contexts close:
+            # wait for every slot, bounded.
+            deadline = time.monotonic() + STOP_WAIT_S
+            for _ in range(MAX_CONNECTIONS):
+                if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    log.warning("stopping with requests still running after %.0f s", STOP_WAIT_S)
+                    break
             self.cni.stop()
             with self._cli_turn:
                 self._close_controller()
@@ -90,6 +100,12 @@ class RequestServer:
                     conn.settimeout(None)
                     self._answer(conn, *self._run_cli(request))
                 elif request.get("op") == "cni":
+                    # Plugins run as root with the caller's CNI_PATH, CNI_NETNS...: only for callers who
+                    # could run them as root themselves. Anyone else (a --group member) runs its plugin
+                    # call itself, with its own privileges, as without an agent.
+                    if ipc.peer_credentials(conn)[1] not in (0, os.getuid()):
+                        conn.sendall(ipc.message({"event": "not-mine"}))
+                        return
                     self._serve_cni(conn, request, frames)
                 else:
                     conn.sendall(ipc.message({"event": "refused",
@@ -128,7 +144,7 @@ class RequestServer:
     # --- CLI ----------------------------------------------------------------------------------------
 
     def _run_cli(self, request: dict) -> tuple[int, bytes, bytes]:
-        from netctl.delegated import agent_socket_for
+        from netctl.delegated import agent_socket_for, split_globals
 
         argv = request.get("argv")
         if not isinstance(argv, list) or len(argv) > MAX_ARGS or not all(isinstance(a, str) for a in argv):
@@ -139,11 +155,13 @@ class RequestServer:
         if agent_socket_for(["--root", self.root, *argv]) != ipc_path(self.root):
             # Never run what the client must run itself (exec would replace the agent) or another root's.
             return 2, b"", b"netctl: this command cannot run in the agent\n"
+        parsed = split_globals(argv)
+        words = parsed[2] if parsed else argv  # the command without the global options
         with self._cli_turn:
-            if {"doctor", "gc"} & set(argv[:1]):
+            if words[:1] in (["doctor"], ["gc"]):
                 self.cni.flush_removals()  # veths being deleted after a DEL or disconnect are not leftovers
             code, out, err = self._captured(argv)
-        log.info("served %s: exit %d", " ".join(argv[:3]), code)
+        log.info("served %s: exit %d", " ".join(words[:3]), code)
         return code, out.encode("utf-8", "surrogateescape"), err.encode("utf-8", "surrogateescape")
 
     def _captured(self, argv: list[str]) -> tuple[int, str, str]:

@@ -147,3 +147,12 @@ def test_a_command_from_another_network_namespace_is_not_the_agents(lab):
     assert agent_log(lab)[len(before):].count("served network ls -q") == 0
     assert lab.host.run("pgrep", "-fc", "netctl.*daemon").stdout.strip() == "1"
     lab.host.run("ip", "netns", "del", "elsewhere")
+
+
+def test_a_relative_root_is_the_callers_and_the_agent_serves_it(lab):
+    lab.network("rel", "--subnet", "10.68.0.0/24")
+    wait_for("the agent started on first use", lambda: agent_answers(lab))
+    before = agent_log(lab)
+    relative = lab.host.run("sh", "-c", f"cd /run && {sys.executable} -m netctl --root netctl network ls -q")
+    assert relative.stdout.split() == [lab.inspect("rel")["Id"][:12]] and relative.stderr == ""
+    assert "served network ls -q: exit 0" in agent_log(lab)[len(before):]
