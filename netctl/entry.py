@@ -46,16 +46,11 @@ def _same_membership_as_daemon(root: str) -> bool:
               if env in os.environ}  # fmt: skip
     if not wanted:
         return True
-    import json
-
     try:
-        with open(rootdir.path(root, rootdir.GLOBAL_CONFIG)) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        saved = {}
-    if not isinstance(saved, dict):
-        return False
-    return all(str(saved.get(key, "")) == value for key, value in wanted.items())
+        saved = rootdir.read_global_config(root)
+    except rootdir.UnreadableConfig:
+        saved = {}  # the agent could not have read it either: only a caller that wants no store matches
+    return all(saved.get(key, "") == value for key, value in wanted.items())
 
 
 def via_daemon(path: str, argv: list[str]) -> int | None:
