@@ -188,7 +188,9 @@ class RequestServer:
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            healthy = code != 70  # 70: an internal error; start the next command on fresh connections
+            # 70: an internal error, 8: the store failed (etcd restarted, a stale connection): the next
+            # command starts on fresh connections.
+            healthy = code not in (70, 8)
         finally:
             root_logger.removeHandler(warnings)
             if not healthy:
