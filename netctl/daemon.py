@@ -215,6 +215,7 @@ class AgentOptions:
 
     group: str = ""  # socket 0660 for this group, whose members may then use the agent
     auto: bool = False  # started on first use by a command, not by hand
+    docker_socket: str = ""  # the Docker Engine API's socket path ("" = its default under ROOT)
 
 
 def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None,
@@ -229,6 +230,7 @@ def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None,
     gid = ipc.group_id(agent.group) if agent.group else -1
     overlay = None
     listener = None
+    services: list = []
     stopping = threading.Event()
     previous = {}
     try:
@@ -261,7 +263,10 @@ def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None,
             overlay.start(stopping)
         if stopping.is_set():
             return
+        from netctl import agent_services
         from netctl.service import RequestServer
+
+        services = agent_services.start_all(root, agent, stopping)
 
         server = RequestServer(root, listener, gid=gid)
         if on_ready is not None:
@@ -270,6 +275,10 @@ def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None,
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if services:
+            from netctl import agent_services
+
+            agent_services.stop_all(services)
         if overlay is not None:
             overlay.stop()
         if listener is not None:
