@@ -8,7 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(iproute2 nftables iputils-ping containernetworking-plugins python3-venv util-linux procps tcpdump
               busybox-static podman runc iperf3 etcd-server etcd-client netavark aardvark-dns
-              docker-registry skopeo openssl)
+              docker-registry skopeo openssl
+              docker-compose)  # 1.29 on Debian's python3-docker; it RECOMMENDS docker.io (dockerd), never installed:
+                               # every install below is --no-install-recommends, and the check after it refuses one
 VENV=.venv
 MARKER="$VENV/.netctl-installed"  # touched after a successful pip install
 
@@ -30,6 +32,10 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if is_installed docker.io; then  # its postinst starts dockerd, which the Docker API tests must never meet
+    say "docker.io (dockerd) is installed: netctl serves the Docker API itself; apt-get purge docker.io"
+    exit 1
 fi
 
 # The first python3 on PATH if it is recent enough, else Debian 12's own.
