@@ -27,7 +27,11 @@ Starter = Callable[[str, Any, threading.Event], "Service | None"]
 def _starters() -> list[tuple[str, Starter]]:
     """(name, starter), in start order. Imported here, not at the top: each service's imports are
     its own and a failing import costs only that service."""
-    return []
+    starters: list[tuple[str, Starter]] = []
+    from netctl.docker_api import server as docker_api_server
+
+    starters.append(("Docker Engine API", docker_api_server.start))
+    return starters
 
 
 def start_all(root: str, options: Any, stopping: threading.Event) -> list[Service]:

@@ -30,11 +30,13 @@ __all__ = ["cli", "daemon", "main"]
               help="Seconds between full reconciles when nothing changes (tests shorten it).")
 @click.option("--group", default="", metavar="NAME",
               help="Also let members of this group use the agent (its socket becomes 0660 root:NAME).")
+@click.option("--docker-socket", "docker_socket", default="", metavar="PATH",
+              help="Serve the Docker Engine API on PATH (e.g. /var/run/docker.sock) instead of ROOT/docker.sock.")
 @click.option("--auto", is_flag=True, hidden=True,
               help="Started on first use by a command: leave quietly if an agent runs; "
                    "make way for one started by hand.")
 @click.pass_context
-def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval, group, auto):
+def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval, group, docker_socket, auto):
     """Run this host's agent on ROOT/netctl.sock (foreground; stop with SIGTERM).
 
     The agent keeps netctl warm for the `netctl` command (network, sandbox, doctor, gc, firewall
@@ -58,5 +60,6 @@ def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval, group, auto)
     options = daemon_module.GlobalOptions(store=store or obj.get("store") or "", vtep=vtep,
                                           host_name=host_name or obj.get("host_name") or "", lease_ttl=lease_ttl,
                                           resync_interval=resync_interval)
-    daemon_module.serve(obj["root"], options=options, agent=daemon_module.AgentOptions(group=group, auto=auto),
+    daemon_module.serve(obj["root"], options=options, agent=daemon_module.AgentOptions(group=group, auto=auto,
+                                                                                         docker_socket=docker_socket),
                         on_ready=lambda path: click.echo(f"netctl daemon listening on {path}", err=True))

@@ -1,0 +1,332 @@
+"""The Docker Engine API's socket: HTTP/1.1 over a Unix socket, served by the host agent.
+
+The HTTP parsing is the stdlib's (http.server.BaseHTTPRequestHandler: request line, headers,
+keep-alive, Expect: 100-continue); this module adds what Docker clients need on top: chunked request
+bodies (`docker load` streams its tarball chunked), chunked replies (events, progress, logs),
+connection hijacking (attach, exec), version prefixes and dockerd's error shape.
+
+The socket is 0600 root, or 0660 root:GROUP with the agent's --group, and every connection's peer
+credentials are checked again (libnetwork/ipc.authorized): root, the agent's uid or the group. No TCP.
+At most MAX_CONNECTIONS connections are served at once (one thread each; more wait in the backlog);
+an idle keep-alive connection is dropped after IDLE_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from libnetwork import ipc, rootdir
+from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NetctlError, NotFound
+from netctl.docker_api.api import Api
+from netctl.docker_api.http import (
+    ApiError,
+    BodyReader,
+    Empty,
+    Hijack,
+    Json,
+    Raw,
+    Request,
+    Stream,
+)
+from netctl.docker_api.routing import MAX_VERSION, Router, split_version
+
+log = logging.getLogger("netctl.docker_api")
+
+MAX_CONNECTIONS = 128  # connections served at once: compose and testcontainers keep several open
+IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection (or a client that stalls mid-request) goes
+STOP_WAIT_S = 10.0  # a stopping agent waits this long for requests in flight
+SERVER_NAME = "netctl"
+
+
+def default_socket(root: str) -> str:
+    return rootdir.path(root, rootdir.DOCKER_SOCKET)
+
+
+def status_of(err: NetctlError) -> int:
+    if isinstance(err, NotFound):
+        return 404
+    if isinstance(err, (AlreadyExists, InUse)):
+        return 409
+    if isinstance(err, InvalidArgument):
+        return 400
+    return 500
+
+
+class DockerApiServer:
+    """Accepts on the socket in a thread of its own; stop() closes it and ends the connections."""
+
+    def __init__(self, root: str, path: str = "", *, group: str = ""):
+        self.root = os.path.abspath(root)
+        self.path = path or default_socket(self.root)
+        self.group = group
+        self.api = Api(self.root, gid=ipc.group_id(group) if group else -1)
+        self.router = Router()
+        self.stopping = self.api.stopping
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._inode = 0
+
+    def start(self) -> DockerApiServer:
+        if os.path.exists(self.path):
+            probe = ipc.try_connect(self.path)
+            if probe is not None:
+                probe.close()
+                raise InvalidArgument(f"{self.path} is served by another process (dockerd?); stop it or pass "
+                                      "another --docker-socket")
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._listener = ipc.listen(self.path, group=self.group)
+        self._inode = os.stat(self.path).st_ino
+        self._thread = threading.Thread(target=self._accept_loop, name="docker-api", daemon=True)
+        self._thread.start()
+        log.info("Docker Engine API on %s", self.path)
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        listener = self._listener
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT_S)
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:  # streams and hijacked connections end with their socket
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for _ in range(MAX_CONNECTIONS):
+            if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                log.warning("Docker API stopping with requests still running")
+                break
+        if listener is not None:
+            listener.close()
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == self._inode:  # still ours, not a successor's
+                    os.unlink(self.path)
+        self.api.close()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self.stopping.is_set():
+            self._slots.acquire()
+            try:
+                conn, _ = self._listener.accept()
+            except OSError as err:
+                self._slots.release()
+                if self.stopping.is_set():
+                    return
+                log.warning("Docker API accept: %s", err)
+                time.sleep(0.1)
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="docker-api-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections.add(conn)
+        try:
+            ConnectionHandler(conn, self)
+        except OSError as err:
+            log.debug("Docker API connection: %s", err)
+        except Exception:  # a bug: logged, the server goes on
+            log.exception("Docker API connection failed")
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+            self._slots.release()
+
+
+class ConnectionHandler(BaseHTTPRequestHandler):
+    """One connection: requests in turn while the client keeps it alive."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = SERVER_NAME
+    sys_version = ""
+    timeout = IDLE_TIMEOUT_S
+    server: Any
+
+    def __init__(self, conn: socket.socket, server: DockerApiServer):
+        self.authorized = ipc.authorized(conn, server.api.gid)
+        super().__init__(conn, ("", 0), server)  # type: ignore[arg-type]  # a server of our own
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the stdlib's name)
+        log.debug("docker api: " + format, *args)
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.info("docker api: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_HEAD = do_GET
+
+    # --- one request -------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        server: DockerApiServer = self.server
+        reader = self._body_reader()
+        try:
+            split = urllib.parse.urlsplit(self.path)
+            raw_path = urllib.parse.unquote(split.path)
+            if not self.authorized:
+                _, uid, _ = ipc.peer_credentials(self.connection)
+                log.warning("Docker API refused a client with uid %d: neither root nor in the agent's group", uid)
+                raise ApiError(403, "permission denied: the netctl Docker API serves root and the members of its "
+                                    "group only")
+            version, path = split_version(raw_path)
+            request = Request(method=self.command, path=path, version=version,
+                              query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
+                              headers=self.headers, sock=self.connection, rfile=self.rfile, reader=reader)
+            handler, groups = server.router.find(self.command, path)
+            reply = handler(server.api, request, **groups)
+        except ApiError as err:
+            self._send_error(err.status, err.message)
+        except NetctlError as err:
+            self._send_error(status_of(err), err.message)
+        except (ConnectionError, TimeoutError) as err:
+            log.info("Docker API client left: %s", err)
+            self.close_connection = True
+            return
+        except Exception as err:  # a bug: the client gets a 500 with one line, the log the traceback
+            log.exception("Docker API %s %s failed", self.command, self.path)
+            self._send_error(500, f"internal error: {err}")
+        else:
+            self._send_reply(reply)
+        if not self.close_connection and not reader.drain():
+            self.close_connection = True
+
+    def _body_reader(self) -> BodyReader:
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        length = self.headers.get("Content-Length")
+        try:
+            size = int(length) if length is not None and not chunked else None
+        except ValueError:
+            size = None
+            self.close_connection = True
+        return BodyReader(self.rfile, size, chunked)
+
+    def _headers(self, status: int, content_type: str | None, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Api-Version", MAX_VERSION)
+        self.send_header("Docker-Experimental", "false")
+        self.send_header("Ostype", "linux")
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+
+    def _send_error(self, status: int, message: str) -> None:
+        if status in (204, 304):
+            self._headers(status, None)
+            self.end_headers()
+            return
+        body = json.dumps({"message": message}).encode() + b"\n"
+        self._send_body(status, body, "application/json")
+
+    def _send_body(self, status: int, body: bytes, content_type: str | None,
+                   extra: dict[str, str] | None = None) -> None:
+        self._headers(status, content_type, extra)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_reply(self, reply: Any) -> None:
+        if isinstance(reply, Json):
+            self._send_body(reply.status, json.dumps(reply.obj).encode() + b"\n", "application/json", reply.headers)
+        elif isinstance(reply, Empty):
+            self._headers(reply.status, None, reply.headers)
+            if reply.status not in (204, 304):
+                self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif isinstance(reply, Raw) and isinstance(reply.data, bytes):
+            self._send_body(reply.status, reply.data, reply.content_type, reply.headers)
+        elif isinstance(reply, (Stream, Raw)):
+            chunks = reply.chunks if isinstance(reply, Stream) else _chunks_of(reply.data)
+            self._send_chunked(reply.status, reply.content_type, chunks, reply.headers)
+        elif isinstance(reply, Hijack):
+            self._hijack(reply)
+        else:
+            raise TypeError(f"a Docker API handler returned {type(reply).__name__}")
+
+    def _send_chunked(self, status: int, content_type: str, chunks: Any, extra: dict[str, str]) -> None:
+        self._headers(status, content_type, {**extra, "Transfer-Encoding": "chunked"})
+        self.end_headers()
+        self.connection.settimeout(None)  # a stream lasts as long as its producer (events, logs -f)
+        try:
+            self.wfile.flush()
+            for chunk in chunks:
+                if chunk and self.command != "HEAD":
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client went: the producer is closed below
+        except Exception:  # after the headers, an error can only end the connection
+            log.exception("Docker API stream of %s %s failed", self.command, self.path)
+            self.close_connection = True
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+            self.connection.settimeout(IDLE_TIMEOUT_S)
+
+    def _hijack(self, reply: Hijack) -> None:
+        content_type = ("application/vnd.docker.multiplexed-stream" if reply.multiplexed
+                        else "application/vnd.docker.raw-stream")
+        upgrade = self.headers.get("Upgrade", "").lower() == "tcp"
+        if upgrade:
+            head = (f"HTTP/1.1 101 UPGRADED\r\nContent-Type: {content_type}\r\nConnection: Upgrade\r\n"
+                    "Upgrade: tcp\r\n")
+        else:
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+        head += f"Api-Version: {MAX_VERSION}\r\nDocker-Experimental: false\r\nOstype: linux\r\n\r\n"
+        self.close_connection = True
+        self.wfile.write(head.encode())
+        self.wfile.flush()
+        self.connection.settimeout(None)
+        try:
+            reply.run(self.connection, self.rfile)
+        except (ConnectionError, TimeoutError) as err:
+            log.info("Docker API hijacked connection ended: %s", err)
+
+
+def _chunks_of(data: Any):
+    if hasattr(data, "read"):
+        try:
+            while True:
+                chunk = data.read(1 << 16)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            with contextlib.suppress(Exception):
+                data.close()
+    else:
+        yield from data
+
+
+def start(root: str, options: Any, stopping: threading.Event) -> DockerApiServer:
+    """The agent's starter (netctl/agent_services.py): serve on --docker-socket or ROOT/docker.sock."""
+    path = getattr(options, "docker_socket", "") or ""
+    group = getattr(options, "group", "") or ""
+    return DockerApiServer(root, path, group=group).start()
