@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Benchmark of the Docker Engine API (issue #13): the same docker CLI and docker-compose against
+netctl's agent socket and against podman's compat API, measured in the same run.
+
+    sudo .venv/bin/python bench/bench_docker_api.py            # full run (n=20 per figure, ~5 min)
+    sudo .venv/bin/python bench/bench_docker_api.py --quick    # smoke run (n=3)
+
+Operations (each a whole client command line, timed from start to exit, DOCKER_HOST on the engine):
+  run       `docker run --rm --network benchnet busybox true`
+  network   `docker network create benchI` then `docker network rm benchI`
+  compose   `docker-compose -p bench up -d` then `docker-compose -p bench down -v` of the three-service
+            project in tests/docker_api/compose (a user network with its own subnet, the default
+            network, a published port, a named volume, a bind mount, depends_on, restart: on-failure)
+
+netctl: its agent (`netctl daemon`, started by hand) serving the Docker API on its socket under the
+state root; busybox from `netctl image build-busybox`.
+podman (Debian's 4.3): `podman system service --time=0 unix://…` on a socket in the throwaway host,
+confined like bench_run.py's podman (its own containers.conf, storage and runroot under the host's /run,
+netavark, runc, cgroupfs; /var an overlay whose upper layer is on /run); busybox is the same rootfs
+tarball imported and tagged docker.io/library/busybox:latest, so nothing is pulled. The one difference
+in the client's command lines: podman's containers get `--cgroup-parent` (compose: an override file
+with `cgroup_parent`), because its compat API has no other way to keep them under this run's parent
+(podman's default, /libpod_parent, would be a machine-wide cgroup left behind); netctl's containers go
+under the same parent through NETCTL_CGROUP_PARENT, set for its agent.
+
+The goals (netctl's median over podman's): run <= 1/3, network create+rm <= 1.0, compose <= 1/2. They
+are reported, never asserted. Everything runs inside one throwaway host (tests/harness.py), the timing
+loop included; cgroups (machine-wide) are made under one parent and removed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_run import remove_cgroups, use_bytecode_cache  # noqa: E402
+from common import (  # noqa: E402
+    REPO_DIR, CommandError, Progress, Series, answer_worker_task, driver_parser, fmt_ms, format_table,
+    measure_rounds, netctl_argv, private_var, root_namespace_state, run_cmd, run_worker_in_host,
+    write_comparison,
+)
+
+WORK = "/run/bench-docker-api"
+COMPOSE_DIR = os.path.join(REPO_DIR, "tests", "docker_api", "compose")
+COMPOSE_PROJECT = "bench"
+TASK_TIMEOUT = 2400.0
+SERVICE_TIMEOUT = 60.0  # seconds for an engine's socket to answer /_ping
+GOALS = {"run": 1 / 3, "network": 1.0, "compose": 1 / 2}
+OPERATIONS = ("run", "network", "compose")
+
+
+# ---- inside the throwaway host ----------------------------------------------------------------------
+
+
+def ping(socket_path: str) -> bool:
+    """Whether the engine on socket_path answers GET /_ping with 200 now."""
+    import http.client
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(5)
+            self.sock.connect(socket_path)
+
+    connection = UnixConnection("localhost", timeout=5)
+    try:
+        connection.request("GET", "/_ping")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def wait_for_engine(socket_path: str, proc: subprocess.Popen, log: str) -> None:
+    deadline = time.monotonic() + SERVICE_TIMEOUT
+    while not ping(socket_path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with open(log) as f:
+                tail = f.read()[-2000:]
+            raise CommandError(f"no Docker API on {socket_path} within {SERVICE_TIMEOUT}s:\n{tail}")
+        time.sleep(0.05)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM the engine we started (by its PID), bounded wait, then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class Engine:
+    """One Docker API server and the client environment that reaches it."""
+
+    name = ""
+    socket = ""
+    run_options: list[str] = []  # extra `docker run` options (podman: its cgroup parent)
+    compose_files: list[str] = [os.path.join(COMPOSE_DIR, "docker-compose.yml")]
+
+    def client_env(self) -> dict[str, str]:
+        config = f"{WORK}/{self.name}/docker-config"  # not ~/.docker: no credential helpers, contexts
+        os.makedirs(config, exist_ok=True)
+        return dict(os.environ, DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=config)
+
+    def docker(self, *args: str) -> str:
+        return run_cmd(["docker", *args], env=self.env)
+
+    def compose(self, *args: str) -> list[str]:
+        files = [part for f in self.compose_files for part in ("-f", f)]
+        return ["docker-compose", *files, "--project-directory", COMPOSE_DIR, "-p", COMPOSE_PROJECT, *args]
+
+    def ops(self) -> dict[str, list[list[str]]]:
+        return {
+            "run": [["docker", "run", "--rm", "--network", "benchnet", *self.run_options, "busybox", "true"]],
+            "network": [["docker", "network", "create", "benchtmp"], ["docker", "network", "rm", "benchtmp"]],
+            "compose": [self.compose("up", "-d"), self.compose("down", "-v")],
+        }
+
+    def prepare(self) -> None:
+        self.env = self.client_env()
+        self.docker("network", "create", "benchnet")
+        # a first container warms what a first run pays once (image lookups, the monitor)
+        run_cmd(self.ops()["run"][0], env=self.env)
+
+    def check_compose(self) -> None:
+        """Once, untimed: the project really comes up on this engine (client reaches both by name)."""
+        run_cmd(self.compose("up", "-d"), env=self.env)
+        try:
+            deadline = time.monotonic() + 30
+            expected = "client got: served by web / hello-from-store"
+            while expected not in run_cmd(self.compose("logs", "client"), env=self.env):
+                if time.monotonic() > deadline:
+                    raise CommandError(f"{self.name}: the compose project's client reached nothing within 30 s")
+                time.sleep(0.2)
+        finally:
+            run_cmd(self.compose("down", "-v"), env=self.env)
+
+
+class Netctl(Engine):
+    name = "netctl"
+
+    def __init__(self, cgroup_parent: str):
+        self.root = os.environ.get("NETCTL_ROOT", "/run/netctl")
+        self.socket = os.path.join(self.root, "docker.sock")
+        env = dict(os.environ, NETCTL_CGROUP_PARENT=f"{cgroup_parent}/netctl")
+        run_cmd([*netctl_argv(), "image", "build-busybox"], env=env)
+        self.log = f"{WORK}/netctl-agent.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([*netctl_argv(), "daemon"], env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for_engine(self.socket, self.proc, self.log)
+        self.prepare()
+
+    def close(self) -> None:
+        stop_process(self.proc)  # the containers, if any are left, go with the throwaway host
+
+
+PODMAN_CONF = """[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+cgroups = "no-conmon"
+[network]
+network_backend = "netavark"
+network_config_dir = "{home}/net"
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{home}/events.log"
+tmp_dir = "{home}/tmp"
+image_copy_tmp_dir = "{home}/tmp"
+static_dir = "{home}/root/libpod"
+volume_path = "{home}/root/volumes"
+"""
+
+
+class Podman(Engine):
+    name = "podman"
+
+    def __init__(self, rootfs_tar: str, cgroup_parent: str):
+        home = f"{WORK}/podman"
+        for sub in ("net", "root", "runroot", "tmp"):
+            os.makedirs(f"{home}/{sub}", exist_ok=True)
+        with open(f"{home}/containers.conf", "w") as f:
+            f.write(PODMAN_CONF.format(home=home))
+        with open(f"{home}/storage.conf", "w") as f:
+            f.write(f'[storage]\ndriver = "overlay"\nrunroot = "{home}/runroot"\ngraphroot = "{home}/root"\n')
+        with open(f"{home}/registries.conf", "w") as f:
+            f.write("")  # no registry: nothing is ever pulled
+        podman_env = dict(os.environ, CONTAINERS_CONF=f"{home}/containers.conf",
+                          CONTAINERS_STORAGE_CONF=f"{home}/storage.conf",
+                          CONTAINERS_REGISTRIES_CONF=f"{home}/registries.conf", TMPDIR=f"{home}/tmp")  # fmt: skip
+        base = ["podman", "--root", f"{home}/root", "--runroot", f"{home}/runroot", "--tmpdir", f"{home}/tmp"]
+        run_cmd([*base, "import", rootfs_tar, "docker.io/library/busybox:latest"], env=podman_env)
+        parent = f"/{cgroup_parent}/podman"
+        self.run_options = ["--cgroup-parent", parent]
+        override = f"{home}/cgroup-parent.yml"
+        with open(override, "w") as f:
+            services = "".join(f"  {s}:\n    cgroup_parent: {parent}\n" for s in ("web", "store", "client"))
+            f.write(f'version: "3.8"\nservices:\n{services}')
+        self.compose_files = [*Engine.compose_files, override]
+        self.socket = f"{home}/podman.sock"
+        self.log = f"{home}/service.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([*base, "system", "service", "--time=0", f"unix://{self.socket}"],
+                                         env=podman_env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for_engine(self.socket, self.proc, self.log)
+        self.prepare()
+
+    def close(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            ids = subprocess.run(["docker", "ps", "-aq"], env=self.env, capture_output=True, text=True,
+                                 timeout=60).stdout.split()  # fmt: skip
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], env=self.env, capture_output=True, timeout=120)
+        stop_process(self.proc)
+
+
+def command_lines(engine: Engine, operation: str):
+    """The timed action: the operation's command lines, one after the other, on this engine."""
+    argvs = engine.ops()[operation]
+    return lambda: [run_cmd(argv, env=engine.env) for argv in argvs]
+
+
+def worker(task: dict) -> dict:
+    n, warmup, parent = task["n"], task["warmup"], task["cgroup_parent"]
+    os.makedirs(WORK, exist_ok=True)
+    private_var(WORK)
+    use_bytecode_cache()
+    if shutil.which("docker-compose") is None:
+        raise SystemExit("bench: docker-compose missing (sudo bash scripts/bootstrap.sh)")
+    tarball = f"{WORK}/busybox-rootfs.tar"
+    from runner import busybox
+
+    with open(tarball, "wb") as f:
+        busybox.build_tarball(busybox.DEFAULT_BUSYBOX, f)
+    engines: list[Engine] = []
+    series: list[Series] = []
+    extra: dict = {}
+    try:
+        for subject in task["subjects"]:
+            try:
+                engine: Engine = Netctl(parent) if subject == "netctl" else Podman(tarball, parent)
+                engine.check_compose()
+                engines.append(engine)
+            except CommandError as err:
+                extra[f"{subject}_error"] = str(err)
+                print(f"{subject} left out: {err}", file=sys.stderr, flush=True)
+        for operation in OPERATIONS:
+            actions = {e.name: command_lines(e, operation) for e in engines}
+            for result in measure_rounds(operation, actions, n, warmup):
+                series.append(result)
+                print(f"measured {result.tool} {operation}: median {result.median:.1f} ms", file=sys.stderr, flush=True)
+    finally:
+        for engine in engines:
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - the throwaway host removes the rest
+                pass
+    return {"series": [s.to_dict() for s in series], "extra": extra}
+
+
+# ---- outside: the driver ------------------------------------------------------------------------------
+
+
+def summarise(series: list[Series]) -> tuple[str, list[dict]]:
+    by = {(s.tool, s.operation): s for s in series}
+    rows, comparisons = [], []
+    for operation in OPERATIONS:
+        ours, peer = by.get(("netctl", operation)), by.get(("podman", operation))
+        if ours is None or peer is None:
+            continue
+        ratio = ours.median / peer.median
+        comparisons.append({"operation": operation, "netctl_median_ms": round(ours.median, 2),
+                            "peer": "podman", "peer_median_ms": round(peer.median, 2), "ratio": round(ratio, 3),
+                            "goal": round(GOALS[operation], 3), "met": ratio <= GOALS[operation]})  # fmt: skip
+        rows.append([operation, fmt_ms(ours.median), fmt_ms(ours.minimum), fmt_ms(ours.cpu_median),
+                     fmt_ms(peer.median), fmt_ms(peer.minimum), fmt_ms(peer.cpu_median), f"{ratio:.2f}",
+                     f"<= {GOALS[operation]:.2f}", "met" if ratio <= GOALS[operation] else "NOT met"])  # fmt: skip
+    headers = ["operation", "netctl med", "min", "cpu", "podman med", "min", "cpu", "ratio", "goal", ""]
+    return format_table(headers, rows, numeric=(1, 2, 3, 4, 5, 6, 7)), comparisons
+
+
+def main() -> int:
+    parser = driver_parser(__doc__, "n=3, one warm-up", "samples per figure (default 20, quick 3)")
+    parser.add_argument("--no-podman", action="store_true")
+    parser.add_argument("--no-netctl", action="store_true")
+    args = parser.parse_args()
+    if answer_worker_task(args.worker, worker):
+        return 0
+    progress = Progress()
+    n = args.n or (3 if args.quick else 20)
+    parent = f"netctl-bench-{secrets.token_hex(3)}"
+    subjects = [s for s, off in (("netctl", args.no_netctl), ("podman", args.no_podman)) if not off]
+    task = {"n": n, "warmup": 1, "cgroup_parent": parent, "subjects": subjects}
+    before = root_namespace_state()
+    load_before = os.getloadavg()
+    progress(f"Docker API benchmark: n={n}, engines {', '.join(subjects)}")
+    try:
+        result = run_worker_in_host("bench-docker-api", os.path.abspath(__file__), task, TASK_TIMEOUT)
+    finally:
+        remove_cgroups(parent)
+    series = [Series.from_dict(d) for d in result["series"]]
+    table, comparisons = summarise(series)
+    print(table)
+    for s in series:
+        if not any(c["operation"] == s.operation for c in comparisons):
+            print(f"{s.tool} {s.operation}: median {fmt_ms(s.median)} ms, min {fmt_ms(s.minimum)} ms")
+    for key, value in result["extra"].items():
+        print(f"{key}: {value}")
+    after = root_namespace_state()
+    load_after = os.getloadavg()
+    print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {'/'.join(f'{x:.2f}' for x in load_after)} (2 cores; other work shifts the absolute figures)")
+    write_comparison("docker_api", progress, task, series, comparisons, result["extra"], before, after,
+                     load_average={"before": load_before, "after": load_after})
+    return 2 if before != after else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
