@@ -30,28 +30,7 @@ def exec_in(
     interactive: bool = False,
     tty: bool = False,
 ) -> int:
-    config, state = container.config, container.state
-    if not state.running or not is_alive(state):
-        raise InUse(f"container {config.name!r} is not running; start a new one with netctl run")
-    spec = process.ProcessSpec(
-        argv=argv,
-        env=merge_env(config.env, env),
-        workdir=workdir or config.workdir,
-        user=user or config.user,
-        capabilities=config.capabilities,
-        nofile=config.nofile,
-        tty=tty,
-    )
-    procs = []
-    if config.cgroup_path and config.cgroup:
-        cgroup = Cgroup(Hierarchy.from_dict(config.cgroup), config.cgroup_path)
-        procs = cgroup.self_join_files()
-    process.prepare()
-    namespaces = process.open_namespaces(state.pid)
-    if not is_alive(state):  # the pid could have been recycled between the check and the open
-        for fd, _ in namespaces:
-            os.close(fd)
-        raise InUse(f"container {config.name!r} is not running")
+    spec, procs = plan(container, argv, env=env, user=user, workdir=workdir, tty=tty)
     master = slave = -1
     if tty:
         master, slave = os.openpty()
@@ -59,18 +38,9 @@ def exec_in(
     else:
         stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
         stdio = (stdin, 1, 2)
-    error_r, error_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.fork()
-        if pid == 0:
-            os.close(error_r)
-            if master >= 0:
-                os.close(master)
-            process.exec_child(namespaces, procs, spec, stdio, error_w)
+        pid, error_r = spawn(container, spec, procs, stdio, close_in_child=(master,))
     finally:
-        os.close(error_w)
-        for fd, _ in namespaces:
-            os.close(fd)
         if slave >= 0:
             os.close(slave)
         if not tty and not interactive:
@@ -85,8 +55,61 @@ def exec_in(
         if master >= 0:
             os.close(master)
     if error:
-        raise_exec_error(config.name, error, os.waitstatus_to_exitcode(status))
+        raise_exec_error(container.config.name, error, os.waitstatus_to_exitcode(status))
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def plan(container: Container, argv: list[str], *, env: list[str], user: str = "", workdir: str = "",
+         tty: bool = False) -> tuple[process.ProcessSpec, list[str]]:  # fmt: skip
+    """The process to exec and the cgroup files to join: the container's settings, as `netctl exec` and
+    the Docker API's exec (run by the monitor, runner/monitor_exec.py) both use them."""
+    config, state = container.config, container.state
+    if not state.running or not is_alive(state):
+        raise InUse(f"container {config.name!r} is not running; start it first")
+    spec = process.ProcessSpec(
+        argv=argv,
+        env=merge_env(config.env, env),
+        workdir=workdir or config.workdir,
+        user=user or config.user,
+        capabilities=config.capabilities,
+        nofile=config.nofile,
+        tty=tty,
+    )
+    procs = []
+    if config.cgroup_path and config.cgroup:
+        cgroup = Cgroup(Hierarchy.from_dict(config.cgroup), config.cgroup_path)
+        procs = cgroup.self_join_files()
+    return spec, procs
+
+
+def spawn(container: Container, spec: process.ProcessSpec, procs: list[str], stdio: tuple[int, int, int],
+          close_in_child: tuple[int, ...] = ()) -> tuple[int, int]:  # fmt: skip
+    """Fork the process that joins the container and execs `spec` (runner/process.py exec_child).
+    Returns (pid of the intermediate, whose exit status is the process's; the error pipe's reading end,
+    empty at EOF unless the exec failed)."""
+    process.prepare()
+    namespaces = process.open_namespaces(container.state.pid)
+    if not is_alive(container.state):  # the pid could have been recycled between the check and the open
+        for fd, _ in namespaces:
+            os.close(fd)
+        raise InUse(f"container {container.config.name!r} is not running")
+    error_r, error_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.close(error_r)
+            for fd in close_in_child:
+                if fd >= 0:
+                    os.close(fd)
+            process.exec_child(namespaces, procs, spec, stdio, error_w)
+    except BaseException:
+        os.close(error_r)
+        raise
+    finally:
+        os.close(error_w)
+        for fd, _ in namespaces:
+            os.close(fd)
+    return pid, error_r
 
 
 def raise_exec_error(name: str, error: bytes, code: int) -> None:

@@ -114,7 +114,8 @@ def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None
         endpoints += _remote_peers_of(controller, tx, endpoints, containers)
         by_id = {s.id: s for s in records}
         for sandbox_id, content in plan(records, endpoints, containers).items():
-            if write_in_place(_hosts_path(layout, by_id[sandbox_id].container_id), content):
+            path = _hosts_path(layout, by_id[sandbox_id].container_id)
+            if write_in_place(path, content + extra_hosts(path)):
                 changed += 1
     return changed
 
@@ -154,6 +155,17 @@ def networks_of(controller, sandbox_ref: str) -> set[str]:
         if sandbox is None:
             return set()
         return {e.network_id for e in tx.list_endpoints(sandbox_id=sandbox.id)}
+
+
+EXTRA_HOSTS = "extra-hosts"  # beside the hosts file: the container's --add-host lines, kept on rewrites
+
+
+def extra_hosts(hosts_path: str) -> str:
+    try:
+        with open(os.path.join(os.path.dirname(hosts_path), EXTRA_HOSTS)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def _hosts_path(layout: Layout, container_id: str) -> str:

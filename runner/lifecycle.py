@@ -110,9 +110,9 @@ class Runtime:
 
     # --- run ------------------------------------------------------------------------------------
 
-    def create(self, request: RunRequest) -> Prepared:
-        """Everything before the process but the network (attach_network): see the module doc. Raises
-        NetctlError, leaving nothing."""
+    def create(self, request: RunRequest) -> ContainerConfig:
+        """The container's records, no process and no kernel object (Docker's `create`): see the
+        module doc. Raises NetctlError, leaving nothing. prepare() and attach_network() start it."""
         mode, attachments = self._network_plan(request)
         limits = cgroups.Limits(
             memory=cgroups.parse_memory(request.memory) if request.memory else 0,
@@ -124,6 +124,11 @@ class Runtime:
         user = spec.parse_user(request.user)
         workdir = spec.check_workdir(request.workdir)
         hostname = spec.check_hostname(request.hostname) if request.hostname else ""
+        spec.parse_restart(request.restart)
+        for text in request.tmpfs:
+            spec.parse_tmpfs(text)
+        for text in request.extra_hosts:
+            spec.parse_extra_host(text)
         cgroup_parent = cgroups.parent_name(request.cgroup_parent)
         container_id = new_id()
         for attachment in attachments:  # an unknown network fails here, before any process exists
@@ -137,18 +142,25 @@ class Runtime:
             config.cgroup = self.hierarchy.to_dict()
             self._etc_files(config)
             self.records.write_config(config)
-            cgroup = cgroups.Cgroup(self.hierarchy, config.cgroup_path)
-            cgroup.create(limits)
-            undo.push(cgroup.remove)
             directory = self.records.directory(container_id)
             for sub in ("upper", "work", "rootfs"):
                 os.makedirs(os.path.join(directory, sub), mode=0o755, exist_ok=True)
-            init = self._init_spec(config)
         except BaseException:
             undo.run()
             raise
-        flags = _unshare_flags(mode)
-        return Prepared(config=config, init=init, cgroup=cgroup, unshare_flags=flags)
+        return config
+
+    def prepare(self, config: ContainerConfig) -> Prepared:
+        """Before each start (the first and every restart): the cgroup with its limits and the init's
+        plan. The network follows in attach_network()."""
+        cgroup = cgroups.Cgroup(cgroups.Hierarchy.from_dict(config.cgroup), config.cgroup_path)
+        cgroup.create(config.limits)
+        try:
+            init = self._init_spec(config)
+        except BaseException:
+            cgroup.remove()
+            raise
+        return Prepared(config=config, init=init, cgroup=cgroup, unshare_flags=_unshare_flags(config.network_mode))
 
     def attach_network(self, prepared: Prepared) -> None:
         """The sandbox, its endpoints and the hosts entries they bring (this container's and its peers'),
@@ -276,6 +288,14 @@ class Runtime:
                 network_mode=mode,
                 networks=attachments,
                 nofile=spec.nofile_limit(_caller_hard_nofile(request)),
+                labels=dict(request.labels),
+                restart=request.restart,
+                stop_signal=request.stop_signal,
+                stop_timeout=request.stop_timeout,
+                stdin_once=request.stdin_once,
+                tmpfs=list(request.tmpfs),
+                extra_hosts=list(request.extra_hosts),
+                docker=dict(request.docker),
             )
             self.images.lowerdirs(image)  # every layer present, or NotFound now
             os.makedirs(directory, mode=0o700)
@@ -343,12 +363,18 @@ class Runtime:
         directory = self.records.directory(config.id)
         with open(os.path.join(directory, "hostname"), "w") as f:
             f.write(config.hostname + "\n")
+        extra = "".join(f"{address}\t{name}\n" for name, address in map(spec.parse_extra_host, config.extra_hosts))
+        if extra:
+            with open(os.path.join(directory, hosts.EXTRA_HOSTS), "w") as f:
+                f.write(extra)
         if config.network_mode == NETWORK_HOST:
             shutil.copyfile("/etc/hosts", os.path.join(directory, "hosts"))
             shutil.copyfile("/etc/resolv.conf", os.path.join(directory, "resolv.conf"))
+            with open(os.path.join(directory, "hosts"), "a") as f:
+                f.write(extra)
             return
         with open(os.path.join(directory, "hosts"), "w") as f:
-            f.write(hosts.HOSTS_HEADER)
+            f.write(hosts.HOSTS_HEADER + extra)
         with open(os.path.join(directory, "resolv.conf"), "w") as f:
             f.write(hosts.resolv_conf())
 
@@ -371,6 +397,7 @@ class Runtime:
             work=os.path.join(directory, "work"),
             etc_files={name: os.path.join(directory, name) for name in ("hostname", "hosts", "resolv.conf")},
             volumes=config.volumes,
+            tmpfs=[spec.parse_tmpfs(t) for t in config.tmpfs],
             hostname="" if config.network_mode == NETWORK_HOST else config.hostname,
             read_only=config.read_only,
         )
@@ -449,6 +476,9 @@ class Runtime:
     def record_running(self, container_id: str, state: ContainerState, pid: int, pid_start: int,
                        networks: dict) -> None:
         state.status = RUNNING
+        state.manually_stopped = False
+        state.error = ""
+        state.exit_code = None
         state.pid = pid
         state.pid_start = pid_start
         state.started = now()

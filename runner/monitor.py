@@ -47,8 +47,10 @@ from runner import linux, process, protocol
 from runner.lifecycle import Runtime
 from runner.monitor_adopt import adopt_or_finish_all
 from runner.monitor_clients import Client
+from runner.monitor_exec import ExecOps
 from runner.monitor_launch import StartFailed, launch
-from runner.monitor_watch import ContainerWatcher, Live
+from runner.monitor_ops import ContainerOps
+from runner.monitor_watch import Live
 from runner.paths import Layout
 from runner.spec import RunRequest
 from runner.state import Container
@@ -56,8 +58,13 @@ from runner.state import Container
 log = logging.getLogger("netctl.monitor")
 
 
-class Monitor(ContainerWatcher):
-    """The monitor of one root: serves requests (hello, run, signal, kill, stop, wait, rm, stats) on
+CONTAINER_OPS = ("kill", "stop", "wait", "rm", "start", "attach", "rename", "resize", "exec_create")
+EXEC_OPS = ("exec_start", "exec_inspect", "exec_resize")
+
+
+class Monitor(ContainerOps, ExecOps):
+    """The monitor of one root: serves requests (hello, run, signal, kill, stop, wait, rm, stats; and
+    Docker's create, start, attach, rename, resize, exec_*: runner/monitor_ops.py, monitor_exec.py) on
     ROOT/monitor.sock over the layers below it."""
 
     def __init__(self, layout: Layout):
@@ -121,13 +128,17 @@ class Monitor(ContainerWatcher):
                 live = self.live.get(client.attached)
                 if live is not None:
                     self._signal(live, int(request["signal"]))
-            elif op in ("kill", "stop", "wait", "rm") and not self.reconciled:
+            elif op == "create":
+                self._op_create(client, request)
+            elif op in CONTAINER_OPS + EXEC_OPS and not self.reconciled:
                 # A container of the earlier monitor is not ours to stop or wait for until _reconcile
                 # adopted it: answer after the worker has run that (jobs run in order, then callbacks).
                 self.submit(lambda: self.call_soon(lambda: self._request(client, request, [])))
-            elif op in ("kill", "stop", "wait", "rm"):
+            elif op in CONTAINER_OPS:
                 container = self.runtime.records.find(str(request.get("ref", "")))
                 getattr(self, f"_op_{op}")(client, container, request)
+            elif op in EXEC_OPS:
+                getattr(self, f"_op_{op}")(client, request)
             elif op == "stats":
                 self._send(client, self._stats())
             else:
@@ -164,21 +175,23 @@ class Monitor(ContainerWatcher):
 
         self.submit(work)
 
-    def _started(self, client: Client, launched: tuple[Live, int], detach: bool) -> None:
+    def _started(self, client: Client | None, launched: tuple[Live, int], detach: bool) -> None:
         live, master = launched
         container_id = live.container.id
         self.live[container_id] = live
         self.by_pid[live.pid] = container_id
         for fd in live.outputs:
             self.selector.register(fd, selectors.EVENT_READ, ("output", container_id))
+        self._attach_pending(live)
         event = {"event": "started", "id": container_id, "name": live.container.name, "pid": live.pid}
-        if not detach and not client.closed:
-            live.clients.append(client)
-            live.waiters.append(client)
-            client.attached = container_id
-        self._send(client, event, [master] if master >= 0 and not detach else None)
-        if detach:
-            self._close_after_flush(client)
+        if client is not None:
+            if not detach and not client.closed:
+                live.clients.append(client)
+                live.waiters.append(client)
+                client.attached = container_id
+            self._send(client, event, [master] if master >= 0 and not detach else None)
+            if detach:
+                self._close_after_flush(client)
         if live.pid in self.unclaimed:  # it exited before we registered it
             status, _ = self.unclaimed.pop(live.pid)
             self.by_pid.pop(live.pid, None)
@@ -197,31 +210,35 @@ class Monitor(ContainerWatcher):
 
     def _op_kill(self, client: Client, container: Container, request: dict) -> None:
         live = self.live.get(container.id)
+        number = int(request.get("signal", signal.SIGKILL))
+        if self._stop_restarting(container):
+            self._answer_ok(client)
+            return
         if live is None or live.status is not None:
             raise InUse(f"container {container.name!r} is not running")
-        self._signal(live, int(request.get("signal", signal.SIGKILL)))
+        if number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            live.container.state.manually_stopped = True  # a restart policy leaves it stopped
+        self._signal(live, number)
         self._send(client, {"event": "ok"})
         self._close_after_flush(client)
 
     def _op_stop(self, client: Client, container: Container, request: dict) -> None:
         live = self.live.get(container.id)
+        self._stop_restarting(container)
         if live is None:
             self._send(client, {"event": "exit", **self._exit_view(container)})
             self._close_after_flush(client)
             return
         live.waiters.append(client)
+        live.container.state.manually_stopped = True
         if live.status is None:
-            timeout = max(0.0, float(request.get("timeout", 10)))
-            self._signal(live, int(request.get("signal", signal.SIGTERM)))
+            config = live.container.config
+            default_timeout = config.stop_timeout if config.stop_timeout is not None else 10
+            timeout = request.get("timeout")
+            timeout = max(0.0, float(default_timeout if timeout is None else timeout))
+            number = request.get("signal") or stop_signal_number(config.stop_signal)
+            self._signal(live, int(number))
             self.later(timeout, lambda: self._signal(live, signal.SIGKILL))
-
-    def _op_wait(self, client: Client, container: Container, request: dict) -> None:
-        live = self.live.get(container.id)
-        if live is None:
-            self._send(client, {"event": "exit", **self._exit_view(container)})
-            self._close_after_flush(client)
-            return
-        live.waiters.append(client)
 
     def _op_rm(self, client: Client, container: Container, request: dict) -> None:
         live = self.live.get(container.id)
@@ -235,9 +252,12 @@ class Monitor(ContainerWatcher):
         # Not running, or its exit is being finished: the worker runs jobs in order, so this removal
         # comes after that teardown.
 
+        self._stop_restarting(container)
+
         def work() -> None:
             try:
                 self.runtime.remove(container)
+                self.call_soon(functools.partial(self._removed, container.id))
                 self.call_soon(functools.partial(self._answer_ok, client))
             except NetctlError as err:
                 self.call_soon(functools.partial(self._error, client, err))
@@ -247,12 +267,6 @@ class Monitor(ContainerWatcher):
     def _answer_ok(self, client: Client) -> None:
         self._send(client, {"event": "ok"})
         self._close_after_flush(client)
-
-    @staticmethod
-    def _exit_view(container: Container) -> dict:
-        fresh = container.state
-        code = fresh.exit_code if fresh.exit_code is not None else -1
-        return {"code": code, "oom": fresh.oom_killed, "status": fresh.status}
 
     def _stats(self) -> dict:
         with open("/proc/self/status") as f:
@@ -264,6 +278,18 @@ class Monitor(ContainerWatcher):
             "VmRSS": fields.get("VmRSS", "").strip(),
             "RssAnon": fields.get("RssAnon", "").strip(),
         }
+
+
+def stop_signal_number(name: str) -> int:
+    """A container's stop signal (Docker's StopSignal: SIGQUIT, QUIT or 3); SIGTERM by default."""
+    text = (name or "SIGTERM").upper()
+    if text.isdigit():
+        return int(text)
+    text = text if text.startswith("SIG") else "SIG" + text
+    try:
+        return int(signal.Signals[text])
+    except KeyError:
+        raise InvalidArgument(f"stop signal {name!r} is unknown; use a name like SIGTERM or a number") from None
 
 
 def _raise_nofile() -> None:

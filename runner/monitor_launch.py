@@ -30,12 +30,26 @@ class StartFailed(NetctlError):
 
 
 def launch(runtime: Runtime, run: RunRequest, stdin_fd: int) -> tuple[Live, int]:
-    """Worker: create, fork the helper, attach the network meanwhile, wait for init's exec. Returns
-    (Live, terminal master or -1)."""
-    prepared = runtime.create(run)
-    config = prepared.config
+    """Worker: `netctl run` (and the API's create + start in one): create, then start; a failed start
+    removes what create made. Returns (Live, terminal master or -1)."""
+    config = runtime.create(run)
     container = Container(config, ContainerState())
+    try:
+        return start(runtime, container, stdin_fd)
+    except BaseException:
+        safely(lambda: runtime.remove(container, lazy_links=False))
+        raise
+
+
+def start(runtime: Runtime, container: Container, stdin_fd: int = -1) -> tuple[Live, int]:
+    """Worker: start a created (or exited) container: the cgroup, fork the helper, attach the network
+    meanwhile, wait for init's exec. On failure the cgroup and the network are undone and the container
+    stays as it was. `stdin_fd` (`netctl run -i`): the container's stdin; else, for an API container
+    with OpenStdin, a pipe whose writing end the monitor keeps (Live.stdin_w) for attached clients."""
+    config = container.config
+    prepared = runtime.prepare(config)
     opened: list[int] = []
+    stdin_w = -1
     try:
         if config.tty:
             master, slave = os.openpty()
@@ -48,6 +62,9 @@ def launch(runtime: Runtime, run: RunRequest, stdin_fd: int) -> tuple[Live, int]
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             opened += [out_r, out_w, err_r, err_w]
+            if stdin_fd < 0 and config.interactive:
+                stdin_fd, stdin_w = os.pipe2(os.O_CLOEXEC)
+                opened += [stdin_fd, stdin_w]
             null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) if stdin_fd < 0 else -1
             if null >= 0:
                 opened.append(null)
@@ -62,7 +79,7 @@ def launch(runtime: Runtime, run: RunRequest, stdin_fd: int) -> tuple[Live, int]
     except BaseException:
         for fd in opened:
             os.close(fd)
-        safely(lambda: runtime.remove(container, lazy_links=False))
+        safely(lambda: runtime.teardown(config, lazy_links=False))
         raise
     for fd in outputs:
         os.set_blocking(fd, False)
@@ -73,7 +90,7 @@ def launch(runtime: Runtime, run: RunRequest, stdin_fd: int) -> tuple[Live, int]
     )
     runtime.record_running(config.id, container.state, pid, process_start_time(pid), runtime.network_views(config))
     live = Live(container=container, pid=pid, outputs=outputs, log_fd=log_fd, master_fd=master,
-                remove_when_done=config.auto_remove)  # fmt: skip
+                remove_when_done=config.auto_remove, stdin_w=stdin_w)  # fmt: skip
     return live, master
 
 

@@ -46,6 +46,8 @@ class Live:
     remove_when_done: bool = False
     finishing: bool = False
     exit_event: dict | None = None
+    stdin_w: int = -1  # OpenStdin without a terminal: the writing end of the container's stdin
+    since: float = field(default_factory=time.monotonic)  # for the restart back-off
 
 
 class ContainerWatcher(ClientServer):
@@ -170,11 +172,15 @@ class ContainerWatcher(ClientServer):
         if live.log_fd >= 0:
             os.close(live.log_fd)
             live.log_fd = -1
+        if live.stdin_w >= 0:
+            os.close(live.stdin_w)
+            live.stdin_w = -1
         status = live.status if live.status is not None else -1
         lost = status == -1
         code = EXIT_LOST if lost else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
         container = live.container
         remove = live.remove_when_done
+        ran_for = time.monotonic() - live.since
 
         def work() -> None:
             # The exit record first (durable), then the teardown: a crash in between loses nothing
@@ -195,8 +201,18 @@ class ContainerWatcher(ClientServer):
                 log.exception("teardown of %s", container.id[:12])
             event = {"event": "exit", "code": code, "oom": oom, "status": "removed" if remove else "exited"}
             self.call_soon(lambda: self._notify(live, event))
+            if remove:
+                self.call_soon(lambda: self._removed(container.id))
+            else:
+                self.call_soon(lambda: self._exited_for_good_or_restart(container, code, ran_for))
 
         self.submit(work)
+
+    def _removed(self, container_id: str) -> None:
+        """Hook: the container's directory and name are gone (auto-remove, rm)."""
+
+    def _exited_for_good_or_restart(self, container: Container, code: int, ran_for: float) -> None:
+        """Hook: the exit is recorded and torn down; a restart policy may start it again."""
 
     def _notify(self, live: Live, event: dict) -> None:
         self.live.pop(live.container.id, None)

@@ -74,6 +74,7 @@ class InitSpec:
     work: str
     etc_files: dict[str, str]
     volumes: list
+    tmpfs: list = field(default_factory=list)  # (path, options)
     hostname: str = ""  # "" keeps the UTS namespace of the host (--network host)
     read_only: bool = False
     console: str = ""  # pty slave path for -t
@@ -212,6 +213,7 @@ def run_init(spec: InitSpec, stdio: tuple[int, int, int], error_fd: int, network
             spec.work,
             etc_files=spec.etc_files,
             volumes=spec.volumes,
+            tmpfs=spec.tmpfs,
             console=spec.console,
         )
         if network_gate >= 0:

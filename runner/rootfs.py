@@ -117,8 +117,10 @@ def prepare(
     etc_files: dict[str, str],
     volumes: list,
     console: str = "",
+    tmpfs: list | tuple = (),
 ) -> None:
-    """The overlay, /etc files, volumes, /proc and /dev: the mounts that do not depend on the network."""
+    """The overlay, /etc files, volumes, tmpfs mounts, /proc and /dev: the mounts that do not depend on
+    the network."""
     linux.mount("none", "/", None, MS_REC | linux.MS_PRIVATE)  # nothing we do leaks to the host
     linux.mount("overlay", rootfs, "overlay", 0, overlay_options(lowerdirs, upper, work))
     for name, source in etc_files.items():
@@ -129,10 +131,31 @@ def prepare(
         target = secure_join(rootfs, volume.container)
         _ensure(target, directory=os.path.isdir(volume.host))
         bind(volume.host, target, read_only=volume.read_only)
+    for path, options in tmpfs:
+        target = secure_join(rootfs, path)
+        _ensure(target, directory=True)
+        flags, data = tmpfs_options(options)
+        linux.mount("tmpfs", target, "tmpfs", flags, data)
     proc = secure_join(rootfs, "/proc")
     _ensure(proc, directory=True)
     linux.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _build_dev(secure_join(rootfs, "/dev"), console)
+
+
+def tmpfs_options(options: str) -> tuple[int, str]:
+    """Docker's --tmpfs options -> (mount flags, data); noexec, nosuid and nodev unless undone."""
+    switches = {"ro": (MS_RDONLY, True), "rw": (MS_RDONLY, False), "noexec": (MS_NOEXEC, True),
+                "exec": (MS_NOEXEC, False), "nosuid": (MS_NOSUID, True), "suid": (MS_NOSUID, False),
+                "nodev": (MS_NODEV, True), "dev": (MS_NODEV, False)}  # fmt: skip
+    flags = MS_NOEXEC | MS_NOSUID | MS_NODEV
+    data = []
+    for option in filter(None, options.split(",")):
+        if option in switches:
+            bit, on = switches[option]
+            flags = flags | bit if on else flags & ~bit
+        else:
+            data.append(option)
+    return flags, ",".join(data)
 
 
 def finish(rootfs: str, *, read_only: bool = False) -> None:

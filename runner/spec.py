@@ -83,6 +83,15 @@ class RunRequest:
     entrypoint: str | None = None
     cgroup_parent: str = ""
     caller_nofile: int = 0  # the CLI's hard RLIMIT_NOFILE: the container never gets more
+    # Docker Engine API fields (netctl/docker_api/containers.py fills them; the CLI leaves the defaults)
+    labels: dict[str, str] = field(default_factory=dict)
+    restart: str = ""  # no | always | unless-stopped | on-failure[:N]
+    stop_signal: str = ""  # e.g. SIGTERM (default) or SIGQUIT
+    stop_timeout: int | None = None  # seconds between the stop signal and SIGKILL (default 10)
+    stdin_once: bool = False  # close the container's stdin when the first attached client's ends
+    tmpfs: list[str] = field(default_factory=list)  # PATH[:OPTIONS]
+    extra_hosts: list[str] = field(default_factory=list)  # NAME:ADDRESS lines for /etc/hosts
+    docker: dict[str, Any] = field(default_factory=dict)  # the API's Config/HostConfig as sent, for inspect
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +130,14 @@ class ContainerConfig:
     cgroup_path: str = ""
     cgroup: dict = field(default_factory=dict)  # Hierarchy.to_dict()
     nofile: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    restart: str = ""  # the restart policy, parsed by parse_restart
+    stop_signal: str = ""
+    stop_timeout: int | None = None
+    stdin_once: bool = False
+    tmpfs: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)
+    docker: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -136,7 +153,8 @@ class ContainerConfig:
         d["volumes"] = [Volume(**v) for v in d.get("volumes", [])]
         d["networks"] = [NetworkAttachment(**n) for n in d.get("networks", [])]
         d["limits"] = Limits.from_dict(d.get("limits") or {})
-        return cls(**d)
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # --- parsing of individual flags ---------------------------------------------------------------------
@@ -169,6 +187,48 @@ def parse_volume(spec: str) -> Volume:
     if not os.path.exists(host):
         raise InvalidArgument(f"-v {spec!r}: host path {host} does not exist")
     return Volume(host=os.path.realpath(host), container=os.path.normpath(container), read_only=mode == "ro")
+
+
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+def parse_restart(text: str) -> tuple[str, int]:
+    """--restart no|always|unless-stopped|on-failure[:N] -> (policy, maximum retries; 0: unbounded)."""
+    name, _, count = (text or "no").partition(":")
+    if name not in RESTART_POLICIES:
+        raise InvalidArgument(f"restart policy {text!r} is unknown; use no, always, unless-stopped or on-failure[:N]")
+    if count and (name != "on-failure" or not count.isdigit()):
+        raise InvalidArgument(f"restart policy {text!r}: only on-failure takes a retry count, e.g. on-failure:3")
+    return name, int(count or 0)
+
+
+def parse_tmpfs(text: str) -> tuple[str, str]:
+    """--tmpfs PATH[:OPTIONS] -> (path, mount options); options from Docker's set only."""
+    path, _, options = text.partition(":")
+    if not path.startswith("/") or ".." in path.split("/") or os.path.normpath(path) == "/":
+        raise InvalidArgument(f"--tmpfs {text!r}: the path must be absolute, without '..' and not /")
+    allowed = ("size=", "mode=", "uid=", "gid=", "nr_inodes=", "nr_blocks=")
+    flags = ("ro", "rw", "noexec", "exec", "nosuid", "suid", "nodev", "dev")
+    for option in filter(None, options.split(",")):
+        if option not in flags and not option.startswith(allowed):
+            raise InvalidArgument(f"--tmpfs {text!r}: option {option!r} is not supported")
+    return os.path.normpath(path), options
+
+
+def parse_extra_host(text: str) -> tuple[str, str]:
+    """--add-host NAME:ADDRESS (Docker also takes NAME=ADDRESS) -> (name, address)."""
+    import ipaddress
+
+    sep = "=" if "=" in text else ":"
+    name, _, address = text.partition(sep)
+    address = address.strip("[]")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidArgument(f"extra host {text!r} must have the form NAME:IP-ADDRESS") from None
+    if not name or not _HOSTNAME.match(name):
+        raise InvalidArgument(f"extra host {text!r}: {name!r} is not a valid host name")
+    return name, address
 
 
 def parse_user(text: str) -> str:

@@ -22,6 +22,7 @@ from runner.paths import Layout
 from runner.spec import ContainerConfig
 
 CREATED, RUNNING, EXITED, REMOVING = "created", "running", "exited", "removing"
+RESTARTING = "restarting"  # exited, a restart policy's next start is due
 MIN_PREFIX = 3
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ID = re.compile(r"^[0-9a-f]{64}$")
@@ -39,6 +40,8 @@ class ContainerState:
     error: str = ""
     monitor_pid: int = 0
     networks: dict[str, dict] = field(default_factory=dict)  # network name -> endpoint view at start
+    restart_count: int = 0  # starts made by the restart policy since the last start by hand
+    manually_stopped: bool = False  # stop/kill by a client: always and unless-stopped leave it stopped
 
     @property
     def running(self) -> bool:
