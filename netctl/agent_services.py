@@ -28,6 +28,9 @@ def _starters() -> list[tuple[str, Starter]]:
     """(name, starter), in start order. Imported here, not at the top: each service's imports are
     its own and a failing import costs only that service."""
     starters: list[tuple[str, Starter]] = []
+    from netctl.dns import service as dns_service
+
+    starters.append(("embedded DNS", dns_service.start))
     from netctl.docker_api import server as docker_api_server
 
     starters.append(("Docker Engine API", docker_api_server.start))

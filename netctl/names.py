@@ -1,10 +1,13 @@
-"""Containers' /etc/hosts follow the library's names-changed events.
+"""Containers' names follow the library's names-changed events.
 
-A container run by netctl resolves the names of the containers on its networks through its hosts file
-(runner/hosts.py writes it). When names change — a connect, a disconnect, `network rm -f`, a remote
-endpoint coming or going on an overlay network — the library emits names-changed (libnetwork/events.py)
-and this subscriber rewrites the hosts files concerned. Subscribed by the command line's controller,
-the agent's warm controller and the agent's overlay reconciler; a library user does not need it.
+Names of other containers are served by the agent's embedded DNS server (netctl/dns/); a container's
+/etc/hosts keeps its own name (runner/hosts.py). When names change — a connect, a disconnect,
+`network rm -f`, a remote endpoint coming or going on an overlay network — the library emits
+names-changed (libnetwork/events.py) and this subscriber rewrites the concerned containers' own
+hosts files and tells the name server (runner.hosts.sync_names, answered once the server has the
+new state). Subscribed by the command line's controller, the agent's warm controller and the agent's
+overlay reconciler; a library user does not need it (the name server also notices any commit to the
+store within a second: netctl/dns/source.py).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ if TYPE_CHECKING:
 
 
 def keep_hosts_files_current(controller: "Controller", *, on_changed=None) -> None:
-    """Rewrite the hosts files concerned after each names-changed event of `controller`;
-    `on_changed(count)` is told how many files changed (the agent logs it)."""
+    """After each names-changed event of `controller`: the hosts files concerned, then the name
+    server; `on_changed(count)` is told how many files changed (the agent logs it)."""
     from libnetwork.events import NAMES_CHANGED
 
     def refresh(event: "Event") -> None:
@@ -31,14 +34,14 @@ def keep_hosts_files_current(controller: "Controller", *, on_changed=None) -> No
 
 
 def refresh_hosts_files(controller: "Controller", event: "Event") -> int:
-    """The hosts files of containers on event.network_ids (None: every container) and of the sandboxes
-    it names (e.g. one just disconnected). Costs one stat when the host has no containers."""
+    """The own hosts files of containers on event.network_ids (None: every container) and of the
+    sandboxes it names, then sync_names. Costs one stat and one datagram when no container runs."""
+    from runner import hosts
     from runner.paths import Layout
 
     layout = Layout.of(controller.root)
     if not os.path.isdir(layout.containers):
+        hosts.sync_names(controller.root)
         return 0
-    from runner import hosts
-
     networks = set(event.network_ids) if event.network_ids is not None else None
     return hosts.refresh(controller, layout, networks=networks, sandboxes=sorted(event.sandbox_ids))

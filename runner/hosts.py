@@ -1,31 +1,25 @@
-"""Name resolution for containers: a per-container /etc/hosts, regenerated from the store.
+"""A container's /etc/hosts and /etc/resolv.conf, and the client side of the agent's name server.
 
-Design (instead of an embedded DNS server): every container gets ROOT/containers/<id>/hosts bind-mounted
-on its /etc/hosts. The file lists the container itself and, for every network it is on, every other
-endpoint of that network under its name and aliases, with its address on that network. So a name
-resolves exactly within the networks two containers share, and never across networks.
+Names of other containers come from the host agent's embedded DNS server (netctl/dns/), which every
+container on a netctl network reaches at 127.0.0.11, as Docker's: the resolv.conf written here names
+it. The hosts file keeps only what Docker's keeps: localhost, the container's own name and hostname
+with its addresses, and its --add-host lines (EXTRA_HOSTS beside it). So a container resolves its
+own name even while no agent runs, and nothing else then (README, "Names").
 
-The files are rewritten while holding the store's write lock, after every change that can alter them
-(run, rm, network connect/disconnect, network rm), from the committed state: concurrent changes are
-applied in lock order and the last writer always writes the latest truth. A file is rewritten in place
-(one write of the whole content) because a bind mount pins the inode: a rename would not be seen.
+The files are bind-mounted on the container's /etc, so they are rewritten in place (a rename would not
+be seen): once when the container's endpoints exist, and again when its own endpoints change
+(connect/disconnect of that container), from the committed state under the store's write lock.
 
-Why not a resolver: no process to run and keep alive per host or per network, no extra hop per lookup,
-nothing to configure in resolv.conf, and it works for static binaries (busybox) with no NSS plugins.
-The cost is O(peers) small writes per change, fine for the hundreds of containers per network a
-single host runs; an embedded resolver (DESIGN.md) can replace it behind the same refresh() calls.
-
-Global (overlay) networks span hosts: their peers on other hosts come from the global store's
-endpoint records (named by their endpoint, which carries the remote sandbox's name and aliases). The
-daemon calls refresh(networks={ids}) when peers change. etcd is read only when a container here is
-on a global network; if it cannot be read, those containers' files are left as they are (stale
-names beat no names) and the next refresh catches up.
+sync_names() is how writers tell the agent's name server that names changed (after `run`, `rm`,
+connect, disconnect, CNI ADD/DEL, an overlay reconcile): a datagram to ROOT/dns.sock, answered once
+the server has taken the store's new state, so a container's first lookup never races the socket the
+server opens in its namespace. Without an agent nothing waits.
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+import socket
 from collections.abc import Iterable
 
 from runner.paths import Layout
@@ -39,12 +33,17 @@ HOSTS_HEADER = (
     "ff02::2\tip6-allrouters\n"
 )
 CONTAINER_LABEL = "netctl.container"
+EXTRA_HOSTS = "extra-hosts"  # beside the hosts file: the container's --add-host lines, kept on rewrites
+DNS_SOCKET = "dns.sock"  # under ROOT: the agent's name server's control socket
+NAME_SERVER = "127.0.0.11"
+DNS_DOMAIN = "netctl.internal"  # = netctl.dns.wire.DOMAIN: containers' first search domain
+SYNC_TIMEOUT_S = 1.0  # a writer waits this long at most for the name server (then goes on)
 
 
-def render(own: list[tuple[str, list[str]]], peers: list[tuple[str, list[str]]]) -> str:
-    """The hosts file: the fixed header, then the container's own addresses, then its peers' (pure)."""
+def render(own: list[tuple[str, list[str]]]) -> str:
+    """The hosts file: the fixed header, then the container's own addresses and names (pure)."""
     lines = [HOSTS_HEADER]
-    for address, names in own + peers:
+    for address, names in own:
         unique = list(dict.fromkeys(n for n in names if n))
         if unique:
             lines.append(f"{address}\t{' '.join(unique)}\n")
@@ -53,51 +52,31 @@ def render(own: list[tuple[str, list[str]]], peers: list[tuple[str, list[str]]])
 
 def plan(sandboxes, endpoints, containers: set[str]) -> dict[str, str]:
     """{sandbox id: hosts content} for the sandboxes in `containers` (pure: model objects in, text out)."""
-    by_network = defaultdict(list)
-    for endpoint in endpoints:
-        by_network[endpoint.network_id].append(endpoint)
-    by_sandbox = defaultdict(list)
-    for endpoint in endpoints:
-        by_sandbox[endpoint.sandbox_id].append(endpoint)
-    names = {s.id: s for s in sandboxes}
     result = {}
     for sandbox in sandboxes:
         if sandbox.id not in containers:
             continue
-        own, peers = [], []
-        for endpoint in by_sandbox.get(sandbox.id, []):
-            for address in endpoint.addresses:
-                own.append((address.split("/")[0], [sandbox.hostname, sandbox.name]))
-            for peer in by_network[endpoint.network_id]:
-                if peer.sandbox_id == sandbox.id:
-                    continue
-                owner = names.get(peer.sandbox_id)
-                peer_names = [owner.name if owner else peer.name, *peer.aliases]
-                for address in peer.addresses:
-                    peers.append((address.split("/")[0], peer_names))
-        result[sandbox.id] = render(own, peers)
+        own = []
+        for endpoint in endpoints:
+            if endpoint.sandbox_id == sandbox.id:
+                for address in endpoint.addresses:
+                    own.append((address.split("/")[0], [sandbox.hostname, sandbox.name]))
+        result[sandbox.id] = render(own)
     return result
 
 
-def remote_endpoints(controller, network_ids: set[str]) -> list:
-    """Endpoints of other hosts on the global networks `network_ids` (StoreError if etcd cannot say)."""
-    if not network_ids or not controller.store_url:
-        return []
-    found = []
-    with controller.global_store.snapshot() as g:
-        for network_id in sorted(network_ids):
-            found += [e for host, e in g.list_placed_endpoints(network_id=network_id) if host != controller.host_name]
-    return found
-
-
 def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None, sandboxes: Iterable[str] = ()) -> int:
-    """Rewrite the hosts files of containers on `networks` (ids; None: every container) and of
-    `sandboxes` (ids: e.g. one just disconnected) under the store's write lock. Returns how many files
-    changed. Cheap when the host runs no container."""
-    if not os.path.isdir(layout.containers):
-        return 0
-    wanted = set(networks) if networks is not None else None
-    also = set(sandboxes)
+    """Rewrite the hosts files of the containers in `sandboxes` and of those on `networks` (ids; None:
+    every container) under the store's write lock, then tell the agent's name server (sync_names).
+    Returns how many files changed. Cheap when the host runs no container."""
+    changed = 0
+    if os.path.isdir(layout.containers):
+        changed = _rewrite(controller, layout, set(networks) if networks is not None else None, set(sandboxes))
+    sync_names(controller.root)
+    return changed
+
+
+def _rewrite(controller, layout: Layout, wanted: set[str] | None, also: set[str]) -> int:
     changed = 0
     with controller.store.transaction() as tx:
         records = tx.list_sandboxes()
@@ -111,7 +90,6 @@ def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None
             ):
                 continue
             containers.add(sandbox.id)
-        endpoints += _remote_peers_of(controller, tx, endpoints, containers)
         by_id = {s.id: s for s in records}
         for sandbox_id, content in plan(records, endpoints, containers).items():
             path = _hosts_path(layout, by_id[sandbox_id].container_id)
@@ -120,32 +98,32 @@ def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None
     return changed
 
 
-def _remote_peers_of(controller, tx, endpoints, containers: set[str]) -> list:
-    """Remote endpoints of the global networks the `containers` are on; on a store failure those
-    containers are dropped from `containers` (their files stay as they are)."""
-    from libnetwork.controller import is_global_copy
+def sync_names(root: str, timeout: float = SYNC_TIMEOUT_S) -> bool:
+    """Tell the agent's name server that names changed and wait (bounded) until it has taken the
+    store's state. False when no agent serves names here, or it did not answer in time."""
+    path = os.path.join(root, DNS_SOCKET)
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.bind("")  # an autobound (abstract) address: where the server answers
+            sock.settimeout(timeout)
+            sock.sendto(b"sync", path)
+            sock.recv(16)
+        except OSError:  # no agent (ECONNREFUSED), not ours to write to, or no answer in time
+            return False
+    return True
 
-    local_networks = None
-    on_global: dict[str, set[str]] = defaultdict(set)  # network id -> sandboxes here
-    for endpoint in endpoints:
-        if endpoint.sandbox_id in containers and is_global_copy(endpoint):
-            if local_networks is None:
-                local_networks = {n.id for n in tx.list_networks()}
-            if endpoint.network_id not in local_networks:
-                on_global[endpoint.network_id].add(endpoint.sandbox_id)
-    if not on_global:
+
+def remote_endpoints(controller, network_ids: set[str]) -> list:
+    """Endpoints of other hosts on the global networks `network_ids` (StoreError if etcd cannot say)."""
+    if not network_ids or not controller.store_url:
         return []
-    from libnetwork.errors import NetctlError
-
-    try:
-        return remote_endpoints(controller, set(on_global))
-    except NetctlError as err:
-        import logging
-
-        logging.getLogger(__name__).warning("names of other hosts not refreshed: %s", err.message)
-        for sandbox_ids in on_global.values():
-            containers.difference_update(sandbox_ids)
-        return []
+    found = []
+    with controller.global_store.snapshot() as g:
+        for network_id in sorted(network_ids):
+            found += [e for host, e in g.list_placed_endpoints(network_id=network_id) if host != controller.host_name]
+    return found
 
 
 def networks_of(controller, sandbox_ref: str) -> set[str]:
@@ -155,9 +133,6 @@ def networks_of(controller, sandbox_ref: str) -> set[str]:
         if sandbox is None:
             return set()
         return {e.network_id for e in tx.list_endpoints(sandbox_id=sandbox.id)}
-
-
-EXTRA_HOSTS = "extra-hosts"  # beside the hosts file: the container's --add-host lines, kept on rewrites
 
 
 def extra_hosts(hosts_path: str) -> str:
@@ -192,16 +167,43 @@ def write_in_place(path: str, content: str) -> bool:
 
 
 def resolv_conf(host_file: str = "/etc/resolv.conf") -> str:
-    """The host's resolv.conf without loopback name servers (unreachable from a container's netns)."""
-    try:
-        with open(host_file) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
+    """The host's resolv.conf without loopback name servers (unreachable from a container's netns):
+    for containers on no netctl network (--network none)."""
     kept = []
-    for line in lines:
+    for line in _lines(host_file):
         parts = line.split()
         if parts[:1] == ["nameserver"] and len(parts) > 1 and (parts[1].startswith("127.") or parts[1] == "::1"):
             continue
         kept.append(line)
     return "\n".join(kept) + ("\n" if kept else "")
+
+
+def container_resolv_conf(search: list[str] | None = None, options: list[str] | None = None,
+                          host_file: str = "/etc/resolv.conf") -> str:
+    """A netctl-networked container's resolv.conf: the agent's name server, which forwards what it
+    does not own (to the host's name servers, or the container's --dns); search: DNS_DOMAIN, then
+    --dns-search or the host's; options: --dns-option or the host's."""
+    host_search: list[str] = []
+    host_options: list[str] = []
+    for line in _lines(host_file):
+        parts = line.split()
+        if parts[:1] in (["search"], ["domain"]):
+            host_search = parts[1:]  # the last search/domain line wins (resolv.conf(5))
+        elif parts[:1] == ["options"]:
+            host_options += parts[1:]
+    domains = list(dict.fromkeys([DNS_DOMAIN, *(search if search else host_search)]))
+    if search == ["."]:  # Docker's --dns-search . : no search domains of the host
+        domains = [DNS_DOMAIN]
+    chosen = options if options else host_options
+    text = f"nameserver {NAME_SERVER}\nsearch {' '.join(domains)}\n"
+    if chosen:
+        text += f"options {' '.join(chosen)}\n"
+    return text
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []

@@ -33,6 +33,7 @@ from runner.paths import Layout
 from runner.process import InitSpec, ProcessSpec
 from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAttachment, RunRequest
 from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
+from runner.volumes import resolve_binds
 
 if TYPE_CHECKING:
     from libnetwork.controller import Controller
@@ -82,11 +83,12 @@ class Undo:
 
 
 class Runtime:
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, controller: Controller | None = None):
+        """`controller`: a warm one to use (the agent's), not closed by close()."""
         self.layout = layout
         self.records = Records(layout)
         self.images = ImageStore(layout)
-        self._controller: Controller | None = None
+        self._controller: Controller | None = controller
         self._hierarchy: cgroups.Hierarchy | None = None
 
     @property
@@ -119,7 +121,7 @@ class Runtime:
             cpus=cgroups.parse_cpus(request.cpus) if request.cpus else 0.0,
             pids=cgroups.parse_pids(request.pids_limit) if request.pids_limit else 0,
         )
-        volumes = [spec.parse_volume(v) for v in request.volumes]
+        volumes = resolve_binds(self.layout, request.volumes)  # named volumes made as Docker does
         capabilities = spec.capability_set(request.cap_add, request.cap_drop)
         user = spec.parse_user(request.user)
         workdir = spec.check_workdir(request.workdir)
@@ -295,6 +297,7 @@ class Runtime:
                 stdin_once=request.stdin_once,
                 tmpfs=list(request.tmpfs),
                 extra_hosts=list(request.extra_hosts),
+                **spec.dns_settings(request),
                 docker=dict(request.docker),
             )
             self.images.lowerdirs(image)  # every layer present, or NotFound now
@@ -375,8 +378,9 @@ class Runtime:
             return
         with open(os.path.join(directory, "hosts"), "w") as f:
             f.write(hosts.HOSTS_HEADER + extra)
-        with open(os.path.join(directory, "resolv.conf"), "w") as f:
-            f.write(hosts.resolv_conf())
+        with open(os.path.join(directory, "resolv.conf"), "w") as f:  # names: the agent's server (runner/hosts.py)
+            f.write(hosts.resolv_conf() if config.network_mode == NETWORK_NONE
+                    else hosts.container_resolv_conf(config.dns_search, config.dns_options))
 
     def _init_spec(self, config: ContainerConfig) -> InitSpec:
         directory = self.records.directory(config.id)

@@ -1,0 +1,196 @@
+"""The embedded name server as an agent service: the indexer's thread, the server's thread, and the
+control socket ROOT/dns.sock through which writers say "names changed".
+
+The indexer owns the store connection. It rebuilds the Index when
+- a writer pokes ROOT/dns.sock (runner/hosts.sync_names: after `run`, `rm`, connect/disconnect,
+  `network rm -f`, CNI ADD/DEL, an overlay reconcile; every names-changed event of the library goes
+  there through netctl/names.py), answering each poke once the server applied the rebuild, so a
+  container's first lookup never races its socket's creation, and a removed sandbox's namespace is
+  no longer held by the server when its remover goes on;
+- PRAGMA data_version moved (any commit of another connection; checked once a second: the safety
+  net for writers that did not poke, e.g. a library user), or the host's resolv.conf changed.
+It then opens sockets in sandboxes that appeared (netctl/dns/listeners.py) and hands all of it to the
+server (netctl/dns/server.py), which closes the sockets of sandboxes that left.
+
+At start the first rebuild opens every existing sandbox's sockets: resolution is back within the
+time of one store read and one setns per sandbox after the agent (re)starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+
+from netctl.dns import listeners
+from netctl.dns.server import Server, Update
+from netctl.dns.upstream import HostServers
+
+log = logging.getLogger("netctl.dns")
+SAFETY_POLL_S = 1.0
+APPLY_TIMEOUT_S = 2.0
+JOIN_TIMEOUT_S = 5.0
+ACK = b"ok"
+
+
+def control_path(root: str) -> str:
+    from runner.hosts import DNS_SOCKET
+
+    return os.path.join(root, DNS_SOCKET)
+
+
+class DnsService:
+    def __init__(self, root: str, *, resolv_conf: str | None = None):
+        self.root = root
+        self.server = Server()
+        self.host = HostServers(resolv_conf) if resolv_conf else HostServers()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._control = _control_socket(control_path(root))
+        self._threads = [
+            threading.Thread(target=self._serve, name="netctl-dns", daemon=True),
+            threading.Thread(target=self._index, name="netctl-dns-index", daemon=True),
+        ]
+        self._open: dict[str, str] = {}  # sandbox id -> netns path, as the server has them
+        self._unusable: dict[str, str] = {}  # sandbox id -> netns path whose sockets could not be made
+        self.rebuilds = 0
+
+    def start(self) -> "DnsService":
+        for thread in self._threads:
+            thread.start()
+        self._ready.wait(APPLY_TIMEOUT_S)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.wake()
+        with contextlib.suppress(OSError):
+            self._control.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(JOIN_TIMEOUT_S)
+        self._control.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(control_path(self.root))
+
+    def _serve(self) -> None:
+        try:
+            self.server.run(self._stop)
+        except Exception:  # a bug in the loop itself: say so once, the agent's other services go on
+            log.exception("name server stopped")
+
+    # -- the indexer ---------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        from netctl.dns.source import Source
+
+        source = None
+        version = None
+        try:
+            source = Source(self.root)
+            while not self._stop.is_set():
+                waiting = self._wait_for_pokes(SAFETY_POLL_S if source is not None and version is not None else 0)
+                if self._stop.is_set():
+                    return
+                now_version = source.data_version()
+                host_changed = self.host.changed()
+                if waiting is None and now_version == version and not host_changed:
+                    continue
+                version = now_version
+                self._rebuild(source)
+                for address in waiting or ():
+                    with contextlib.suppress(OSError):
+                        self._control.sendto(ACK, address)
+        except Exception:
+            log.exception("name server's indexer stopped; names are no longer updated")
+        finally:
+            self._ready.set()
+            if source is not None:
+                source.close()
+
+    def _wait_for_pokes(self, timeout: float) -> list | None:
+        """Addresses of pokers waiting for an answer ([] for pokes that wait for none); None: no poke
+        within `timeout`."""
+        self._control.settimeout(timeout if timeout > 0 else 0.0)
+        waiting: list | None = None
+        try:
+            while True:
+                _, address = self._control.recvfrom(64)
+                waiting = waiting if waiting is not None else []
+                if address:
+                    waiting.append(address)
+                self._control.settimeout(0.0)  # drain what else came, then rebuild once for all
+        except (BlockingIOError, TimeoutError, socket.timeout):
+            return waiting
+        except OSError:
+            return waiting  # shut down by stop()
+
+    def _rebuild(self, source) -> None:
+        index = source.load()
+        opened = []
+        for sandbox_id, listener in index.listeners.items():
+            if self._open.get(sandbox_id) == listener.netns_path:
+                continue
+            if self._unusable.get(sandbox_id) == listener.netns_path:
+                continue  # logged once; tried again if its namespace path changes
+            if sandbox_id in self._open:  # same sandbox, new namespace (a CNI runtime restarted it)
+                continue
+            sockets = listeners.open_in(sandbox_id, listener.netns_path)
+            if sockets is None:
+                self._unusable[sandbox_id] = listener.netns_path
+                continue
+            opened.append(sockets)
+            self._open[sandbox_id] = listener.netns_path
+        closed = [s for s, path in self._open.items()
+                  if s not in index.listeners or index.listeners[s].netns_path != path]
+        for sandbox_id in closed:
+            del self._open[sandbox_id]
+        for sandbox_id in set(self._unusable) - set(index.listeners):
+            del self._unusable[sandbox_id]
+        done = threading.Event()
+        self.server.post(Update(index, opened, closed, self.host.servers, done))
+        done.wait(APPLY_TIMEOUT_S)
+        if closed:  # a sandbox that moved to a new namespace gets its sockets there now
+            self._reopen(source, closed, index)
+        self.rebuilds += 1
+        self._ready.set()
+
+    def _reopen(self, source, closed: list[str], index) -> None:
+        opened = []
+        for sandbox_id in closed:
+            listener = index.listeners.get(sandbox_id)
+            if listener is None:
+                continue
+            sockets = listeners.open_in(sandbox_id, listener.netns_path)
+            if sockets is not None:
+                opened.append(sockets)
+                self._open[sandbox_id] = listener.netns_path
+        if opened:
+            done = threading.Event()
+            self.server.post(Update(index, opened, [], self.host.servers, done))
+            done.wait(APPLY_TIMEOUT_S)
+
+
+def _control_socket(path: str) -> socket.socket:
+    """ROOT/dns.sock, 0600: only root pokes (a poke only makes the indexer re-read the store)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a previous agent's (the root's lock says no other agent runs)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    return sock
+
+
+def start(root: str, options, stopping: threading.Event) -> DnsService:
+    """The agent's starter (netctl/agent_services.py)."""
+    service = DnsService(os.path.abspath(root)).start()
+    log.info("name server on %s:%d in every sandbox (%d now)", listeners.ADDRESS, listeners.PORT,
+             len(service.server.slots))
+    return service

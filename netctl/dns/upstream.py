@@ -1,0 +1,248 @@
+"""Forwarding: the names the embedded server does not own go to upstream resolvers, from the host side.
+
+The upstreams are the host's: the name servers of the agent's /etc/resolv.conf, loopback ones
+included (127.0.0.53 of systemd-resolved, a local dnsmasq): the agent forwards from the host's own
+network namespace, where they are reachable, which a container's namespace never was. A container
+run with --dns has its own list instead.
+
+UDP: one socket per address family in the agent's namespace sends every forwarded query under a
+fresh random ID; the answer, matched by (upstream address, ID), goes back to the asker with its own
+ID, through the socket the query came in on (so from 127.0.0.11:53 inside the asker's namespace).
+An upstream that does not answer within UPSTREAM_TIMEOUT_S hands the query to the next; when none
+is left the asker gets SERVFAIL. Answers are relayed as they come, TC bit included: the asker's
+resolver then asks again over TCP, which the server forwards over TCP (forward_tcp).
+
+Bounds: PENDING_MAX queries in flight in all, PENDING_PER_SANDBOX for one sandbox: past them a
+query is answered SERVFAIL at once, so one container cannot fill the table for the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from netctl.dns import wire
+
+log = logging.getLogger("netctl.dns")
+HOST_RESOLV_CONF = "/etc/resolv.conf"
+PORT = 53
+UPSTREAM_TIMEOUT_S = 2.0
+PENDING_MAX = 4096
+PENDING_PER_SANDBOX = 256
+TCP_TIMEOUT_S = 4.0
+MAX_MESSAGE = 65535
+
+
+def parse_resolv_conf(text: str) -> list[str]:
+    """The name servers of a resolv.conf, in order (invalid addresses skipped)."""
+    servers = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            address = parts[1].split("%", 1)[0]
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                continue
+            servers.append(parts[1])
+    return servers
+
+
+class HostServers:
+    """The host's resolv.conf name servers, re-read when the file changes (checked by the indexer)."""
+
+    def __init__(self, path: str = HOST_RESOLV_CONF):
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self.servers: tuple[str, ...] = ()
+
+    def changed(self) -> bool:
+        """Re-read if the file's identity or time changed; True if the list is different."""
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (0, 0, 0)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            with open(self.path) as f:
+                servers = tuple(parse_resolv_conf(f.read()))
+        except OSError:
+            servers = ()
+        if servers == self.servers:
+            return False
+        self.servers = servers
+        log.info("upstream name servers: %s", ", ".join(servers) or "none")
+        return True
+
+
+def sockaddr(server: str) -> tuple:
+    """The socket address of a name server ("fe80::1%eth0" keeps its scope)."""
+    address, _, scope = server.partition("%")
+    if ":" in address:
+        scope_id = socket.if_nametoindex(scope) if scope else 0
+        return (address, PORT, 0, scope_id)
+    return (address, PORT)
+
+
+@dataclass
+class Pending:
+    reply: socket.socket  # the listener socket the query came in on
+    client: tuple  # the asker's address there
+    client_id: bytes  # the asker's ID, put back into the answer
+    query: bytes  # as sent upstream (our ID)
+    servers: tuple[str, ...]
+    tried: int  # index into servers of the one asked now
+    deadline: float
+    sandbox_id: str
+
+
+class Forwarder:
+    """Forwarded UDP queries in flight. Used by the server's thread only."""
+
+    def __init__(self) -> None:
+        self.sockets = {
+            socket.AF_INET: _udp(socket.AF_INET),
+            socket.AF_INET6: _udp(socket.AF_INET6),
+        }
+        self.pending: dict[tuple[tuple, int], Pending] = {}
+        self.per_sandbox: dict[str, int] = {}
+        self._random = random.Random(os.urandom(16))
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            if sock is not None:
+                sock.close()
+
+    def start(self, reply: socket.socket, client: tuple, query: bytes, servers: tuple[str, ...],
+              sandbox_id: str) -> bytes | None:
+        """Send `query` to the first of `servers`; an immediate answer (SERVFAIL) if it cannot be."""
+        if not servers:
+            return wire.error(query, wire.SERVFAIL)
+        if len(self.pending) >= PENDING_MAX or self.per_sandbox.get(sandbox_id, 0) >= PENDING_PER_SANDBOX:
+            return wire.error(query, wire.SERVFAIL)
+        entry = Pending(reply, client, query[:2], query, servers, -1, 0.0, sandbox_id)
+        self.per_sandbox[sandbox_id] = self.per_sandbox.get(sandbox_id, 0) + 1
+        if not self._send_next(entry):
+            self._forget(entry)
+            return wire.error(query, wire.SERVFAIL)
+        return None
+
+    def _send_next(self, entry: Pending) -> bool:
+        while entry.tried + 1 < len(entry.servers):
+            entry.tried += 1
+            try:
+                address = sockaddr(entry.servers[entry.tried])
+            except OSError:
+                continue
+            sock = self.sockets[socket.AF_INET6 if len(address) == 4 else socket.AF_INET]
+            if sock is None:
+                continue
+            for _ in range(8):  # a fresh ID not in flight to that server
+                qid = self._random.getrandbits(16)
+                if (address[:2], qid) not in self.pending:
+                    break
+            else:
+                return False
+            entry.query = struct.pack("!H", qid) + entry.query[2:]
+            entry.deadline = time.monotonic() + UPSTREAM_TIMEOUT_S
+            try:
+                sock.sendto(entry.query, address)
+            except OSError:
+                continue
+            self.pending[(address[:2], qid)] = entry
+            return True
+        return False
+
+    def receive(self, sock: socket.socket) -> None:
+        """Relay what came back on one of our upstream sockets (a bounded batch)."""
+        for _ in range(64):
+            try:
+                data, source = sock.recvfrom(MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error of an earlier send: the timeout moves that query on
+                continue
+            if len(data) < wire.HEADER:
+                continue
+            entry = self.pending.pop((source[:2], (data[0] << 8) | data[1]), None)
+            if entry is None:
+                continue  # late, spoofed or duplicate
+            self._forget(entry)
+            try:
+                entry.reply.sendto(entry.client_id + data[2:], entry.client)
+            except OSError:
+                pass  # the asker's namespace or socket went away
+
+    def expire(self, now: float) -> float | None:
+        """Move timed-out queries to their next server (or SERVFAIL); the next deadline, if any."""
+        expired = [(key, entry) for key, entry in self.pending.items() if entry.deadline <= now]
+        for key, entry in expired:
+            del self.pending[key]
+            if not self._send_next(entry):
+                self._forget(entry)
+                try:
+                    entry.reply.sendto(wire.error(entry.client_id + entry.query[2:], wire.SERVFAIL), entry.client)
+                except OSError:
+                    pass
+        return min((e.deadline for e in self.pending.values()), default=None)
+
+    def _forget(self, entry: Pending) -> None:
+        left = self.per_sandbox.get(entry.sandbox_id, 1) - 1
+        if left > 0:
+            self.per_sandbox[entry.sandbox_id] = left
+        else:
+            self.per_sandbox.pop(entry.sandbox_id, None)
+
+
+def _udp(family: int) -> socket.socket | None:
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    except OSError:
+        return None  # no IPv6 on this host
+    return sock
+
+
+def forward_tcp(query: bytes, servers: tuple[str, ...]) -> bytes:
+    """One query over TCP to the first server that answers (blocking, bounded): for the TCP path."""
+    for server in servers:
+        try:
+            address = sockaddr(server)
+            family = socket.AF_INET6 if len(address) == 4 else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(TCP_TIMEOUT_S)
+                sock.connect(address)
+                sock.sendall(struct.pack("!H", len(query)) + query)
+                answer = read_tcp_message(sock)
+            if answer is not None:
+                return answer
+        except OSError:
+            continue
+    return wire.error(query, wire.SERVFAIL)
+
+
+def read_tcp_message(sock: socket.socket) -> bytes | None:
+    """One length-prefixed DNS message, or None at EOF."""
+    head = _read_exactly(sock, 2)
+    if head is None:
+        return None
+    return _read_exactly(sock, struct.unpack("!H", head)[0])
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
