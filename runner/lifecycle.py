@@ -33,7 +33,6 @@ from runner.paths import Layout
 from runner.process import InitSpec, ProcessSpec
 from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAttachment, RunRequest
 from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
-from runner.volumes import resolve_binds
 
 if TYPE_CHECKING:
     from libnetwork.controller import Controller
@@ -83,12 +82,11 @@ class Undo:
 
 
 class Runtime:
-    def __init__(self, layout: Layout, controller: Controller | None = None):
-        """`controller`: a warm one to use (the agent's), not closed by close()."""
+    def __init__(self, layout: Layout):
         self.layout = layout
         self.records = Records(layout)
         self.images = ImageStore(layout)
-        self._controller: Controller | None = controller
+        self._controller: Controller | None = None
         self._hierarchy: cgroups.Hierarchy | None = None
 
     @property
@@ -121,7 +119,7 @@ class Runtime:
             cpus=cgroups.parse_cpus(request.cpus) if request.cpus else 0.0,
             pids=cgroups.parse_pids(request.pids_limit) if request.pids_limit else 0,
         )
-        volumes = resolve_binds(self.layout, request.volumes)  # named volumes made as Docker does
+        volumes = [spec.parse_volume(v) for v in request.volumes]
         capabilities = spec.capability_set(request.cap_add, request.cap_drop)
         user = spec.parse_user(request.user)
         workdir = spec.check_workdir(request.workdir)
