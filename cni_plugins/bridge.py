@@ -29,6 +29,7 @@ from cni_plugins import ipam as native_ipam
 from cni_plugins import kernel
 from cni_plugins.skel import CNIError, Context, Request, family, parse_dns, prev_result
 from libnetwork.errors import CNI_INTERNAL, CNI_INVALID_CONFIG
+from libnetwork import name_server
 
 NAME = "netctl-bridge"
 DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
@@ -149,6 +150,7 @@ def add(req: Request, context: Context) -> dict[str, Any]:
                 context.log.append(f"netctl-bridge: undoing a failed ADD: {err}")
         raise
     ipam_part = native_ipam.ipam_result(network, endpoint, ipam_conf)
+    name_server.sync(controller.root)  # the name server listens in the namespace before the runtime goes on
     return _result(req, conf, network, endpoint, host_mac, routes, ipam_part, previous)
 
 
@@ -219,7 +221,8 @@ def _result(req: Request, conf: BridgeConf, network, endpoint, host_mac: str, ro
     result["interfaces"] += interfaces
     result["ips"] += [dict(ip, interface=offset + 2) for ip in ipam_part["ips"]]
     result["routes"] += routes
-    result["dns"] = conf.dns or ipam_part["dns"] or result["dns"]
+    # Names: the configuration's own dns, else the agent's name server (README, "Names").
+    result["dns"] = conf.dns or ipam_part["dns"] or result["dns"] or name_server.cni_dns()
     return result
 
 
@@ -233,6 +236,8 @@ def delete(req: Request, context: Context) -> None:
     netns_usable = kernel.usable_netns(req.netns)
     controller = context.controller(req)
     endpoint = controller.detach_container(req.name, req.container_id, req.ifname, remove_links=context.remove_links)
+    if endpoint is not None:
+        name_server.sync(controller.root)  # its name goes, and the server's sockets release the namespace
     if endpoint is None and netns_usable:
         kernel.remove_leftover_interface(req.netns, req.ifname)
     if ipam_type and ipam_type != native_ipam.NAME:

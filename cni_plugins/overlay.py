@@ -35,6 +35,7 @@ from cni_plugins import ipam as native_ipam
 from cni_plugins import kernel
 from cni_plugins.skel import CNIError, Context, Request, parse_dns, prev_result, state_root
 from libnetwork.errors import CNI_INTERNAL, CNI_INVALID_CONFIG
+from libnetwork import name_server
 
 NAME = "netctl-overlay"
 STATUS_NOT_AVAILABLE = 50  # spec STATUS code: the plugin cannot serve ADD now
@@ -179,7 +180,9 @@ def add(req: Request, context: Context) -> dict[str, Any]:
         )
         undo.append(lambda: controller.detach_container(req.name, req.container_id, req.ifname))
         routes = _install_routes(req, endpoint, conf.ipam.routes if conf.ipam else [])
-        return _result(req, conf, controller, network, endpoint, routes, previous)  # reads the kernel too
+        result = _result(req, conf, controller, network, endpoint, routes, previous)  # reads the kernel too
+        name_server.sync(controller.root)  # the name server listens in the namespace before the runtime goes on
+        return result
     except BaseException:
         for step in reversed(undo):
             try:
@@ -241,7 +244,8 @@ def _result(req: Request, conf: OverlayConf, controller, network, endpoint, rout
     # No gateway: nothing on the segment holds the pool's gateway address (see the module doc).
     result["ips"] += [{"address": a, "interface": offset + 2} for a in endpoint.addresses]
     result["routes"] += routes
-    result["dns"] = conf.dns or (conf.ipam.dns if conf.ipam else {}) or result["dns"]
+    # Names: the configuration's own dns, else the agent's name server (README, "Names").
+    result["dns"] = conf.dns or (conf.ipam.dns if conf.ipam else {}) or result["dns"] or name_server.cni_dns()
     return result
 
 
@@ -265,6 +269,8 @@ def delete(req: Request, context: Context) -> None:
                 name == _sandbox_name(req.container_id) and ifname == req.ifname))
     except (StoreError, InvalidArgument) as err:  # etcd away, or a `store` the runtime cached malformed
         endpoint = _detach_without_store(controller, req, context, err.message)
+    if endpoint is not None:
+        name_server.sync(controller.root)  # its name goes, and the server's sockets release the namespace
     if endpoint is None and netns_usable:
         kernel.remove_leftover_interface(req.netns, req.ifname)
     return None

@@ -10,18 +10,15 @@ The files are bind-mounted on the container's /etc, so they are rewritten in pla
 be seen): once when the container's endpoints exist, and again when its own endpoints change
 (connect/disconnect of that container), from the committed state under the store's write lock.
 
-sync_names() is how writers tell the agent's name server that names changed (after `run`, `rm`,
-connect, disconnect, CNI ADD/DEL, an overlay reconcile): a datagram to ROOT/dns.sock, answered once
-the server has taken the store's new state, so a container's first lookup never races the socket the
-server opens in its namespace. Without an agent nothing waits.
+sync_names() tells the agent's name server that names changed (libnetwork/name_server.py).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterable
 
+from libnetwork import name_server
 from runner.paths import Layout
 
 HOSTS_HEADER = (
@@ -34,10 +31,8 @@ HOSTS_HEADER = (
 )
 CONTAINER_LABEL = "netctl.container"
 EXTRA_HOSTS = "extra-hosts"  # beside the hosts file: the container's --add-host lines, kept on rewrites
-DNS_SOCKET = "dns.sock"  # under ROOT: the agent's name server's control socket
-NAME_SERVER = "127.0.0.11"
-DNS_DOMAIN = "netctl.internal"  # = netctl.dns.wire.DOMAIN: containers' first search domain
-SYNC_TIMEOUT_S = 1.0  # a writer waits this long at most for the name server (then goes on)
+NAME_SERVER = name_server.ADDRESS
+DNS_DOMAIN = name_server.DOMAIN
 
 
 def render(own: list[tuple[str, list[str]]]) -> str:
@@ -98,21 +93,9 @@ def _rewrite(controller, layout: Layout, wanted: set[str] | None, also: set[str]
     return changed
 
 
-def sync_names(root: str, timeout: float = SYNC_TIMEOUT_S) -> bool:
-    """Tell the agent's name server that names changed and wait (bounded) until it has taken the
-    store's state. False when no agent serves names here, or it did not answer in time."""
-    path = os.path.join(root, DNS_SOCKET)
-    if not os.path.exists(path):
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        try:
-            sock.bind("")  # an autobound (abstract) address: where the server answers
-            sock.settimeout(timeout)
-            sock.sendto(b"sync", path)
-            sock.recv(16)
-        except OSError:  # no agent (ECONNREFUSED), not ours to write to, or no answer in time
-            return False
-    return True
+def sync_names(root: str) -> bool:
+    """Tell the agent's name server that names changed, and wait (bounded) until it has them."""
+    return name_server.sync(root)
 
 
 def remote_endpoints(controller, network_ids: set[str]) -> list:
@@ -207,3 +190,4 @@ def _lines(path: str) -> list[str]:
             return f.read().splitlines()
     except OSError:
         return []
+

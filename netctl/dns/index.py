@@ -51,7 +51,8 @@ class Rotation:
 class View:
     """The names visible from sandboxes on one set of networks, and the answers prepared so far."""
 
-    def __init__(self, addresses: dict[bytes, tuple[str, list[str], list[str]]], pointers: dict[bytes, tuple[str, str]]):
+    def __init__(self, addresses: dict[bytes, tuple[str, list[str], list[str]]],
+                 pointers: dict[bytes, tuple[str, str]]):
         self.addresses = addresses  # wire name -> (dotted name, v4 addresses, v6 addresses)
         self.pointers = pointers  # wire reverse name -> (dotted reverse name, target name)
         self.cache: dict[tuple[bytes, int], Rotation] = {}

@@ -36,9 +36,9 @@ ACK = b"ok"
 
 
 def control_path(root: str) -> str:
-    from runner.hosts import DNS_SOCKET
+    from libnetwork.name_server import control_path as path
 
-    return os.path.join(root, DNS_SOCKET)
+    return path(root)
 
 
 class DnsService:

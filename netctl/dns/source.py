@@ -79,7 +79,9 @@ class Source:
     def _container_dns(self, container_id: str) -> tuple[str, ...]:
         if container_id in self._dns_servers:
             return self._dns_servers[container_id]
-        path = os.path.join(self.root, "containers", container_id, "config.json")
+        from runner.paths import Layout
+
+        path = os.path.join(Layout.of(self.root).container(container_id), "config.json")
         try:
             with open(path) as f:
                 servers = tuple(str(s) for s in (json.load(f).get("dns") or []))

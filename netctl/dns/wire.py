@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from dnslib import AAAA, PTR, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
-DOMAIN = "netctl.internal"  # every container's first search domain: names under it are ours alone
+from libnetwork.name_server import DOMAIN  # containers' first search domain: names under it are ours alone
+
 TTL = 0  # answers change as containers come and go: no cache may keep an old address
 MAX_NAME = 255  # RFC 1035 2.3.4, on the wire
 HEADER = 12
@@ -111,7 +112,8 @@ class Prepared:
         return query[:2] + header + query[HEADER:question_end] + self.sections
 
 
-def prepare(qname: str, qtype: int, records: list[RR], *, rcode: int = 0, authority: list[RR] | None = None) -> Prepared:
+def prepare(qname: str, qtype: int, records: list[RR], *, rcode: int = 0,
+            authority: list[RR] | None = None) -> Prepared:
     """Build one answer with dnslib and keep the parts that do not depend on the query."""
     header = DNSHeader(id=0, qr=1, aa=1, ra=1, rd=1, rcode=rcode)
     record = DNSRecord(header, q=DNSQuestion(qname, qtype), rr=records, auth=authority or [])
