@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from libnetwork import ipam
-from libnetwork.errors import AlreadyExists, InvalidArgument, NotFound
+from libnetwork.errors import AlreadyExists, InvalidArgument, NotFound, PoolExhausted
 from libnetwork.events import ENDPOINT_JOINED, ENDPOINT_LEFT
 from libnetwork.faults import checkpoint
 from libnetwork.global_networks import GlobalNetworks
@@ -92,6 +92,8 @@ class Endpoints(GlobalNetworks):
         if network.internal:
             raise InvalidArgument(f"network {network.name!r} is internal: it has no way in, so ports cannot be "
                                   "published")
+        if any(port.host_port == 0 for port in endpoint.ports):
+            _choose_host_ports(tx, endpoint)
         for i, port in enumerate(endpoint.ports):
             if any(_same_host_port(port, other) for other in endpoint.ports[:i]):
                 raise InvalidArgument(f"port {port} is given twice")
@@ -140,6 +142,33 @@ class Endpoints(GlobalNetworks):
             self.host.del_link(endpoint.host_ifname, missing_ok=True)
         ipam.release_addresses(tx, endpoint.id)
         tx.delete_endpoint(endpoint.id)
+
+
+def _choose_host_ports(tx, endpoint: Endpoint) -> None:
+    """Host port 0 (the Docker API's `-p 80`, PublishAllPorts): a free port of the kernel's ephemeral
+    range (ip_local_port_range, as dockerd's port allocator), not published by any endpoint."""
+    import random
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    taken = {(p.protocol, p.host_port) for other in tx.list_endpoints() for p in other.ports}
+    taken |= {(p.protocol, p.host_port) for p in endpoint.ports}
+    span = high - low + 1
+    for port in endpoint.ports:
+        if port.host_port != 0:
+            continue
+        first = random.randrange(span)
+        for step in range(span):
+            candidate = low + (first + step) % span
+            if (port.protocol, candidate) not in taken:
+                port.host_port = candidate
+                taken.add((port.protocol, candidate))
+                break
+        else:
+            raise PoolExhausted(f"no free host port left in {low}-{high} for {port.container_port}/{port.protocol}")
 
 
 def _same_host_port(a: PortMapping, b: PortMapping) -> bool:

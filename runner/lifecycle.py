@@ -33,6 +33,7 @@ from runner.paths import Layout
 from runner.process import InitSpec, ProcessSpec
 from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAttachment, RunRequest
 from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
+from runner.volumes import resolve_binds
 
 if TYPE_CHECKING:
     from libnetwork.controller import Controller
@@ -82,11 +83,12 @@ class Undo:
 
 
 class Runtime:
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, controller: Controller | None = None):
+        """`controller`: a warm one to use (the agent's), not closed by close()."""
         self.layout = layout
         self.records = Records(layout)
         self.images = ImageStore(layout)
-        self._controller: Controller | None = None
+        self._controller: Controller | None = controller
         self._hierarchy: cgroups.Hierarchy | None = None
 
     @property
@@ -119,7 +121,7 @@ class Runtime:
             cpus=cgroups.parse_cpus(request.cpus) if request.cpus else 0.0,
             pids=cgroups.parse_pids(request.pids_limit) if request.pids_limit else 0,
         )
-        volumes = [spec.parse_volume(v) for v in request.volumes]
+        volumes = resolve_binds(self.layout, request.volumes)  # named volumes made as Docker does
         capabilities = spec.capability_set(request.cap_add, request.cap_drop)
         user = spec.parse_user(request.user)
         workdir = spec.check_workdir(request.workdir)

@@ -63,3 +63,51 @@ def show(path: str, *, follow: bool = False, timestamps: bool = False,
             except BrokenPipeError:
                 return
             view = view[n:]
+
+
+def lines(source: Iterator[dict]) -> Iterator[dict]:
+    """The records split at newlines (Docker's logs count and stamp lines, the monitor records reads);
+    a line cut across two reads stays two records, as dockerd's would."""
+    for record in source:
+        text = str(record.get("d", ""))
+        for part in text.splitlines(keepends=True):
+            yield {"t": record.get("t", 0), "s": record.get("s", 1), "d": part}
+
+
+def read(path: str, *, since: float = 0.0, until: float = 0.0, tail: int = -1, follow: bool = False,
+         still_running: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+    """Docker's logs options over the log: lines written at or after `since` and before `until` (0: no
+    bound), only the last `tail` of those there now (-1: all), then with `follow` what comes next."""
+    from collections import deque
+
+    def wanted(record: dict) -> bool:
+        t = float(record.get("t", 0))
+        return t >= since and (not until or t < until)
+
+    skip = 0
+    if tail >= 0:
+        kept: deque = deque(maxlen=tail or 1)
+        for record in records(path):
+            skip += 1
+            for line in lines(iter([record])):
+                if wanted(line):
+                    kept.append(line)
+        if tail:
+            yield from kept
+        if not follow:
+            return
+    seen = 0
+    for record in records(path, follow, still_running):
+        seen += 1
+        if seen <= skip:
+            continue
+        for line in lines(iter([record])):
+            if wanted(line):
+                yield line
+
+
+def stamp(moment: float) -> str:
+    """RFC 3339 with nanoseconds, as Docker's --timestamps."""
+    whole = int(moment)
+    nanos = int(round((moment - whole) * 1e9))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{nanos:09d}Z"

@@ -40,9 +40,10 @@ class Volume:
     host: str
     container: str
     read_only: bool = False
+    name: str = ""  # a named volume (runner/volumes.py); host is then its directory, filled at create
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
+        return f"{self.name or self.host}:{self.container}" + (":ro" if self.read_only else "")
 
 
 @dataclass
@@ -80,7 +81,7 @@ class RunRequest:
     interactive: bool = False
     detach: bool = False
     auto_remove: bool = False
-    entrypoint: str | None = None
+    entrypoint: str | list[str] | None = None  # a list from the Docker API
     cgroup_parent: str = ""
     caller_nofile: int = 0  # the CLI's hard RLIMIT_NOFILE: the container never gets more
     dns: list[str] = field(default_factory=list)  # --dns: where the embedded name server forwards for it
@@ -176,6 +177,16 @@ def merge_env(*layers: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in merged.items()]
 
 
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")  # Docker's volume name rule (2 characters at least)
+
+
+def check_volume_name(name: str) -> str:
+    if not _VOLUME_NAME.match(name) or len(name) > 255:
+        raise InvalidArgument(f"volume name {name!r} is invalid: use 2 or more letters, digits, '_', '.' or '-', "
+                              "starting with a letter or digit")
+    return name
+
+
 def parse_volume(spec: str) -> Volume:
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
@@ -184,12 +195,15 @@ def parse_volume(spec: str) -> Volume:
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
         raise InvalidArgument(f"-v {spec!r}: mode must be ro or rw, not {mode!r}")
-    if not host.startswith("/"):
-        raise InvalidArgument(f"-v {spec!r}: the host path must be absolute (named volumes are not supported)")
+    if not host.startswith("/") and host.startswith("."):
+        raise InvalidArgument(f"-v {spec!r}: the host path must be absolute, or a volume name")
     if not container.startswith("/") or ".." in container.split("/"):
         raise InvalidArgument(f"-v {spec!r}: the container path must be absolute and without '..'")
     if os.path.normpath(container) == "/":
         raise InvalidArgument(f"-v {spec!r}: cannot mount over the container's root")
+    if not host.startswith("/"):  # a named volume: its directory is runner/volumes.py's, made at create
+        return Volume(host="", container=os.path.normpath(container), read_only=mode == "ro",
+                      name=check_volume_name(host))
     if not os.path.exists(host):
         raise InvalidArgument(f"-v {spec!r}: host path {host} does not exist")
     return Volume(host=os.path.realpath(host), container=os.path.normpath(container), read_only=mode == "ro")
@@ -297,7 +311,7 @@ def nofile_limit(hard: int) -> int:
     return min(DEFAULT_NOFILE, hard)
 
 
-def dns_settings(request: RunRequest) -> dict[str, list[str]]:
+def dns_settings(request: RunRequest) -> dict[str, Any]:
     """--dns (addresses), --dns-search (domain names, or "."), --dns-option (NAME[:VALUE]), checked."""
     import ipaddress
 
@@ -318,7 +332,10 @@ def dns_settings(request: RunRequest) -> dict[str, list[str]]:
 def resolve_argv(entrypoint: list[str] | None, cmd: list[str] | None, request: RunRequest) -> list[str]:
     """Docker's rule: ENTRYPOINT + (the command given, else the image's CMD); --entrypoint replaces
     the image's entrypoint and drops its CMD."""
-    if request.entrypoint is not None:
+    if isinstance(request.entrypoint, list):  # the Docker API's Entrypoint: a list, [] or [""] for none
+        entry = [part for part in request.entrypoint if part] if request.entrypoint != [""] else []
+        argv = entry + (list(request.command) if request.command or entry else list(cmd or []))
+    elif request.entrypoint is not None:
         entry = [request.entrypoint] if request.entrypoint else []
         argv = entry + list(request.command)
     else:

@@ -1,0 +1,298 @@
+"""Docker's container endpoints, on the runner: every change is a request to the host's monitor
+(runner/monitor.py: create, start, stop, kill, rm, rename, resize, wait: the same requests `netctl run`,
+`stop`, `kill`, `rm` send), reads come from the records (runner/state.py). Attach and logs are in
+containers_io.py, stats and top in containers_stats.py, the shapes in containers_view.py and the
+translation of create's body in containers_config.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from libnetwork.errors import InUse, NetctlError, NotFound
+from netctl.docker_api import containers_config, containers_io, containers_stats, containers_view
+from netctl.docker_api.containers_common import (
+    ID,
+    find,
+    live_networks,
+    monitor_call,
+    publish,
+    signal_number,
+    watch_exit,
+)
+from netctl.docker_api.http import Empty, Json, Request, Stream, bad_request, conflict, json_line, not_found
+
+log = logging.getLogger("netctl.docker_api")
+
+
+
+# --- create, start, stop, kill, restart, rename, resize, remove ---------------------------------------
+
+
+def create(api, req: Request) -> Json:
+    from runner.spec import RunRequest
+
+    name = (req.arg("name") or "").lstrip("/")
+    body = req.json_object()
+    request = containers_config.run_request(body, name, set(RunRequest.__dataclass_fields__))
+    parent = os.environ.get("NETCTL_CGROUP_PARENT", "")
+    if parent:
+        request["cgroup_parent"] = parent  # the agent's own placement wins (tests isolate cgroups so)
+    if req.arg("platform") and req.arg("platform") not in ("linux", "linux/amd64", "linux/x86_64"):
+        raise containers_config.refuse(f"platform {req.arg('platform')!r}")
+    try:
+        event = monitor_call(api, {"op": "create", "request": request})
+    except NotFound as err:
+        if "image" in err.message.lower():
+            raise not_found(f"No such image: {body.get('Image')}") from None
+        raise
+    container = find(api, event["id"])
+    publish(api, container, "create")
+    return Json({"Id": event["id"], "Warnings": []}, status=201)
+
+
+def start(api, req: Request, ref: str) -> Empty:
+    container = find(api, ref)
+    event = monitor_call(api, {"op": "start", "ref": container.id})
+    if event.get("already"):
+        return Empty(304)
+    publish(api, container, "start")
+    watch_exit(api, container)
+    return Empty(204)
+
+
+def _stop(api, container, timeout: int | None, sig: int | None = None) -> None:
+    request: dict[str, Any] = {"op": "stop", "ref": container.id, "timeout": timeout}
+    if sig:
+        request["signal"] = sig
+    publish(api, container, "kill", signal=sig or 15)
+    monitor_call(api, request)
+    publish(api, container, "stop")
+
+
+def stop(api, req: Request, ref: str) -> Empty:
+    container = find(api, ref)
+    if container.state.status not in ("running", "restarting"):
+        return Empty(304)
+    timeout = req.int_arg("t", req.int_arg("timeout"))
+    sig = signal_number(req.arg("signal"), 0) if req.arg("signal") else None
+    _stop(api, container, timeout, sig)
+    return Empty(204)
+
+
+def kill(api, req: Request, ref: str) -> Empty:
+    container = find(api, ref)
+    number = signal_number(req.arg("signal"), int(signal.SIGKILL))
+    if container.state.status != "running":
+        raise conflict(f"Cannot kill container: {ref}: container {container.id} is not running")
+    try:
+        monitor_call(api, {"op": "kill", "ref": container.id, "signal": number})
+    except InUse:
+        raise conflict(f"Cannot kill container: {ref}: container {container.id} is not running") from None
+    publish(api, container, "kill", signal=number)
+    return Empty(204)
+
+
+def restart(api, req: Request, ref: str) -> Empty:
+    container = find(api, ref)
+    if container.state.status in ("running", "restarting"):
+        _stop(api, container, req.int_arg("t", req.int_arg("timeout")))
+    monitor_call(api, {"op": "start", "ref": container.id})
+    publish(api, container, "start")
+    publish(api, container, "restart")
+    watch_exit(api, container)
+    return Empty(204)
+
+
+def rename(api, req: Request, ref: str) -> Empty:
+    container = find(api, ref)
+    new = req.arg("name") or ""
+    if not new:
+        raise bad_request("rename needs ?name=NEW_NAME")
+    monitor_call(api, {"op": "rename", "ref": container.id, "name": new})
+    publish(api, container, "rename", oldName="/" + container.name, name=new.lstrip("/"))
+    return Empty(204)
+
+
+def resize(api, req: Request, ref: str) -> Empty:
+    container = find(api, ref)
+    if container.state.status != "running":
+        raise conflict(f"Container {container.id} is not running")
+    monitor_call(api, {"op": "resize", "ref": container.id, "h": req.int_arg("h", 0), "w": req.int_arg("w", 0)})
+    return Empty(200)
+
+
+def remove(api, req: Request, ref: str) -> Empty:
+    container = find(api, ref)
+    force = req.flag("force")
+    if container.state.status in ("running", "restarting") and not force:
+        raise conflict(f"You cannot remove a {container.state.status} container {container.id}. Stop the "
+                       "container before attempting removal or force remove")
+    if req.flag("link"):
+        raise containers_config.refuse("link removal")
+    running = container.state.status == "running"
+    try:
+        monitor_call(api, {"op": "rm", "ref": container.id, "force": force})
+    except NotFound:
+        raise not_found(f"No such container: {ref}") from None
+    if running:
+        publish(api, container, "kill", signal=9)
+        publish(api, container, "die", exitCode=137)
+    publish(api, container, "destroy")
+    return Empty(204)
+
+
+def prune(api, req: Request) -> Json:
+    from runner.state import Records
+
+    filters = req.filters()
+    from netctl.docker_api.http import check_filters
+
+    check_filters(filters, {"label", "label!", "until"})
+    deleted = []
+    for container in Records(api.layout).all():
+        if container.state.status not in ("exited", "created", "dead"):
+            continue
+        if not _prune_match(container, filters):
+            continue
+        try:
+            monitor_call(api, {"op": "rm", "ref": container.id})
+        except NetctlError as err:
+            log.info("prune left container %s: %s", container.id[:12], err.message)
+            continue
+        publish(api, container, "destroy")
+        deleted.append(container.id)
+    return Json({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+
+
+def _prune_match(container, filters: dict[str, list[str]]) -> bool:
+    labels = container.config.labels
+    for text in filters.get("label", []):
+        key, eq, value = text.partition("=")
+        if key not in labels or (eq and labels[key] != value):
+            return False
+    for text in filters.get("label!", []):
+        key, eq, value = text.partition("=")
+        if key in labels and (not eq or labels[key] == value):
+            return False
+    for text in filters.get("until", []):
+        limit = _timestamp(text)
+        if containers_view.unix_time(container.config.created) >= limit:
+            return False
+    return True
+
+
+def _timestamp(text: str) -> float:
+    import time
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    raise bad_request(f"invalid until filter {text!r}: give a Unix time or a duration such as 10m")
+
+
+# --- wait -----------------------------------------------------------------------------------------------
+
+
+def wait(api, req: Request, ref: str) -> Stream:
+    """The reply's headers go out at once, the body when the condition is met (as dockerd: the docker
+    CLI sends this before start). The monitor has the waiter registered before this returns."""
+    from runner import client, protocol
+
+    container = find(api, ref)
+    condition = req.arg("condition") or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise bad_request(f"invalid condition: {condition!r}")
+    session = client.Session(api.layout, {"op": "wait", "ref": container.id, "condition": condition})
+
+    def body():
+        try:
+            for kind, payload, fds in session.frames():
+                for fd in fds:
+                    os.close(fd)
+                if kind != protocol.JSON:
+                    continue
+                event = protocol.loads(payload)
+                if event.get("event") == "error":
+                    yield json_line({"StatusCode": -1, "Error": {"Message": event.get("message", "")}})
+                    return
+                yield json_line({"StatusCode": int(event.get("code", 0)), "Error": None})
+                return
+        finally:
+            session.close()
+
+    return Stream(body())
+
+
+# --- reads ------------------------------------------------------------------------------------------------
+
+
+def inspect(api, req: Request, ref: str) -> Json:
+    container = find(api, ref)
+    view = containers_view.inspect(container, live_networks(api, container),
+                                   api.layout.container(container.id))  # fmt: skip
+    if req.flag("size"):
+        view["SizeRw"], view["SizeRootFs"] = 0, 0
+    return Json(view)
+
+
+def list_containers(api, req: Request) -> Json:
+    from runner.state import Records
+
+    filters = req.filters()
+    show_all = req.flag("all") or bool(filters.get("status")) or bool(filters.get("exited"))
+    image_ids = _ancestors(api, filters.get("ancestor", []))
+    out = []
+    for container in Records(api.layout).all():
+        if not show_all and container.state.status != "running":
+            continue
+        networks = dict(container.state.networks or {}) if container.state.status == "running" else {}
+        if not containers_view.matches(container, filters, networks, image_ids):
+            continue
+        out.append(containers_view.list_entry(container, networks))
+    limit = req.int_arg("limit", -1) or -1
+    if limit > 0:
+        out = out[:limit]
+    return Json(out)
+
+
+def _ancestors(api, refs: list[str]) -> dict[str, str]:
+    if not refs:
+        return {}
+    from runner.images import ImageStore
+
+    store = ImageStore(api.layout)
+    out = {}
+    for ref in refs:
+        try:
+            out[ref] = store.get(ref).id
+        except NetctlError:
+            pass
+    return out
+
+
+ROUTES = [
+    ("POST", "/containers/create", create),
+    ("GET", "/containers/json", list_containers),
+    ("POST", "/containers/prune", prune),
+    ("GET", f"/containers/{ID}/json", inspect),
+    ("POST", f"/containers/{ID}/start", start),
+    ("POST", f"/containers/{ID}/stop", stop),
+    ("POST", f"/containers/{ID}/kill", kill),
+    ("POST", f"/containers/{ID}/restart", restart),
+    ("POST", f"/containers/{ID}/rename", rename),
+    ("POST", f"/containers/{ID}/resize", resize),
+    ("POST", f"/containers/{ID}/wait", wait),
+    ("DELETE", f"/containers/{ID}", remove),
+    ("POST", f"/containers/{ID}/attach", containers_io.attach),
+    ("GET", f"/containers/{ID}/logs", containers_io.logs),
+    ("GET", f"/containers/{ID}/stats", containers_stats.stats),
+    ("GET", f"/containers/{ID}/top", containers_stats.top),
+]

@@ -1,0 +1,182 @@
+"""A container's streams over the Docker API: attach (a hijacked connection: raw with a terminal,
+stdcopy frames without) and logs (the container.log the monitor writes, runner/logs.py).
+
+Attach is the monitor's `attach` request (runner/monitor_ops.py): registered before the reply goes out,
+so the docker CLI's attach-then-start (`docker run` in the foreground, `docker start -a`) loses no
+output. The monitor hands over the container's terminal or stdin pipe (SCM_RIGHTS) when stdin is
+asked; a thread copies the client's input to it. The attach ends with the container, or when the
+client goes (a failed write): the monitor then forgets the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+
+from netctl.docker_api.containers_common import find, publish
+from netctl.docker_api.http import Hijack, Request, Stream, bad_request, frame
+
+log = logging.getLogger("netctl.docker_api")
+
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+RAW = "application/vnd.docker.raw-stream"
+
+
+def attach(api, req: Request, ref: str) -> Hijack:
+    from runner import client, protocol
+
+    container = find(api, ref)
+    stream, logs = req.flag("stream"), req.flag("logs")
+    want_stdin, want = req.flag("stdin"), {1: req.flag("stdout"), 2: req.flag("stderr")}
+    if req.arg("detachKeys"):
+        pass  # the CLI's ctrl-p,ctrl-q: its own business with a raw terminal; nothing to do here
+    tty = container.config.tty
+    session = None
+    stdin_fd = -1
+    if stream:
+        session = client.Session(api.layout, {"op": "attach", "ref": container.id, "stdin": want_stdin})
+        try:
+            stdin_fd = _first_event(session)
+        except BaseException:
+            session.close()
+            raise
+    publish(api, container, "attach")
+    path = os.path.join(api.layout.container(container.id), "container.log")
+
+    def run(sock, rfile) -> None:
+        from runner import logs as logs_mod
+
+        def send(kind: int, data: bytes) -> None:
+            if want.get(kind, want[1]):
+                sock.sendall(data if tty else frame(kind, data))
+
+        copier: list[threading.Thread] = []
+
+        def start_stdin(fd: int) -> None:
+            thread = threading.Thread(target=_copy_in, args=(rfile, fd), name="attach-stdin", daemon=True)
+            thread.start()
+            copier.append(thread)
+
+        try:
+            if logs:
+                for record in logs_mod.records(path):
+                    send(int(record.get("s", 1)), str(record.get("d", "")).encode("utf-8", "surrogateescape"))
+            if session is None:
+                return
+            if stdin_fd >= 0:
+                start_stdin(stdin_fd)
+            for kind, payload, fds in session.frames():
+                if kind in (protocol.STDOUT, protocol.STDERR):
+                    send(kind, payload)
+                elif kind == protocol.JSON:
+                    event = protocol.loads(payload)
+                    if event.get("event") == "stdin" and fds:
+                        start_stdin(fds.pop(0))
+                    elif event.get("event") in ("exit", "error"):
+                        break
+                for fd in fds:
+                    os.close(fd)
+        except OSError as err:
+            log.info("attach to %s ended: %s", container.id[:12], err)  # the client went away
+        finally:
+            if session is not None:
+                session.close()
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)
+
+    return Hijack(run, multiplexed=not tty)
+
+
+def _first_event(session) -> int:
+    """The monitor's answer to attach: raises its error; returns the stdin descriptor (or -1)."""
+    from runner import protocol
+
+    for kind, payload, fds in session.frames():
+        if kind != protocol.JSON:
+            for fd in fds:
+                os.close(fd)
+            continue
+        event = protocol.loads(payload)
+        if event.get("event") == "error":
+            for fd in fds:
+                os.close(fd)
+            protocol.raise_error(event)
+        return fds[0] if fds else -1
+    from libnetwork.errors import NetctlError
+
+    raise NetctlError("the container monitor closed the connection without answering; see its log")
+
+
+def _copy_in(rfile, fd: int) -> None:
+    """Client input -> the container's terminal or stdin, until the client's end of input."""
+    try:
+        while True:
+            data = rfile.read1(65536) if hasattr(rfile, "read1") else rfile.read(65536)
+            if not data:
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+
+
+def _time_arg(req: Request, name: str) -> float:
+    text = req.arg(name) or ""
+    if not text or text == "0":
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1] in units and text[:-1].isdigit():
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    raise bad_request(f"invalid value for {name!r}: {text!r} (a Unix time, RFC 3339 or a duration such as 10m)")
+
+
+def logs(api, req: Request, ref: str) -> Stream:
+    from runner import logs as logs_mod
+    from runner.state import Records, is_alive
+
+    container = find(api, ref)
+    want = {1: req.flag("stdout"), 2: req.flag("stderr")}
+    if not any(want.values()):
+        raise bad_request("Bad parameters: you must choose at least one stream")
+    tail_text = req.arg("tail") or "all"
+    if tail_text != "all" and not tail_text.isdigit():
+        raise bad_request(f"invalid value for 'tail': {tail_text!r} (a number or all)")
+    tail = -1 if tail_text == "all" else int(tail_text)
+    since, until = _time_arg(req, "since"), _time_arg(req, "until")
+    timestamps, tty = req.flag("timestamps"), container.config.tty
+    records = Records(api.layout)
+    path = os.path.join(records.directory(container.id), "container.log")
+
+    def still_running() -> bool:
+        current = records.load(container.id)
+        if current is None or req.client_gone() or api.stopping.is_set():
+            return False
+        return current.state.status == "restarting" or (current.state.running and is_alive(current.state))
+
+    def chunks():
+        for line in logs_mod.read(path, since=since, until=until, tail=tail, follow=req.flag("follow"),
+                                  still_running=still_running):  # fmt: skip
+            stream = int(line.get("s", 1))
+            if not want.get(stream, want[1]):
+                continue
+            data = str(line.get("d", "")).encode("utf-8", "surrogateescape")
+            if timestamps:
+                data = logs_mod.stamp(float(line.get("t", 0))).encode() + b" " + data
+            yield data if tty else frame(stream, data)
+
+    return Stream(chunks(), content_type=RAW if tty else MULTIPLEXED)

@@ -1,0 +1,299 @@
+"""Containers in Docker's shapes: GET /containers/{id}/json (inspect) and GET /containers/json (list, with
+its filters), from the runner's records (config.json, state.json) and, for a running container, its
+live endpoints. Pure functions of those records, so the shapes are unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from netctl.docker_api.http import check_filters
+
+NEVER = "0001-01-01T00:00:00Z"
+LIST_FILTERS = {"label", "name", "status", "network", "id", "ancestor", "exited", "before", "since", "health",
+                "volume", "publish", "expose", "is-task"}  # fmt: skip
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def rfc3339(iso: str) -> str:
+    if not iso:
+        return NEVER
+    try:
+        moment = datetime.fromisoformat(iso).astimezone(timezone.utc)
+    except ValueError:
+        return NEVER
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def unix_time(iso: str) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration, which `docker ps` shows."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def _since(iso: str) -> float:
+    try:
+        return time.time() - datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def status_text(state) -> str:
+    if state.status == "running":
+        return f"Up {human_duration(_since(state.started))}"
+    if state.status == "restarting":
+        return f"Restarting ({state.exit_code or 0}) {human_duration(_since(state.finished))} ago"
+    if state.status == "exited":
+        return f"Exited ({state.exit_code or 0}) {human_duration(_since(state.finished))} ago"
+    return state.status.capitalize()
+
+
+def parse_port(text: str) -> dict[str, Any]:
+    """'[HOSTIP:]HOSTPORT->PORT/PROTO' (runner/views.py's form) -> its parts."""
+    host, _, inner = text.partition("->")
+    port, _, protocol = inner.partition("/")
+    host_ip, _, host_port = host.rpartition(":")
+    return {"host_ip": host_ip, "host_port": int(host_port or 0), "port": int(port or 0), "protocol": protocol}
+
+
+def ports_map(config, networks: dict[str, dict]) -> dict[str, Any]:
+    """NetworkSettings.Ports: every exposed or published port, with its host bindings (None if none)."""
+    out: dict[str, Any] = {}
+    for key in (config.docker.get("Config", {}).get("ExposedPorts") or {}):
+        out.setdefault(key if "/" in key else f"{key}/tcp", None)
+    for view in networks.values():
+        for text in view.get("Ports", []):
+            p = parse_port(text)
+            bindings = out.get(f"{p['port']}/{p['protocol']}") or []
+            ips = [p["host_ip"]] if p["host_ip"] else ["0.0.0.0", "::"]
+            bindings += [{"HostIp": ip, "HostPort": str(p["host_port"])} for ip in ips]
+            out[f"{p['port']}/{p['protocol']}"] = bindings
+    return out
+
+
+def list_ports(networks: dict[str, dict]) -> list[dict]:
+    out = []
+    for view in networks.values():
+        for text in view.get("Ports", []):
+            p = parse_port(text)
+            for ip in [p["host_ip"]] if p["host_ip"] else ["0.0.0.0", "::"]:
+                out.append({"IP": ip, "PrivatePort": p["port"], "PublicPort": p["host_port"], "Type": p["protocol"]})
+    return out
+
+
+def network_entry(view: dict) -> dict:
+    address = view.get("IPv4Address", "")
+    ip, _, prefix = address.partition("/")
+    ip6, _, prefix6 = view.get("IPv6Address", "").partition("/")
+    return {
+        "IPAMConfig": None, "Links": None, "Aliases": view.get("Aliases") or None,
+        "MacAddress": view.get("MacAddress", ""), "DriverOpts": None,
+        "NetworkID": view.get("NetworkID", ""), "EndpointID": view.get("EndpointID", ""),
+        "Gateway": view.get("Gateway", ""), "IPAddress": ip, "IPPrefixLen": int(prefix or 0),
+        "IPv6Gateway": "", "GlobalIPv6Address": ip6, "GlobalIPv6PrefixLen": int(prefix6 or 0),
+        "DNSNames": [view.get("Name", "")] + list(view.get("Aliases") or []) if view.get("Name") else None,
+    }  # fmt: skip
+
+
+def _planned_networks(config) -> dict[str, dict]:
+    """A container that does not run has no endpoints: its networks as planned, without addresses."""
+    if config.network_mode != "bridge":
+        return {config.network_mode: {}}
+    return {a.network: {"Aliases": list(a.aliases)} for a in config.networks}
+
+
+def mounts(config) -> list[dict]:
+    out = []
+    for volume in config.volumes:
+        name = getattr(volume, "name", "")
+        entry = {"Type": "volume" if name else "bind", "Source": volume.host, "Destination": volume.container,
+                 "Mode": "ro" if volume.read_only else "", "RW": not volume.read_only, "Propagation": "rprivate"}
+        if name:
+            entry.update({"Name": name, "Driver": "local", "Propagation": ""})
+        out.append(entry)
+    for text in config.tmpfs:
+        out.append({"Type": "tmpfs", "Source": "", "Destination": text.partition(":")[0], "Mode": "",
+                    "RW": True, "Propagation": ""})  # fmt: skip
+    return out
+
+
+def host_config(config) -> dict:
+    given = dict(config.docker.get("HostConfig") or {})
+    name, _, count = (config.restart or "no").partition(":")
+    network_mode = config.network_mode if config.network_mode != "bridge" else (
+        config.networks[0].network if config.networks else "bridge")
+    given.update({
+        "Binds": [str(v) for v in config.volumes] or None,
+        "NetworkMode": given.get("NetworkMode") or network_mode,
+        "Memory": config.limits.memory, "NanoCpus": int(config.limits.cpus * 1e9),
+        "PidsLimit": config.limits.pids or None, "ReadonlyRootfs": config.read_only,
+        "AutoRemove": config.auto_remove, "RestartPolicy": {"Name": name, "MaximumRetryCount": int(count or 0)},
+        "ExtraHosts": config.extra_hosts or None,
+        "Tmpfs": {t.partition(":")[0]: t.partition(":")[2] for t in config.tmpfs} or None,
+        "LogConfig": {"Type": "json-file", "Config": {}}, "Privileged": False,
+        "CgroupParent": config.cgroup_path.rpartition("/")[0],
+        "CapAdd": given.get("CapAdd"), "CapDrop": given.get("CapDrop"),
+        "PortBindings": given.get("PortBindings") or {},
+    })  # fmt: skip
+    return given
+
+
+def container_config(config) -> dict:
+    given = dict(config.docker.get("Config") or {})
+    out = {
+        "Hostname": config.hostname, "Domainname": "", "User": config.user,
+        "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
+        "ExposedPorts": None, "Tty": config.tty, "OpenStdin": config.interactive, "StdinOnce": config.stdin_once,
+        "Env": config.env, "Cmd": config.argv, "Image": config.image, "Volumes": None,
+        "WorkingDir": config.workdir if config.workdir != "/" else "", "Entrypoint": None, "OnBuild": None,
+        "Labels": dict(config.labels),
+    }  # fmt: skip
+    for key in ("AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Entrypoint", "StopSignal"):
+        if key in given:
+            out[key] = given[key]
+    if "Cmd" in given and given["Cmd"] is not None:
+        out["Cmd"] = given["Cmd"]
+    elif config.docker:
+        out["Cmd"] = config.argv[len(given.get("Entrypoint") or []):] or None
+    if config.stop_signal:
+        out["StopSignal"] = config.stop_signal
+    if config.stop_timeout is not None:
+        out["StopTimeout"] = config.stop_timeout
+    return out
+
+
+def inspect(container, networks: dict[str, dict], directory: str) -> dict:
+    config, state = container.config, container.state
+    shown = networks or _planned_networks(config)
+    entries = {name: network_entry(view) for name, view in shown.items()}
+    first = next(iter(entries.values()), {})
+    return {
+        "Id": config.id,
+        "Created": rfc3339(config.created),
+        "Path": config.argv[0] if config.argv else "",
+        "Args": config.argv[1:],
+        "State": {
+            "Status": state.status, "Running": state.status == "running", "Paused": False,
+            "Restarting": state.status == "restarting", "OOMKilled": state.oom_killed, "Dead": False,
+            "Pid": state.pid, "ExitCode": state.exit_code or 0, "Error": state.error,
+            "StartedAt": rfc3339(state.started), "FinishedAt": rfc3339(state.finished),
+        },  # fmt: skip
+        "Image": f"sha256:{config.image_id}",
+        "ResolvConfPath": os.path.join(directory, "resolv.conf"),
+        "HostnamePath": os.path.join(directory, "hostname"),
+        "HostsPath": os.path.join(directory, "hosts"),
+        "LogPath": os.path.join(directory, "container.log"),
+        "Name": "/" + config.name,
+        "RestartCount": state.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
+        "HostConfig": host_config(config),
+        "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(directory, "upper"),
+                                                      "WorkDir": os.path.join(directory, "work")}},
+        "Mounts": mounts(config),
+        "Config": container_config(config),
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": config.sandbox_id if state.status == "running" else "",
+            "SandboxKey": "", "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Ports": ports_map(config, networks),
+            "EndpointID": first.get("EndpointID", ""), "Gateway": first.get("Gateway", ""),
+            "GlobalIPv6Address": first.get("GlobalIPv6Address", ""), "GlobalIPv6PrefixLen": 0,
+            "IPAddress": first.get("IPAddress", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
+            "IPv6Gateway": "", "MacAddress": first.get("MacAddress", ""),
+            "Networks": entries,
+        },  # fmt: skip
+    }
+
+
+def list_entry(container, networks: dict[str, dict]) -> dict:
+    config, state = container.config, container.state
+    shown = networks or _planned_networks(config)
+    mode = host_config(config)["NetworkMode"]
+    return {
+        "Id": config.id,
+        "Names": ["/" + config.name],
+        "Image": config.image,
+        "ImageID": f"sha256:{config.image_id}",
+        "Command": " ".join(config.argv),
+        "Created": unix_time(config.created),
+        "Ports": list_ports(networks),
+        "Labels": dict(config.labels),
+        "State": state.status,
+        "Status": status_text(state),
+        "HostConfig": {"NetworkMode": mode},
+        "NetworkSettings": {"Networks": {name: network_entry(view) for name, view in shown.items()}},
+        "Mounts": mounts(config),
+    }
+
+
+def matches(container, filters: dict[str, list[str]], networks: dict[str, dict], image_ids: dict[str, str]) -> bool:
+    """Docker's list filters; `image_ids`: ancestor references resolved to image ids."""
+    check_filters(filters, LIST_FILTERS)
+    config, state = container.config, container.state
+    for value in filters.get("status", []):
+        if value not in STATUSES:
+            from netctl.docker_api.http import bad_request
+
+            raise bad_request(f"invalid filter 'status={value}'")
+    tests = {
+        "id": lambda v: config.id.startswith(v),
+        "name": lambda v: v.lstrip("/") in config.name or _regex(v.lstrip("/"), config.name),
+        "status": lambda v: state.status == v,
+        "label": lambda v: _label(config.labels, v),
+        "network": lambda v: v in (networks or _planned_networks(config)) or any(
+            view.get("NetworkID", "").startswith(v) for view in networks.values()),
+        "ancestor": lambda v: image_ids.get(v) == config.image_id or config.image == v,
+        "exited": lambda v: state.status == "exited" and str(state.exit_code or 0) == v,
+    }
+    for key, values in filters.items():
+        test = tests.get(key)
+        if test is not None and values and not any(test(v) for v in values):
+            return False
+    return True
+
+
+def _label(labels: dict[str, str], text: str) -> bool:
+    key, eq, value = text.partition("=")
+    return key in labels and (not eq or labels[key] == value)
+
+
+def _regex(pattern: str, name: str) -> bool:
+    import re
+
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return False

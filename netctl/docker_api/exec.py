@@ -1,0 +1,155 @@
+"""Docker's exec endpoints, on the monitor's exec requests (runner/monitor_exec.py, which forks the
+process with the same plan and spawn as `netctl exec`): create records it, start runs it (a hijacked
+stream: raw with a terminal, stdcopy frames without; or detached), inspect gives its exit code, resize
+sets its terminal's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+
+from libnetwork.errors import InUse
+from netctl.docker_api.containers_common import ID, find, monitor_call, publish
+from netctl.docker_api.containers_config import refuse
+from netctl.docker_api.containers_io import _copy_in, _first_event
+from netctl.docker_api.http import Empty, Hijack, Json, Request, bad_request, conflict, frame
+
+log = logging.getLogger("netctl.docker_api")
+
+EXEC = r"(?P<exec_id>[0-9a-f]+)"
+
+
+def create(api, req: Request, ref: str) -> Json:
+    from runner import spec
+
+    container = find(api, ref)
+    body = req.json_object()
+    if body.get("Privileged"):
+        raise refuse("Privileged exec")
+    argv = body.get("Cmd") or []
+    if isinstance(argv, str):
+        argv = [argv]
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise bad_request("No exec command specified")
+    env = [e for e in body.get("Env") or [] if isinstance(e, str) and "=" in e]
+    user = spec.parse_user(body.get("User") or "") if body.get("User") else ""
+    workdir = spec.check_workdir(body.get("WorkingDir") or "")
+    if container.state.status != "running":
+        raise conflict(f"Container {container.id} is not running")
+    try:
+        event = monitor_call(api, {"op": "exec_create", "ref": container.id, "argv": argv, "env": env, "user": user,
+                                   "workdir": workdir, "tty": bool(body.get("Tty")),
+                                   "stdin": bool(body.get("AttachStdin"))})  # fmt: skip
+    except InUse:
+        raise conflict(f"Container {container.id} is not running") from None
+    publish(api, container, "exec_create: " + " ".join(argv), execID=event["id"])
+    return Json({"Id": event["id"]}, status=201)
+
+
+def _record(api, exec_id: str) -> dict:
+    from libnetwork.errors import NotFound
+
+    try:
+        return monitor_call(api, {"op": "exec_inspect", "id": exec_id})
+    except NotFound:
+        from netctl.docker_api.http import not_found
+
+        raise not_found(f"No such exec instance: {exec_id}") from None
+
+
+def start(api, req: Request, exec_id: str) -> Empty | Hijack:
+    from runner import client, protocol
+
+    body = req.json_object()
+    record = _record(api, exec_id)
+    container = find(api, record["container"])
+    detach = bool(body.get("Detach"))
+    session = client.Session(api.layout, {"op": "exec_start", "id": exec_id, "detach": detach})
+    try:
+        stdin_fd = _first_event(session)
+    except InUse as err:
+        session.close()
+        raise conflict(err.message) from None
+    except BaseException:
+        session.close()
+        raise
+    command = " ".join(record.get("argv", []))
+    publish(api, container, "exec_start: " + command, execID=exec_id)
+    if detach:
+        session.close()
+        _watch_die(api, container, exec_id, command)
+        return Empty(200)
+    tty = bool(record.get("tty"))
+
+    def run(sock, rfile) -> None:
+        code = None
+        try:
+            if stdin_fd >= 0:
+                threading.Thread(target=_copy_in, args=(rfile, stdin_fd), name="exec-stdin", daemon=True).start()
+            for kind, payload, fds in session.frames():
+                for fd in fds:
+                    os.close(fd)
+                if kind in (protocol.STDOUT, protocol.STDERR):
+                    sock.sendall(payload if tty else frame(kind, payload))
+                elif kind == protocol.JSON:
+                    event = protocol.loads(payload)
+                    if event.get("event") == "exit":
+                        code = event.get("code")
+                        break
+        except OSError as err:
+            log.info("exec %s stream ended: %s", exec_id[:12], err)
+        finally:
+            session.close()
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)
+            if code is not None:
+                publish(api, container, "exec_die", execID=exec_id, exitCode=code)
+
+    return Hijack(run, multiplexed=not tty)
+
+
+def _watch_die(api, container, exec_id: str, command: str) -> None:
+    """A detached exec: exec_die when it ends (polled: the monitor keeps no waiter for execs)."""
+
+    def watch() -> None:
+        for _ in range(36000):  # at most an hour of polling
+            if api.stopping.wait(0.1):
+                return
+            try:
+                record = monitor_call(api, {"op": "exec_inspect", "id": exec_id})
+            except Exception:  # noqa: BLE001 - the monitor or the record went: nothing to report
+                return
+            if not record.get("running"):
+                publish(api, container, "exec_die", execID=exec_id, exitCode=record.get("exit_code"))
+                return
+
+    threading.Thread(target=watch, name=f"exec-{exec_id[:12]}", daemon=True).start()
+
+
+def inspect(api, req: Request, exec_id: str) -> Json:
+    record = _record(api, exec_id)
+    argv = record.get("argv") or [""]
+    return Json({
+        "ID": record["id"], "Running": bool(record.get("running")), "ExitCode": record.get("exit_code"),
+        "ProcessConfig": {"tty": bool(record.get("tty")), "entrypoint": argv[0], "arguments": argv[1:],
+                          "privileged": False, "user": record.get("user", "")},
+        "OpenStdin": bool(record.get("stdin")), "OpenStderr": True, "OpenStdout": True, "CanRemove": False,
+        "ContainerID": record.get("container", ""), "DetachKeys": "", "Pid": record.get("pid", 0),
+    })  # fmt: skip
+
+
+def resize(api, req: Request, exec_id: str) -> Empty:
+    _record(api, exec_id)
+    monitor_call(api, {"op": "exec_resize", "id": exec_id, "h": req.int_arg("h", 0), "w": req.int_arg("w", 0)})
+    return Empty(200)
+
+
+ROUTES = [
+    ("POST", f"/containers/{ID}/exec", create),
+    ("POST", f"/exec/{EXEC}/start", start),
+    ("GET", f"/exec/{EXEC}/json", inspect),
+    ("POST", f"/exec/{EXEC}/resize", resize),
+]
