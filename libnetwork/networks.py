@@ -157,9 +157,12 @@ class Networks(Endpoints):
             sandboxes = {e.sandbox_id: tx.get_sandbox(e.sandbox_id) for e in endpoints}
         return NetworkMembers(network, endpoints, sandboxes)
 
-    def prune_networks(self) -> list[str]:
+    def prune_networks(self, keep: Callable[[Network], bool] | None = None) -> list[str]:
+        """Remove every network without endpoints, except those `keep` says to keep."""
         removed = []
         for network in self.list_networks():
+            if keep is not None and keep(network):
+                continue
             with self.store.snapshot() as tx:
                 if tx.list_endpoints(network_id=network.id):
                     continue

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from libnetwork.errors import InvalidArgument, NetctlError, StoreError
+from libnetwork.errors import NetctlError, StoreError
 from libnetwork.rootdir import DEFAULT_ROOT
 from netctl.cli_shared import controller, format_option, parse_pairs
 from netctl.output import emit_json, print_table
@@ -86,6 +86,7 @@ def network() -> None:
 def network_create(ctx, driver, subnet, gateway, ip_range, aux_address, ipv6, internal, mtu, opt, label, name):
     """Create a network NAME and print its id."""
     from libnetwork.controller import NetworkSpec
+    from netctl.network_requests import request_pools  # shared with the Docker API
 
     spec = NetworkSpec(
         name=name,
@@ -98,57 +99,6 @@ def network_create(ctx, driver, subnet, gateway, ip_range, aux_address, ipv6, in
         labels=parse_pairs(label, "--label"),
     )
     click.echo(controller(ctx).create_network(spec).id)
-
-
-def request_pools(subnets, gateways, ip_ranges, aux_addresses):
-    """Pair --gateway/--ip-range/--aux-address with the --subnet that contains them, like Docker."""
-    import ipaddress
-
-    from libnetwork.model import PoolConfig
-
-    def network_of(text: str, flag: str):
-        try:
-            return ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise InvalidArgument(f"{flag} {text!r} is not a valid CIDR (e.g. 10.1.0.0/16 or fd00:1::/64)") from None
-
-    def address_of(text: str, flag: str):
-        try:
-            return ipaddress.ip_address(text)
-        except ValueError:
-            raise InvalidArgument(f"{flag} {text!r} is not a valid IP address") from None
-
-    pools = []
-    for text in subnets:
-        network_of(text, "--subnet")
-        pools.append(PoolConfig(subnet=text))
-    if not pools and (gateways or ip_ranges or aux_addresses):
-        raise InvalidArgument("--gateway, --ip-range and --aux-address need a --subnet to belong to")
-
-    def owner(address, flag: str, text: str) -> PoolConfig:
-        for pool in pools:
-            net = ipaddress.ip_network(pool.subnet, strict=False)
-            if address.version == net.version and (
-                address in net if not hasattr(address, "subnet_of") else address.subnet_of(net)
-            ):
-                return pool
-        raise InvalidArgument(f"{flag} {text} is outside every --subnet ({', '.join(p.subnet for p in pools)})")
-
-    for text in gateways:
-        pool = owner(address_of(text, "--gateway"), "--gateway", text)
-        if pool.gateway:
-            raise InvalidArgument(f"--gateway given twice for subnet {pool.subnet}")
-        pool.gateway = text
-    for text in ip_ranges:
-        rng = network_of(text, "--ip-range")
-        pool = owner(rng, "--ip-range", text)
-        if pool.ip_range:
-            raise InvalidArgument(f"--ip-range given twice for subnet {pool.subnet}")
-        pool.ip_range = text
-    for name, text in parse_pairs(aux_addresses, "--aux-address").items():
-        pool = owner(address_of(text, "--aux-address"), "--aux-address", text)
-        pool.aux_addresses[name] = text
-    return pools
 
 
 @network.command("ls")

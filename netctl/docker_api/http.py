@@ -26,6 +26,21 @@ class ApiError(Exception):
         self.message = message
 
 
+def status_of(err: Exception) -> int:
+    """The HTTP status of a netctl error (libnetwork/errors.py), as dockerd's for the same cases."""
+    from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NotFound
+
+    if isinstance(err, ApiError):
+        return err.status
+    if isinstance(err, NotFound):
+        return 404
+    if isinstance(err, (AlreadyExists, InUse)):
+        return 409
+    if isinstance(err, InvalidArgument):
+        return 400
+    return 500
+
+
 def not_found(message: str) -> ApiError:
     return ApiError(404, message)
 

@@ -22,10 +22,10 @@ log = logging.getLogger("netctl.docker_api")
 MAX_VERSION = "1.47"
 MIN_VERSION = "1.24"
 
-MODULES = ("system", "networks", "volumes", "images", "containers", "exec")
+MODULES = ("system", "networks", "volumes", "images", "images_transfer", "containers", "exec")
 # The modules another writer delivers later: skipped with a log line while absent. Every other module
 # missing is a bug and fails loudly.
-OPTIONAL_MODULES = {"containers", "exec", "networks", "volumes", "images"}
+OPTIONAL_MODULES = {"containers", "exec"}
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from libnetwork import ipc, rootdir
-from libnetwork.errors import AlreadyExists, InUse, InvalidArgument, NetctlError, NotFound
+from libnetwork.errors import InvalidArgument, NetctlError
 from netctl.docker_api.api import Api
 from netctl.docker_api.http import (
     ApiError,
@@ -36,6 +36,7 @@ from netctl.docker_api.http import (
     Raw,
     Request,
     Stream,
+    status_of,
 )
 from netctl.docker_api.routing import MAX_VERSION, Router, split_version
 
@@ -49,16 +50,6 @@ SERVER_NAME = "netctl"
 
 def default_socket(root: str) -> str:
     return rootdir.path(root, rootdir.DOCKER_SOCKET)
-
-
-def status_of(err: NetctlError) -> int:
-    if isinstance(err, NotFound):
-        return 404
-    if isinstance(err, (AlreadyExists, InUse)):
-        return 409
-    if isinstance(err, InvalidArgument):
-        return 400
-    return 500
 
 
 class DockerApiServer:

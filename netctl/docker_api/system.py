@@ -203,7 +203,7 @@ def events(api: Api, req: Request) -> Stream:
 
 
 def system_df(api: Api, req: Request) -> Json:
-    from netctl.docker_api import images, volumes  # type: ignore[attr-defined]  # written next
+    from netctl.docker_api import images, volumes
 
     return Json({"LayersSize": images.layers_size(api), "Images": images.image_summaries(api, {}),
                  "Containers": [], "Volumes": volumes.volume_views(api, {}), "BuildCache": []})

@@ -272,6 +272,25 @@ def _parse_config(raw: bytes, what: str) -> dict:
     return config
 
 
+def pull_into(layout, text: str, *, progress: Progress, platform: str | None = None,
+              insecure: tuple[str, ...] = (), notice: str = "") -> PullResult:
+    """A pull into the store of `layout` with the registry settings and the endpoint the last pull
+    of that registry found (runner/registry/quick.py): what the CLI and the Docker API both run."""
+    from runner.registry.quick import known_endpoint, record_endpoint
+
+    store = RegistryImageStore(layout)
+    ref = parse(text)
+    registry = Registry(ref.registry, ref.api_host, Settings.load(insecure))
+    registry.use_known_base(known_endpoint(layout.images, ref.registry).get("base", ""))
+    try:
+        result = pull(store, text, settings=registry.settings, progress=progress, platform=platform,
+                      registry=registry, notice=notice)
+        record_endpoint(layout.images, ref.registry, registry.base, anonymous=registry.anonymous)
+    finally:
+        registry.close()
+    return result
+
+
 def pull_and_report(
     layout,
     text: str,
@@ -292,28 +311,10 @@ def pull_and_report(
     out = out or sys.stdout
     err = err or sys.stderr
     progress = for_terminal(quiet, err)
-    store = RegistryImageStore(layout)
-    ref = parse(text)
-    registry = Registry(ref.registry, ref.api_host, Settings.load(insecure))
-    from runner.registry.quick import known_endpoint
-
-    registry.use_known_base(known_endpoint(layout.images, ref.registry).get("base", ""))
     try:
-        result = pull(
-            store,
-            text,
-            settings=registry.settings,
-            progress=progress,
-            platform=platform,
-            registry=registry,
-            notice=notice,
-        )
-        from runner.registry.quick import record_endpoint
-
-        record_endpoint(layout.images, ref.registry, registry.base, anonymous=registry.anonymous)
+        result = pull_into(layout, text, progress=progress, platform=platform, insecure=insecure, notice=notice)
     finally:
         progress.close()
-        registry.close()
     name = result.reference.familiar if result.reference.tag else f"{result.reference.familiar_name}@{result.digest}"
     if not quiet:
         status = "Downloaded newer image" if result.fetched else "Image is up to date"
