@@ -12,7 +12,7 @@ import os
 import signal
 from typing import Any
 
-from libnetwork.errors import InUse, NetctlError, NotFound
+from libnetwork.errors import AlreadyExists, InUse, NetctlError, NotFound
 from netctl.docker_api import containers_config, containers_io, containers_stats, containers_view
 from netctl.docker_api.containers_common import (
     ID,
@@ -49,6 +49,12 @@ def create(api, req: Request) -> Json:
         if "image" in err.message.lower():
             raise not_found(f"No such image: {body.get('Image')}") from None
         raise
+    except AlreadyExists as err:
+        holder = find(api, name).id if name and "name" in err.message else ""
+        if not holder:
+            raise
+        raise conflict(f'Conflict. The container name "/{name}" is already in use by container "{holder}". You '
+                       "have to remove (or rename) that container to be able to reuse that name.") from None
     container = find(api, event["id"])
     publish(api, container, "create")
     return Json({"Id": event["id"], "Warnings": []}, status=201)

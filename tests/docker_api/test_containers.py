@@ -1,0 +1,181 @@
+"""Containers through the real docker CLI (28.x, also pinned to API 1.41) on the agent's Docker socket:
+run -d/--rm/-p/-e/-v/--name/--network-alias/--memory, ps -a --filter, inspect -f, stop/kill/restart/
+rm -f, wait, stats --no-stream, top, rename, restart policies, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+FETCH = "import urllib.request as u; print(u.urlopen('http://{}/', timeout=3).read().decode(), end='')"
+
+
+def _until(check, timeout: float = 20.0, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+@pytest.mark.parametrize("api_version", [None, "1.41"])
+def test_run_detached_with_options_on_a_user_network(dhost, api_version):
+    d = lambda *a, **kw: dhost.docker(*a, api_version=api_version, **kw)  # noqa: E731
+    dhost.netctl("network", "create", "--subnet", "10.90.0.0/24", "appnet")
+    dhost.run("sh", "-c", "mkdir -p /run/www && echo served > /run/www/index.html")
+    cid = d("run", "-d", "--name", "web", "--network", "appnet", "--network-alias", "www", "-p", "8081:80",
+            "-e", "GREETING=hi", "-v", "/run/www:/www:ro", "--memory", "64m", "--label", "tier=front",
+            "busybox", "httpd", "-f", "-p", "80", "-h", "/www").stdout.strip()  # fmt: skip
+    assert len(cid) == 64
+    fmt = "{{.Name}} {{.State.Status}} {{.NetworkSettings.Networks.appnet.IPAddress}} {{.HostConfig.Memory}}"
+    name, status, address, memory = d("inspect", "-f", fmt, "web").stdout.split()
+    assert (name, status, memory) == ("/web", "running", str(64 << 20))
+    assert address.startswith("10.90.0.")
+    aliases = json.loads(d("inspect", "-f", "{{json .NetworkSettings.Networks.appnet.Aliases}}", "web").stdout)
+    assert "www" in aliases
+    ports = json.loads(d("inspect", "-f", "{{json .NetworkSettings.Ports}}", "web").stdout)
+    assert {"HostIp": "0.0.0.0", "HostPort": "8081"} in ports["80/tcp"]
+    # The published port from the host, the alias from a peer, the environment through exec.
+    assert dhost.host.py(FETCH.format("10.90.0.1:8081"), timeout=15).stdout == "served\n"
+    peer = d("run", "--rm", "--network", "appnet", "busybox", "wget", "-qO-", "http://www/").stdout
+    assert peer == "served\n"
+    assert d("exec", "web", "sh", "-c", "echo $GREETING").stdout == "hi\n"
+    # ps: Docker's columns and filters.
+    line = d("ps", "--filter", "label=tier=front", "--format", "{{.Names}}|{{.Status}}|{{.Ports}}").stdout
+    assert line.startswith("web|Up ") and "8081->80/tcp" in line
+    assert d("ps", "-q", "--filter", "name=nothing-like-it").stdout == ""
+    assert d("ps", "-q", "--filter", "network=appnet").stdout.strip() == cid[:12]
+    assert d("ps", "-q", "--filter", "ancestor=busybox").stdout.strip() == cid[:12]
+    d("rm", "-f", "web")
+    assert d("ps", "-aq").stdout == ""
+    dhost.doctor_clean()
+
+
+def test_foreground_run_output_exit_code_and_auto_remove(dhost):
+    result = dhost.docker("run", "--rm", "--name", "once", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3",
+                          check=False)  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert _until(lambda: dhost.docker("ps", "-aq").stdout == "", 10)
+    # Without --rm it stays, exited, with its code and its logs.
+    dhost.docker("run", "--name", "kept", "busybox", "sh", "-c", "echo kept; exit 4", check=False)
+    assert dhost.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "kept").stdout.split() == [
+        "exited", "4"]  # fmt: skip
+    assert dhost.docker("logs", "kept").stdout == "kept\n"
+    line = dhost.docker("ps", "-a", "--filter", "exited=4", "--format", "{{.Names}} {{.Status}}").stdout
+    assert line.startswith("kept Exited (4) ")
+    dhost.docker("rm", "kept")
+    dhost.doctor_clean()
+
+
+def test_stop_kill_start_restart_wait_rename(dhost):
+    d = dhost.docker
+    d("run", "-d", "--name", "sleeper", "busybox", "sleep", "600")
+    started = d("inspect", "-f", "{{.State.StartedAt}}", "sleeper").stdout.strip()
+    d("restart", "-t", "1", "sleeper")
+    assert d("inspect", "-f", "{{.State.StartedAt}}", "sleeper").stdout.strip() != started
+    assert d("inspect", "-f", "{{.State.Running}}", "sleeper").stdout.strip() == "true"
+    waiter = dhost.docker_popen("wait", "sleeper", stdout=-1, stderr=-1)
+    d("kill", "sleeper")
+    out, err = waiter.communicate(timeout=20)
+    assert out.strip() == "137", err
+    assert d("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "sleeper").stdout.split() == ["exited", "137"]
+    d("start", "sleeper")
+    d("rename", "sleeper", "dozer")
+    assert d("inspect", "-f", "{{.Name}}", "dozer").stdout.strip() == "/dozer"
+    t0 = time.monotonic()
+    d("stop", "-t", "1", "dozer")  # sleep as PID 1 ignores SIGTERM: SIGKILL after 1 s
+    assert time.monotonic() - t0 < 8
+    assert d("wait", "dozer").stdout.strip() == "137"
+    # A stopped container: stop again is fine, kill is refused.
+    d("stop", "dozer")
+    refused = d("kill", "dozer", check=False)
+    assert refused.returncode != 0 and "is not running" in refused.stderr
+    d("rm", "dozer")
+    dhost.doctor_clean()
+
+
+def test_stats_and_top(dhost):
+    d = dhost.docker
+    d("run", "-d", "--name", "busy", "--memory", "32m", "busybox", "sh", "-c", "while :; do :; done")
+    out = d("stats", "--no-stream", "--format", "{{.Name}}|{{.CPUPerc}}|{{.MemUsage}}|{{.PIDs}}", "busy").stdout
+    name, cpu, mem, pids = out.strip().split("|")
+    assert name == "busy" and pids == "1"
+    assert float(cpu.rstrip("%")) > 10.0  # a busy loop
+    assert mem.endswith("/ 32MiB")
+    top = d("top", "busy").stdout
+    assert "PID" in top.splitlines()[0] and "while" in top
+    with dhost.api_client() as api:
+        sample = api.stats("busy", stream=False)
+        assert sample["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+        assert sample["memory_stats"]["limit"] == 32 << 20
+        assert "eth0" in sample["networks"]
+        streamed = api.stats("busy", stream=True, decode=True)
+        first, second = next(streamed), next(streamed)
+        assert second["precpu_stats"]["cpu_usage"]["total_usage"] == first["cpu_stats"]["cpu_usage"]["total_usage"]
+        streamed.close()
+    d("rm", "-f", "busy")
+
+
+def test_restart_policies(dhost):
+    d = dhost.docker
+    d("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo try; exit 1")
+
+    def settled():
+        state = dhost.json("inspect", "flaky")[0]
+        return state if state["State"]["Status"] == "exited" and state["RestartCount"] == 2 else None
+
+    state = _until(settled, 20)
+    assert state, dhost.json("inspect", "flaky")[0]["State"]
+    assert state["State"]["ExitCode"] == 1 and state["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+    assert d("logs", "flaky").stdout == "try\ntry\ntry\n"
+    # always: restarted after its process dies, until stopped by hand.
+    d("run", "-d", "--name", "always", "--restart", "always", "busybox", "sleep", "600")
+    pid = d("inspect", "-f", "{{.State.Pid}}", "always").stdout.strip()
+    dhost.run("kill", "-9", pid)
+
+    def restarted():
+        out = d("inspect", "-f", "{{.State.Status}} {{.RestartCount}} {{.State.Pid}}", "always").stdout.split()
+        return out[0] == "running" and out[1] == "1" and out[2] != pid
+
+    assert _until(restarted, 20)
+    d("stop", "-t", "1", "always")
+    time.sleep(0.5)
+    assert d("inspect", "-f", "{{.State.Status}}", "always").stdout.strip() == "exited"
+    d("rm", "flaky", "always")
+    dhost.doctor_clean()
+
+
+def test_bad_input_is_refused_with_one_message_and_nothing_made(dhost):
+    d = dhost.docker
+    missing = d("container", "inspect", "nosuch", check=False)
+    assert missing.returncode != 0 and "No such container: nosuch" in missing.stderr
+    stop = d("stop", "nosuch", check=False)
+    assert stop.returncode != 0 and "No such container" in stop.stderr
+    d("run", "-d", "--name", "one", "-p", "8082:80", "busybox", "sleep", "600")
+    clash = d("run", "-d", "--name", "one", "busybox", "true", check=False)
+    assert clash.returncode != 0 and 'The container name "/one" is already in use' in clash.stderr
+    assert clash.stderr.count("Error response from daemon") == 1, clash.stderr
+    taken = d("run", "-d", "--name", "two", "-p", "8082:80", "busybox", "sleep", "600", check=False)
+    assert taken.returncode != 0 and "8082" in taken.stderr, taken.stderr
+    names = d("ps", "-a", "--format", "{{.Names}} {{.State}}").stdout.split("\n")
+    assert "one running" in names
+    with dhost.api_client() as api:
+        import docker
+
+        with pytest.raises(docker.errors.APIError) as refused:
+            api.create_container("busybox", "true", host_config=api.create_host_config(privileged=True))
+        assert refused.value.status_code == 400 and "Privileged" in str(refused.value)
+        with pytest.raises(docker.errors.APIError) as refused:
+            api.create_container("busybox", "true", host_config={"Devices": [{"PathOnHost": "/dev/null"}]})
+        assert refused.value.status_code == 400 and "Devices" in str(refused.value)
+        with pytest.raises(docker.errors.NotFound):
+            api.create_container("no-such-image:1", "true")
+    # Nothing half-made: only `one` exists (and `two`, created, whose start failed, as dockerd leaves it).
+    left = set(d("ps", "-a", "--format", "{{.Names}}").stdout.split())
+    assert left <= {"one", "two"}
+    d("rm", "-f", *left)
+    dhost.doctor_clean()
+    dhost.assert_no_traceback()
