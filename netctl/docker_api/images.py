@@ -103,17 +103,22 @@ def image_summaries(api: Api, filters: dict[str, list[str]], *, legacy: bool = T
             continue
         if "since" in by_ref and created <= by_ref["since"]:
             continue
-        out.append(summary(image, store, len(users.get(image.id, [])), legacy=legacy))
+        view = summary(image, store, len(users.get(image.id, [])), legacy=legacy)
+        if filters.get("reference"):  # dockerd shows only the tags the filter matched
+            view["RepoTags"] = [t for t in image.tags
+                                if any(_tag_matches(t, p) for p in filters["reference"])]
+        out.append(view)
     return out
 
 
+def _tag_matches(tag: str, pattern: str) -> bool:
+    """Docker's reference filter: a glob on NAME or NAME:TAG (NAME alone means NAME:latest's NAME)."""
+    name = tag.rsplit(":", 1)[0] if tag.rfind(":") > tag.rfind("/") else tag
+    return fnmatch.fnmatchcase(tag, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
 def _reference_matches(image: Image, pattern: str) -> bool:
-    """Docker's reference filter: a glob on NAME or NAME:TAG of any of the image's tags."""
-    for tag in image.tags:
-        name = tag.rsplit(":", 1)[0]
-        if fnmatch.fnmatchcase(tag, pattern) or fnmatch.fnmatchcase(name, pattern):
-            return True
-    return False
+    return any(_tag_matches(tag, pattern) for tag in image.tags)
 
 
 def list_images(api: Api, req: Request) -> Json:

@@ -1,0 +1,122 @@
+"""Images through the Docker API: images/inspect/tag/rmi/save/load with the docker CLI, docker-py's
+image models, and the bad cases (in use, unknown, a broken archive, a client leaving mid-load)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+ROOT = "/run/netctl"
+
+
+def _busybox_id(dhost) -> str:
+    return dhost.docker("image", "inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
+
+
+@pytest.mark.parametrize("api_version", [None, "1.41"])
+def test_images_inspect_tag_rmi_save_load_with_the_docker_cli(dhost, api_version):
+    kw = {"api_version": api_version}
+    image_id = _busybox_id(dhost)
+    assert image_id.startswith("sha256:") and len(image_id) == 71
+    rows = dhost.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", **kw).stdout.splitlines()
+    assert rows == [f"busybox:latest {image_id[7:19]}"]
+    view = dhost.json("image", "inspect", "busybox", **kw)[0]
+    assert view["RepoTags"] == ["busybox:latest"] and view["Os"] == "linux"
+    assert view["RootFS"]["Type"] == "layers" and len(view["RootFS"]["Layers"]) == 1
+    assert view["Config"]["Cmd"] == ["sh"] and view["Config"]["Entrypoint"] is None
+    dhost.docker("tag", "busybox", "mybox:1", **kw)
+    dhost.docker("tag", image_id, "registry.example:5000/team/box", **kw)
+    assert dhost.docker("images", "mybox", "--format", "{{.Repository}}:{{.Tag}}", **kw).stdout.split() \
+        == ["mybox:1"]
+    assert dhost.docker("images", "--filter", "reference=registry.example:5000/*/*", "--format",
+                        "{{.Repository}}:{{.Tag}}", **kw).stdout.split() == ["registry.example:5000/team/box:latest"]
+    # netctl sees the same tags (one store)
+    assert ["mybox", "1"] in [line.split()[:2] for line in dhost.netctl("image", "ls").stdout.splitlines()]
+    assert dhost.docker("rmi", "mybox:1", **kw).stdout.split() == ["Untagged:", "mybox:1"]
+    dhost.docker("rmi", "registry.example:5000/team/box", **kw)
+    dhost.docker("save", "-o", "/run/bb.tar", "busybox", **kw)
+    out = dhost.docker("rmi", "busybox", **kw).stdout
+    assert "Untagged: busybox:latest" in out and f"Deleted: {image_id}" in out
+    assert dhost.docker("images", "-q", **kw).stdout.strip() == ""
+    loaded = dhost.docker("load", "-i", "/run/bb.tar", **kw).stdout
+    assert loaded.strip() == "Loaded image: busybox:latest"
+    assert _busybox_id(dhost) == image_id  # the same content, the same id
+    # and it runs
+    assert dhost.netctl("run", "--rm", "--network", "none", "busybox", "echo", "ok").stdout.strip() == "ok"
+
+
+def test_image_errors(dhost):
+    missing = dhost.docker("image", "inspect", "nothere", check=False)
+    assert missing.returncode == 1 and "No such image: nothere" in missing.stderr
+    missing = dhost.docker("rmi", "nothere:1", check=False)
+    assert missing.returncode == 1 and "No such image: nothere:1" in missing.stderr
+    missing = dhost.docker("tag", "nothere", "x", check=False)
+    assert missing.returncode == 1 and "No such image: nothere" in missing.stderr
+    bad_tag = dhost.docker("tag", "busybox", "box:-bad!", check=False)
+    assert bad_tag.returncode != 0
+    # used by a container: refused; with -f while it runs: refused too (as Docker)
+    dhost.netctl("run", "-d", "--name", "user", "--network", "none", "busybox", "sleep", "600")
+    used = dhost.docker("rmi", "busybox", check=False)
+    assert used.returncode == 1 and "conflict" in used.stderr and "user" in used.stderr
+    forced = dhost.docker("rmi", "-f", "busybox", check=False)
+    assert forced.returncode == 1 and "cannot be forced" in forced.stderr
+    dhost.netctl("rm", "-f", "user")
+    # a broken archive: 400 with the importer's line, nothing imported, nothing left in tmp
+    dhost.run("sh", "-c", "head -c 5000 /dev/urandom > /run/junk.tar")
+    junk = dhost.docker("load", "-i", "/run/junk.tar", check=False)
+    assert junk.returncode == 1 and junk.stderr.count("\n") == 1
+    assert dhost.docker("images", "-q").stdout.split() == [_busybox_id(dhost)[7:19]]
+    assert os.listdir(dhost.path(f"{ROOT}/images/tmp")) == []
+    pull = dhost.docker("pull", "--platform", "windows/amd64", "127.0.0.1:1/nothing", check=False)
+    assert pull.returncode == 1 and pull.stderr.strip()
+    dhost.doctor_clean()
+
+
+def test_a_client_dropping_mid_load_leaves_nothing(dhost):
+    dhost.docker("save", "-o", "/run/bb.tar", "busybox")
+    dhost.docker("rmi", "busybox")
+    with open(dhost.path("/run/bb.tar"), "rb") as f:
+        archive = f.read()
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(dhost.outside_socket)
+        conn.sendall(b"POST /v1.47/images/load HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(archive) + archive[: len(archive) // 2])
+    # the agent notices, deletes its temporary file, imports nothing (bounded wait)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.listdir(dhost.path(f"{ROOT}/images/tmp")):
+        time.sleep(0.05)
+    assert os.listdir(dhost.path(f"{ROOT}/images/tmp")) == []
+    assert dhost.docker("images", "-q").stdout.strip() == ""
+    assert dhost.netctl("image", "ls", "-q", check=False).stdout.strip() == ""
+    # the same upload in full works
+    assert "Loaded image: busybox:latest" in dhost.docker("load", "-i", "/run/bb.tar").stdout
+
+
+def test_docker_py_images(dhost):
+    import docker
+
+    client = dhost.client()
+    try:
+        image = client.images.get("busybox")
+        assert image.tags == ["busybox:latest"] and image.id.startswith("sha256:")
+        assert image.tag("pybox", "2") is True
+        assert sorted(client.images.get("pybox:2").tags) == ["busybox:latest", "pybox:2"]
+        assert [i.id for i in client.images.list(name="pybox")] == [image.id]
+        data = b"".join(image.save(named=True))
+        client.images.remove("pybox:2")
+        client.images.remove("busybox")
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get("busybox")
+        loaded = client.images.load(data)
+        assert [i.id for i in loaded] == [image.id]
+        low = dhost.api_client()
+        assert low.inspect_image("busybox")["Id"] == image.id
+        assert json.loads(json.dumps(low.history("busybox")))[0]["Id"] == image.id
+        assert low.prune_images() == {"ImagesDeleted": None, "SpaceReclaimed": 0}
+        low.close()
+    finally:
+        client.close()
