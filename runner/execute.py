@@ -33,7 +33,7 @@ def exec_in(
     spec, procs = plan(container, argv, env=env, user=user, workdir=workdir, tty=tty)
     master = slave = -1
     if tty:
-        master, slave = os.openpty()
+        master, slave = container_pty(container.state.pid)
         stdio = (slave, slave, slave)
     else:
         stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
@@ -57,6 +57,31 @@ def exec_in(
     if error:
         raise_exec_error(container.config.name, error, os.waitstatus_to_exitcode(status))
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+TIOCSPTLCK, TIOCGPTN = 0x40045431, 0x80045430
+
+
+def container_pty(pid: int) -> tuple[int, int]:
+    """(master, slave) of a terminal of the container's own devpts instance, as Docker gives an exec:
+    its name (/dev/pts/N) exists inside, so `tty` and ttyname() work. The host's (os.openpty) if the
+    container has no devpts of its own."""
+    import fcntl
+    import struct
+
+    pts = f"/proc/{pid}/root/dev/pts"
+    try:
+        master = os.open(f"{pts}/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return os.openpty()
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"))[0]
+        slave = os.open(f"{pts}/{number}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        os.close(master)
+        return os.openpty()
+    return master, slave
 
 
 def plan(container: Container, argv: list[str], *, env: list[str], user: str = "", workdir: str = "",

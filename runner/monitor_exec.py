@@ -135,7 +135,7 @@ class ExecOps(ContainerWatcher):
         ours: list[int] = []
         try:
             if record.tty:
-                master, slave = os.openpty()
+                master, slave = execute.container_pty(container.state.pid)
                 ours.append(master)
                 child.append(slave)
                 stdio = (slave, slave, slave)
