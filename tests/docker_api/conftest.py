@@ -161,10 +161,15 @@ class DockerHost:
         return json.loads(self.docker(*docker_args, **kw).stdout)
 
 
-def make_docker_host(name: str = "dhost", *, image: bool = True, agent_args: tuple[str, ...] = ()) -> DockerHost:
+def make_docker_host(name: str = "dhost", *, image: bool = True, agent_args: tuple[str, ...] = (),
+                     docker_socket: str = "") -> DockerHost:
+    """A DockerHost with its agent serving; `docker_socket` passes --docker-socket PATH."""
     parent = new_test_cgroup_parent()
     host = Host.start(name)
     dh = DockerHost(host, parent)
+    if docker_socket:
+        dh.socket = docker_socket
+        agent_args = (*agent_args, "--docker-socket", docker_socket)
     try:
         if image:
             dh.netctl("image", "build-busybox")  # busybox:latest, which `busybox` names
