@@ -120,9 +120,10 @@ class JsonProgress(Progress):
         self.queue.put(message)
 
     def event(self, item: str, text: str) -> None:
-        match = re.match(r"^(\S+): (Pulling from .+)$", text) if not item else None
-        if match:
-            self.put({"status": match.group(2), "id": match.group(1)})
+        match = re.match(r"^(\S+): Pulling from (.+)$", text) if not item else None
+        if match:  # dockerd names the repository without its registry: "Pulling from library/busybox"
+            repository = match.group(2).split("/", 1)[1] if "/" in match.group(2) else match.group(2)
+            self.put({"status": f"Pulling from {repository}", "id": match.group(1)})
         elif item:
             self.put({"status": text, "progressDetail": {}, "id": item})
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -120,3 +121,45 @@ def test_docker_py_images(dhost):
         low.close()
     finally:
         client.close()
+
+
+def test_pull_from_a_registry_in_the_host(dhost):
+    """docker pull / docker-py pull through the API from a real docker-registry inside the host
+    (netctl push put busybox there): Docker's progress lines, the same image id, events."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "registry"))
+    from registry_server import REGISTRY, Registry
+
+    if not os.path.exists(REGISTRY):
+        pytest.skip("docker-registry is not installed (sudo bash scripts/bootstrap.sh)")
+    image_id = _busybox_id(dhost)
+    with Registry(dhost.host, port=5000) as registry:
+        registry.start()
+        dhost.netctl("push", "-q", "busybox", "127.0.0.1:5000/bb:1")
+        dhost.docker("rmi", "busybox")
+        events = dhost.docker_popen("events", "--format", "{{.Type}} {{.Action}} {{.Actor.ID}}",
+                                    "--filter", "type=image", stdout=subprocess.PIPE)
+        time.sleep(0.5)
+        out = dhost.docker("pull", "127.0.0.1:5000/bb:1").stdout
+        lines = out.splitlines()
+        assert lines[0] == "1: Pulling from bb"
+        assert any(line.endswith(": Pull complete") for line in lines)
+        assert lines[-3].startswith("Digest: sha256:")
+        assert lines[-2:] == ["Status: Downloaded newer image for 127.0.0.1:5000/bb:1", "127.0.0.1:5000/bb:1"]
+        assert dhost.docker("image", "inspect", "-f", "{{.Id}}", "127.0.0.1:5000/bb:1").stdout.strip() == image_id
+        again = dhost.docker("pull", "127.0.0.1:5000/bb:1").stdout
+        assert "Status: Image is up to date for 127.0.0.1:5000/bb:1" in again
+        missing = dhost.docker("pull", "127.0.0.1:5000/nothere:1", check=False)
+        assert missing.returncode == 1 and missing.stderr.strip() and "Traceback" not in missing.stderr
+        client = dhost.client()
+        try:
+            pulled = client.images.pull("127.0.0.1:5000/bb", tag="1")
+            assert pulled.id == image_id
+        finally:
+            client.close()
+        assert events.stdout is not None
+        first = events.stdout.readline().split()
+        assert first == ["image", "pull", "127.0.0.1:5000/bb:1"]
+        events.terminate()
+        events.wait(timeout=10)
