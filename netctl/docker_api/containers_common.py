@@ -11,6 +11,7 @@ from libnetwork.errors import NetctlError, NotFound
 from netctl.docker_api.http import bad_request, not_found
 
 ID = r"(?P<ref>[^/]+)"
+RESTART_WATCH_S = 70.0  # longer than the restart back-off's maximum (runner/restart.py)
 
 
 def monitor_call(api, request: dict) -> dict:
@@ -55,17 +56,68 @@ def publish(api, container, action: str, **extra: Any) -> None:
 
 
 def watch_exit(api, container) -> None:
-    """Publish `die` (with the exit code) when a container the API started exits; a thread per
-    container waiting on the monitor, ended by the exit (or by the agent stopping)."""
+    """Publish `die` (with the exit code) when a container the API started exits, and, while its
+    restart policy starts it again, `start` and the next `die`: a thread per container waiting on the
+    monitor, ended by an exit for good, its removal or the agent stopping."""
 
-    def wait() -> None:
+    def watch() -> None:
+        from runner.state import Records
+
+        records = Records(api.layout)
+        fresh = records.load(container.id)
+        last_start = fresh.state.started if fresh is not None else ""
+        count = fresh.state.restart_count if fresh is not None else 0
+        policy = container.config.restart not in ("", "no")
+        for _ in range(10_000):  # bounded: a container restarted this often has long back-offs
+            try:
+                event = monitor_call(api, {"op": "wait", "ref": container.id, "condition": "not-running"})
+            except NetctlError:
+                return
+            publish(api, container, "die", exitCode=event.get("code", 0))
+            for tick in range(int(RESTART_WATCH_S * 10)):  # a restart policy's back-off is at most a minute
+                current = records.load(container.id)
+                if current is None:
+                    return
+                if current.state.started != last_start:
+                    # started again: by the policy (its count grows: publish; it may have exited again
+                    # already) or by a client (which published its own start): watch this run too
+                    if current.state.restart_count > count:
+                        publish(api, current, "start")
+                    last_start, count = current.state.started, current.state.restart_count
+                    break
+                # The monitor marks "restarting" just after it answers the wait: a moment's grace.
+                settling = policy and tick < 10 and current.state.status == "exited"
+                if current.state.status != "restarting" and not settling:
+                    with lock:  # atomic with watch_exit's check: a start now gets a watcher of its own
+                        if records.load(container.id) is None or _same_run(records, container.id, last_start):
+                            active.discard(container.id)
+                            return
+                    continue
+                if api.stopping.wait(0.1):
+                    return
+            else:
+                return
+
+    active: set[str] = api.__dict__.setdefault("container_watchers", set())
+    lock: threading.Lock = api.__dict__.setdefault("container_watchers_lock", threading.Lock())
+    with lock:
+        if container.id in active:
+            return  # one watcher per container: it follows this start too
+        active.add(container.id)
+
+    def watch_once() -> None:
         try:
-            event = monitor_call(api, {"op": "wait", "ref": container.id, "condition": "not-running"})
-        except NetctlError:
-            return
-        publish(api, container, "die", exitCode=event.get("code", 0))
+            watch()
+        finally:
+            with lock:
+                active.discard(container.id)
 
-    threading.Thread(target=wait, name=f"die-{container.id[:12]}", daemon=True).start()
+    threading.Thread(target=watch_once, name=f"die-{container.id[:12]}", daemon=True).start()
+
+
+def _same_run(records, container_id: str, started: str) -> bool:
+    current = records.load(container_id)
+    return current is not None and current.state.started == started
 
 
 def signal_number(text: str | None, default: int) -> int:

@@ -5,6 +5,8 @@ rm -f, wait, stats --no-stream, top, rename, restart policies, and the refusals.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -193,3 +195,24 @@ def test_bad_input_is_refused_with_one_message_and_nothing_made(dhost):
     d("rm", "-f", *left)
     _doctor_clean(dhost)
     dhost.assert_no_traceback()
+
+
+def test_container_events_including_restarts(dhost):
+    since = dhost.docker("version", "--format", "{{.Server.Version}}").stdout  # the agent answers
+    assert since
+    fmt = "{{.Action}} {{.Actor.Attributes.name}}"
+    watcher = dhost.docker_popen("events", "--filter", "type=container", "--format", fmt,
+                                 stdout=-1, stderr=-1)  # fmt: skip
+    try:
+        time.sleep(0.5)
+        dhost.docker("run", "-d", "--name", "ev", "--restart", "on-failure:1", "busybox", "sh", "-c", "exit 1")
+        assert _until(lambda: dhost.docker("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "ev").stdout.split()
+                      == ["exited", "1"], 20)  # fmt: skip
+        time.sleep(0.5)
+        dhost.docker("rm", "ev")
+        time.sleep(0.5)
+    finally:
+        os.killpg(watcher.pid, signal.SIGTERM)  # nsenter and the docker CLI under it
+        out, _ = watcher.communicate(timeout=10)
+    actions = [line.split()[0] for line in out.splitlines() if line.endswith(" ev")]
+    assert actions == ["create", "start", "die", "start", "die", "destroy"], out
