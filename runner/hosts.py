@@ -16,6 +16,7 @@ sync_names() tells the agent's name server that names changed (libnetwork/name_s
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 
 from libnetwork import name_server
@@ -32,6 +33,7 @@ HOSTS_HEADER = (
 CONTAINER_LABEL = "netctl.container"
 EXTRA_HOSTS = "extra-hosts"  # beside the hosts file: the container's --add-host lines, kept on rewrites
 NAME_SERVER = name_server.ADDRESS
+AGENT_START_WAIT_S = 3.0  # the first container on a host without agent waits this long at most for names
 DNS_DOMAIN = name_server.DOMAIN
 
 
@@ -60,14 +62,16 @@ def plan(sandboxes, endpoints, containers: set[str]) -> dict[str, str]:
     return result
 
 
-def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None, sandboxes: Iterable[str] = ()) -> int:
+def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None, sandboxes: Iterable[str] = (),
+            start_agent: bool = False) -> int:
     """Rewrite the hosts files of the containers in `sandboxes` and of those on `networks` (ids; None:
-    every container) under the store's write lock, then tell the agent's name server (sync_names).
-    Returns how many files changed. Cheap when the host runs no container."""
+    every container) under the store's write lock, then tell the agent's name server (sync_names;
+    start_agent: start one if none runs). Returns how many files changed. Cheap when the host runs
+    no container."""
     changed = 0
     if os.path.isdir(layout.containers):
         changed = _rewrite(controller, layout, set(networks) if networks is not None else None, set(sandboxes))
-    sync_names(controller.root)
+    sync_names(controller.root, start_agent=start_agent)
     return changed
 
 
@@ -93,9 +97,45 @@ def _rewrite(controller, layout: Layout, wanted: set[str] | None, also: set[str]
     return changed
 
 
-def sync_names(root: str) -> bool:
-    """Tell the agent's name server that names changed, and wait (bounded) until it has them."""
-    return name_server.sync(root)
+def sync_names(root: str, *, start_agent: bool = False) -> bool:
+    """Tell the agent's name server that names changed, and wait (bounded) until it has them.
+    start_agent (the monitor, attaching a container): with no agent for `root`, start one as a CLI
+    command does on first use, and wait (AGENT_START_WAIT_S at most) until its name server runs,
+    so the container's first lookup finds it; NETCTL_NO_DAEMON=1 in our environment: never."""
+    if name_server.sync(root) or not start_agent or os.environ.get("NETCTL_NO_DAEMON"):
+        return False if not os.path.exists(name_server.control_path(root)) else True
+    if not _spawn_agent(root):
+        return False
+    deadline = time.monotonic() + AGENT_START_WAIT_S
+    while time.monotonic() < deadline:
+        if os.path.exists(name_server.control_path(root)):
+            return name_server.sync(root)
+        time.sleep(0.01)
+    return False
+
+
+def _spawn_agent(root: str) -> bool:
+    """`netctl daemon --auto` for `root`, detached (netctl/entry.py's start_agent does the same for the
+    CLI: runner/ may not import netctl/, so the monitor spawns it by its command line). Only from the
+    host's own network namespace; a second agent started meanwhile leaves quietly (the root's lock)."""
+    import sys
+
+    try:
+        ours, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
+        if (ours.st_dev, ours.st_ino) != (init.st_dev, init.st_ino):
+            return False
+        env = {k: v for k, v in os.environ.items() if k not in ("NETCTL_STORE", "NETCTL_HOST_NAME")}
+        log = os.open(os.path.join(root, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "netctl", "--root", root, "daemon", "--auto"],
+                           env, file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                                              (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)],
+                           setsid=True)
+        finally:
+            os.close(log)
+    except OSError:
+        return False
+    return True
 
 
 def remote_endpoints(controller, network_ids: set[str]) -> list:

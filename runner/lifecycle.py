@@ -173,8 +173,8 @@ class Runtime:
             prepared.netns_path = self._network(config, undo)
             self.records.write_config(config)
             networks = hosts.networks_of(self.controller, config.sandbox_id) if config.sandbox_id else set()
-            if networks:  # this container's own entries and its peers', and its name in theirs
-                hosts.refresh(self.controller, self.layout, networks=networks)
+            if networks:  # its own hosts entries; the name server serves its namespace before it starts
+                hosts.refresh(self.controller, self.layout, networks=networks, start_agent=True)
             if config.sandbox_id:
                 self._await_links_in_service(config.sandbox_id, prepared.netns_path)
         except BaseException:

@@ -165,13 +165,13 @@ def test_twenty_in_parallel_get_distinct_addresses_and_resolve_each_other(rhost)
         networks = rhost.inspect(name)["NetworkSettings"]["Networks"]
         addresses[name] = networks["net"]["IPAddress"]
     assert len(set(addresses.values())) == 20
-    # Everyone reaches the next one by name (and thereby every hosts file lists all 19 peers).
+    # Everyone reaches the next one by name, and c0 resolves all 19 peers (the agent's name server).
     for i, name in enumerate(names):
         peer = names[(i + 1) % len(names)]
         out = rhost.exec(name, "ping", "-c", "1", "-W", "2", peer, timeout=20).stdout
         assert addresses[peer] in out
-    hosts = rhost.exec("c0", "cat", "/etc/hosts").stdout
-    assert all(f"\t{n}" in hosts for n in names[1:])
+    lookups = rhost.exec("c0", "sh", "-c", f"for n in {' '.join(names[1:])}; do nslookup $n; done", timeout=60).stdout
+    assert all(addresses[n] in lookups for n in names[1:]), lookups
     with ThreadPoolExecutor(max_workers=10) as pool:
         list(pool.map(lambda n: rhost.netctl("rm", "-f", n, timeout=60), names))
     assert rhost.netctl("network", "inspect", "net").stdout.count("EndpointID") == 0
@@ -234,27 +234,33 @@ def test_minimal_dev_proc_and_sys(rhost):
 
 
 def test_name_resolution_within_networks_only(rhost):
+    """Names come from the agent's name server (netctl/dns/); /etc/hosts holds only the container's own."""
     rhost.netctl("network", "create", "--subnet", "10.89.0.0/24", "other")
     rhost.start("web", "--network-alias", "www")
     rhost.start("db", network="other")
     rhost.start("client")
+
+    def resolves(container: str, name: str) -> bool:
+        out = rhost.exec(container, "nslookup", f"{name}.netctl.internal", check=False)
+        return out.returncode == 0
+
     assert rhost.exec("client", "ping", "-c", "1", "-W", "1", "www").returncode == 0
     # Compare whole names: a container's hex id (its hostname) may contain "db" by chance.
-    assert "db" not in rhost.exec("client", "cat", "/etc/hosts").stdout.split()
+    assert "web" not in rhost.exec("client", "cat", "/etc/hosts").stdout.split()
+    assert "client" in rhost.exec("client", "cat", "/etc/hosts").stdout.split()
+    assert not resolves("client", "db")
     assert rhost.exec("client", "ping", "-c", "1", "-W", "1", "db", check=False).returncode != 0
     # network connect/disconnect on running containers updates names on both sides.
     rhost.netctl("network", "connect", "other", "client")
     assert "eth1" in rhost.exec("client", "ip", "-o", "link").stdout
     assert set(rhost.inspect("client")["NetworkSettings"]["Networks"]) == {"net", "other"}
     assert rhost.exec("client", "ping", "-c", "1", "-W", "1", "db").returncode == 0
-    assert "client" in rhost.exec("db", "cat", "/etc/hosts").stdout
+    assert resolves("db", "client")
     rhost.netctl("network", "disconnect", "other", "client")
-    # Compare whole names: a container's hex id (its hostname) may contain "db" by chance.
-    assert "db" not in rhost.exec("client", "cat", "/etc/hosts").stdout.split()
-    assert "client" not in rhost.exec("db", "cat", "/etc/hosts").stdout
+    assert not resolves("client", "db") and not resolves("db", "client")
     # rm removes the name from the peers.
     rhost.netctl("rm", "-f", "web")
-    assert "www" not in rhost.exec("client", "cat", "/etc/hosts").stdout
+    assert not resolves("client", "www")
 
 
 def test_network_none_and_host(rhost):

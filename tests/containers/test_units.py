@@ -204,7 +204,8 @@ def _endpoint(eid, network, sandbox, address, aliases=()):
     return Endpoint(id=eid, name=sandbox, network_id=network, sandbox_id=sandbox, addresses=[address], aliases=list(aliases))
 
 
-def test_hosts_files_list_peers_of_shared_networks_only():
+def test_hosts_files_list_the_containers_own_names_only():
+    """Peers' names come from the agent's name server (netctl/dns/), as in Docker."""
     sandboxes = [_sandbox("a", "sa", "host-a"), _sandbox("b", "sb"), _sandbox("c", "sc")]
     endpoints = [
         _endpoint("e1", "n1", "sa", "10.0.0.2/24"),
@@ -213,13 +214,21 @@ def test_hosts_files_list_peers_of_shared_networks_only():
         _endpoint("e4", "n2", "sb", "10.1.0.3/24"),
     ]
     plan = hosts.plan(sandboxes, endpoints, {"sa", "sb", "sc"})
-    a = plan["sa"]
-    assert a.startswith(hosts.HOSTS_HEADER)
-    assert "10.0.0.2\thost-a a\n" in a
-    assert "10.0.0.3\tb bee\n" in a
-    assert "\tc" not in a and "10.1." not in a  # c shares no network with a
-    assert "10.1.0.2\tc\n" in plan["sb"] and "10.0.0.2\ta\n" in plan["sb"]
-    assert "10.0.0.3" not in plan["sc"] and "10.1.0.3\tb\n" in plan["sc"]  # only b's address on n2
+    assert plan["sa"] == hosts.HOSTS_HEADER + "10.0.0.2\thost-a a\n"
+    assert plan["sb"] == hosts.HOSTS_HEADER + "10.0.0.3\tb\n10.1.0.3\tb\n"
+    assert "10.0." not in plan["sc"] and "10.1.0.2\tc\n" in plan["sc"]
+
+
+def test_container_resolv_conf_names_the_embedded_server(tmp_path):
+    source = tmp_path / "resolv.conf"
+    source.write_text("nameserver 127.0.0.53\nsearch corp.example lab.example\noptions edns0 trust-ad\n")
+    assert hosts.container_resolv_conf(host_file=str(source)) == (
+        "nameserver 127.0.0.11\nsearch netctl.internal corp.example lab.example\noptions edns0 trust-ad\n")
+    assert hosts.container_resolv_conf(["example.net"], ["ndots:2"], host_file=str(source)) == (
+        "nameserver 127.0.0.11\nsearch netctl.internal example.net\noptions ndots:2\n")
+    assert hosts.container_resolv_conf(["."], host_file=str(source)).splitlines()[1] == "search netctl.internal"
+    assert hosts.container_resolv_conf(host_file=str(tmp_path / "none")) == (
+        "nameserver 127.0.0.11\nsearch netctl.internal\n")
 
 
 def test_write_in_place_keeps_the_inode(tmp_path):

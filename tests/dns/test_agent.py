@@ -27,16 +27,37 @@ def test_after_an_agent_restart_every_sandbox_resolves_again(dns_lab):
     print(f"resolution back {time.monotonic() - started:.3f} s after the agent's start")
 
 
-def test_a_container_started_while_no_agent_runs_starts_resolves_itself_and_the_rest_later(dns_lab):
+def test_a_container_started_while_no_agent_can_run_starts_resolves_itself_and_the_rest_later(dns_lab):
+    """The monitor starts an agent for a container's names when none runs; here none can (a stand-in
+    holds the root's agent lock, as a wedged agent would): the container starts all the same (after
+    the monitor's bounded wait), resolves its own name from /etc/hosts, and others once an agent runs."""
+    import subprocess
+    import sys
+
     dns_lab.run("web")
     dns_lab.stop_agent()
+    holder = dns_lab.host.popen(sys.executable, "-c", LOCK_HOLDER, f"{ROOT}/daemon.pid",
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     dns_lab.netctl("run", "-d", "--name", "late", "--network", "net", "busybox", "sleep", "600", env=NO_AGENT)
     assert dns_lab.netctl("exec", "late", "ping", "-c", "1", "-W", "2", "late", env=NO_AGENT).returncode == 0
     (meanwhile,) = dns_lab.stub("late", "web/A")
     assert "error" in meanwhile, meanwhile
+    assert holder.stdin is not None
+    holder.stdin.close()
+    holder.wait(10)
     dns_lab.start_agent()
     wait_for(lambda: dns_lab.addresses("late", "web"), what="late to resolve web once the agent is back")
     assert dns_lab.addresses("web", "late")
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
 
 
 def test_changes_made_without_the_agent_reach_it(dns_lab):
