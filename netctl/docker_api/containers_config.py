@@ -81,8 +81,6 @@ def run_request(body: dict, name: str, runner_fields: set[str]) -> dict:
     healthcheck = body.get("Healthcheck") or {}
     if healthcheck.get("Test") and healthcheck["Test"] not in (["NONE"], ["NONE", ""]):
         raise refuse("Config.Healthcheck", "drop the healthcheck (or test with `exec`)")
-    if body.get("Volumes"):
-        raise refuse("Config.Volumes (anonymous volumes)", "use a named volume, e.g. -v NAME:/path")
     if body.get("Domainname"):
         raise refuse("Config.Domainname")
     if body.get("NetworkDisabled"):
@@ -107,6 +105,13 @@ def run_request(body: dict, name: str, runner_fields: set[str]) -> dict:
         request["entrypoint"] = _list(body.get("Entrypoint"), "Entrypoint")
     _host_config(host, request, body, runner_fields)
     _networking(body.get("NetworkingConfig") or {}, body, request)
+    # Config.Volumes lists mount points: those a bind or named volume covers are fine (compose sends
+    # them all); one left over would be an anonymous volume.
+    covered = {v.split(":")[1].rstrip("/") for v in request["volumes"] if v.count(":") >= 1}
+    covered |= {t.partition(":")[0].rstrip("/") for t in request["tmpfs"]}
+    anonymous = [path for path in (body.get("Volumes") or {}) if path.rstrip("/") not in covered]
+    if anonymous:
+        raise refuse(f"Config.Volumes {anonymous[0]!r} (an anonymous volume)", f"name it, e.g. -v NAME:{anonymous[0]}")
     request["docker"] = {"Config": {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")},
                          "HostConfig": host}  # fmt: skip
     return request

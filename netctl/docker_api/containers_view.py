@@ -113,7 +113,11 @@ def list_ports(networks: dict[str, dict]) -> list[dict]:
     return out
 
 
-def network_entry(view: dict) -> dict:
+def network_entry(view: dict, short_id: str = "") -> dict:
+    """One network of a container; on a user network its short id is an alias too, as dockerd shows
+    (compose 1.29 reads it to tell a container it connected itself)."""
+    if short_id:
+        view = {**view, "Aliases": list(view.get("Aliases") or []) + [short_id]}
     address = view.get("IPv4Address", "")
     ip, _, prefix = address.partition("/")
     ip6, _, prefix6 = view.get("IPv6Address", "").partition("/")
@@ -197,7 +201,7 @@ def container_config(config) -> dict:
 def inspect(container, networks: dict[str, dict], directory: str) -> dict:
     config, state = container.config, container.state
     shown = networks or _planned_networks(config)
-    entries = {name: network_entry(view) for name, view in shown.items()}
+    entries = {name: network_entry(view, config.id[:12] if name != "bridge" else "") for name, view in shown.items()}
     first = next(iter(entries.values()), {})
     return {
         "Id": config.id,
@@ -280,7 +284,12 @@ def matches(container, filters: dict[str, list[str]], networks: dict[str, dict],
     }
     for key, values in filters.items():
         test = tests.get(key)
-        if test is not None and values and not any(test(v) for v in values):
+        if test is None or not values:
+            continue
+        if key == "label":  # dockerd: every label filter must match; other keys match any of their values
+            if not all(test(v) for v in values):
+                return False
+        elif not any(test(v) for v in values):
             return False
     return True
 
