@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from dns.conftest import wait_for
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 

@@ -34,3 +34,12 @@ def test_two_podman_containers_resolve_each_other_by_name(cni, podman):  # noqa:
         assert "Traceback" not in service.log()
     finally:
         service.stop()
+
+
+def test_a_netctl_bridge_result_names_the_embedded_server_unless_the_config_names_one(cni):  # noqa: F811
+    from cni.helpers import bridge_conf
+
+    conf = bridge_conf("dnsres", "10.86.0.0/24")
+    assert cni.add(conf, "a")["dns"] == {"nameservers": ["127.0.0.11"], "search": ["netctl.internal"]}
+    conf["dns"] = {"nameservers": ["10.86.0.1"]}
+    assert cni.add(conf, "b")["dns"] == {"nameservers": ["10.86.0.1"]}
