@@ -55,6 +55,7 @@ def load(api: Api, req: Request) -> Stream:
                 out.write(chunk)
         if os.path.getsize(path) == 0:
             raise ApiError(400, "no image archive in the request body (docker load reads a docker save tar)")
+        archive_tags = _archive_tags(path)
         try:
             images = import_path(image_store(api), path)
         except NetctlError as err:
@@ -65,14 +66,37 @@ def load(api: Api, req: Request) -> Stream:
             os.unlink(path)
     lines = []
     for image in images:
-        names = image.tags or [docker_id(image)]
+        # the tags the archive gave (image.tags now also holds the tags the image had before)
+        names = [t for t in image.tags if t in archive_tags] or [docker_id(image)]
         for name in names:
-            prefix = "Loaded image: " if image.tags else "Loaded image ID: "
+            prefix = "Loaded image ID: " if name == docker_id(image) else "Loaded image: "
             lines.append({"stream": f"{prefix}{name}\n"})
             api.events.publish("image", "load", docker_id(image), {"name": name})
     # Docker answers JSON lines (quiet or not); the CLI prints each "stream" member.
     del quiet
     return Stream(iter([json_line(line) for line in lines]))
+
+
+def _archive_tags(path: str) -> set[str]:
+    """The tags a docker-save archive names (manifest.json RepoTags), normalised as the store keys
+    them; empty for other archives (an OCI layout's names, a rootfs tarball)."""
+    import tarfile
+
+    from runner.image_refs import familiar_tag_ref
+    from runner.images import normalize_reference
+
+    tags: set[str] = set()
+    try:
+        with tarfile.open(path) as tar:
+            member = tar.extractfile("manifest.json")
+            manifest = json.loads(member.read(16 << 20)) if member is not None else []
+        for entry in manifest if isinstance(manifest, list) else []:
+            for tag in (entry.get("RepoTags") or []) if isinstance(entry, dict) else []:
+                with contextlib.suppress(NetctlError, TypeError, AttributeError):
+                    tags.add(normalize_reference(familiar_tag_ref(tag)))
+    except (tarfile.TarError, KeyError, ValueError, OSError):
+        pass
+    return tags
 
 
 # --- save ----------------------------------------------------------------------------------------
