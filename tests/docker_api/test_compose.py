@@ -34,7 +34,7 @@ def _compose_installed():
 def compose(dhost, *args: str, env: dict[str, str] | None = None, **kw):
     """`docker-compose -p proj ARGS` inside the host, on the agent's socket."""
     argv = ["docker-compose", "-f", os.path.join(COMPOSE_DIR, "docker-compose.yml"),
-            "--project-directory", COMPOSE_DIR, "-p", PROJECT, "--no-ansi", *args]  # fmt: skip
+            "--project-directory", COMPOSE_DIR, "-p", PROJECT, "--ansi", "never", *args]  # fmt: skip
     kw.setdefault("timeout", 120)
     return dhost.run(*argv, env=dhost.docker_env(env=env), **kw)
 
@@ -77,11 +77,12 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
         wait_for("the client reaching web and store by name", lambda: client_lines(dhost) >= 1)
 
         # ps: three services up, the published port shown
-        ps = compose(dhost, "ps").stdout
+        ps = compose(dhost, "ps", env={"COLUMNS": "250"}).stdout  # compose wraps its table to the terminal
         rows = {line.split()[0]: line for line in ps.splitlines() if line.startswith(f"{PROJECT}_")}
         assert set(rows) == {f"{PROJECT}_web_1", f"{PROJECT}_store_1", f"{PROJECT}_client_1"}, ps
         assert all(" Up" in row for row in rows.values()), ps
-        assert "8080->80/tcp" in rows[f"{PROJECT}_web_1"], ps
+        assert "0.0.0.0:8080->80/tcp" in rows[f"{PROJECT}_web_1"], ps
+        assert compose(dhost, "port", "web", "80").stdout.strip() in ("0.0.0.0:8080", ":::8080")
         assert set(compose(dhost, "ps", "--services").stdout.split()) == {"web", "store", "client"}
 
         # the networks compose made, as netctl sees them; front with the subnet the file asks for
@@ -93,7 +94,8 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
         client = dhost.json("inspect", f"{PROJECT}_client_1")[0]
         assert set(client["NetworkSettings"]["Networks"]) == {f"{PROJECT}_default", f"{PROJECT}_front"}
         web = dhost.json("inspect", f"{PROJECT}_web_1")[0]
-        assert {"www", "site"} <= set(web["NetworkSettings"]["Networks"][f"{PROJECT}_front"]["Aliases"] or [])
+        assert set(web["NetworkSettings"]["Networks"]) == {f"{PROJECT}_default"}
+        assert {"www", "site", "web"} <= set(web["NetworkSettings"]["Networks"][f"{PROJECT}_default"]["Aliases"] or [])
         assert web["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
         assert client["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
 
@@ -105,8 +107,10 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
                 assert got == "served by web\n", (alias, env, got)
             assert compose(dhost, "exec", "-T", "store", "sh", "-c", "echo $GREETING", env=env).stdout == \
                 "hello-from-store\n"
-        # store is on front only: the default network's web cannot resolve it, client (on both) can
+        # web and store share no network: neither finds the other by name; client, on both, finds both
         assert compose(dhost, "exec", "-T", "web", "ping", "-c1", "-W1", "store", check=False).returncode != 0
+        assert compose(dhost, "exec", "-T", "store", "ping", "-c1", "-W1", "www", check=False).returncode != 0
+        assert compose(dhost, "exec", "-T", "client", "ping", "-c1", "-W1", "store").returncode == 0
         exit_code = compose(dhost, "exec", "-T", "client", "sh", "-c", "exit 7", check=False).returncode
         assert exit_code == 7
 

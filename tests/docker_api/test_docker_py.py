@@ -199,7 +199,7 @@ def test_images_list_inspect_tag_save_load_remove(dhost):
         assert client.containers.run("example/bb:v1", ["echo", "tagged"], remove=True) == b"tagged\n"
 
         # save (docker save's tar), remove the tag, load it back under its old name
-        archive = b"".join(client.images.get("example/bb:v1").save(named=True))
+        archive = b"".join(client.images.get("example/bb:v1").save(named="example/bb:v1"))
         assert len(archive) > 100_000  # a real image archive: busybox's layer is ~2 MB
         client.images.remove("example/bb:v1")
         assert "example/bb:v1" not in client.images.get(busybox.id).tags
