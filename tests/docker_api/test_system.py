@@ -157,3 +157,25 @@ def test_agent_with_a_group_and_a_socket_of_its_choice(hosts):
         assert not os.path.exists(dh.outside_socket)  # removed on the way out
     finally:
         close_docker_host(dh)
+
+
+def test_system_prune_and_df(dhost):
+    dhost.docker("network", "create", "unused")
+    dhost.docker("volume", "create", "--label", "com.docker.volume.anonymous=", "anon")
+    df = dhost.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout.splitlines()
+    assert "Images 1" in df and "Local Volumes 1" in df
+    out = dhost.docker("system", "prune", "-f", "--volumes").stdout
+    assert "unused" in out and "anon" in out
+    assert set(dhost.docker("network", "ls", "--format", "{{.Name}}").stdout.split()) == {"host", "none"}
+    assert dhost.docker("volume", "ls", "-q").stdout.strip() == ""
+    assert dhost.docker("images", "-q").stdout.strip() != ""  # tagged images stay (no -a)
+
+
+def test_stopping_agent_ends_open_streams(dhost):
+    watcher = dhost.docker_popen("events", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    started = time.monotonic()
+    dhost.stop_agent()
+    assert time.monotonic() - started < 10
+    watcher.wait(timeout=10)  # the CLI sees its stream end with the agent
+    assert not os.path.exists(dhost.outside_socket)
