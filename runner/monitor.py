@@ -97,7 +97,8 @@ class Monitor(ContainerOps, ExecOps):
         """Worker: containers an earlier monitor left. Alive ones are watched by pidfd (their exit code
         cannot be had any more), dead ones are marked and torn down, half-made ones removed."""
         try:
-            adopt_or_finish_all(self.runtime, self.call_soon, self._adopt)
+            again = adopt_or_finish_all(self.runtime, self.call_soon, self._adopt)
+            self._start_left_over(again)
         finally:
             self.call_soon(self._reconciled)  # even after a failure: requests must not wait forever
 

@@ -19,9 +19,18 @@ from runner.state import RUNNING, Container, is_alive
 
 
 def adopt_or_finish_all(runtime: Runtime, call_soon: Callable[[Callable[[], None]], None],
-                        adopt: Callable[[Container, int], None]) -> None:
-    """Worker: `adopt(container, pidfd)` runs on the main thread for each container still alive."""
+                        adopt: Callable[[Container, int], None]) -> list[Container]:
+    """Worker: `adopt(container, pidfd)` runs on the main thread for each container still alive.
+    Returns the containers whose restart policy starts them again: those that ended while no monitor
+    watched them, and those an earlier monitor was about to restart."""
+    from runner import restart
+    from runner.state import RESTARTING
+
+    again = []
     for container in runtime.records.all():
+        if container.state.status == RESTARTING:
+            again.append(container)
+            continue
         state = container.state
         if state.status == RUNNING and is_alive(state):
             try:
@@ -33,8 +42,13 @@ def adopt_or_finish_all(runtime: Runtime, call_soon: Callable[[Callable[[], None
                 continue
         if state.status == RUNNING:
             finish_lost(runtime, container)
-        elif state.status in ("created", "removing"):
+            if not container.config.auto_remove and restart.should_restart(
+                    container.config.restart, EXIT_LOST, state.restart_count, state.manually_stopped):
+                again.append(container)
+        elif state.status == "removing" or (state.status == "created" and not container.config.docker):
+            # half-made by `netctl run`; a container created through the Docker API stays, as dockerd's
             safely(functools.partial(runtime.remove, container))
+    return again
 
 
 def finish_lost(runtime: Runtime, container: Container) -> None:

@@ -227,6 +227,24 @@ class ContainerOps(ContainerWatcher):
 
         self.submit(work)
 
+    def _start_left_over(self, containers: list[Container]) -> None:
+        """Worker, when the monitor starts: the containers its restart policy starts again (see
+        runner/monitor_adopt.py), counted as restarts."""
+        for container in containers:
+            fresh = self.runtime.records.load(container.id)
+            if fresh is None:
+                continue
+            fresh.state.restart_count += 1
+            try:
+                launched = start(self.runtime, fresh)
+            except NetctlError as err:
+                fresh.state.status = EXITED
+                fresh.state.error = err.message
+                self.runtime.records.write_state(container.id, fresh.state)
+                log.warning("restart of %s failed: %s", container.id[:12], err.message)
+                continue
+            self.call_soon(functools.partial(self._started, None, launched, True))
+
     def _stop_restarting(self, container: Container) -> bool:
         """stop/kill of a container waiting for its restart: it stays exited. True if it was waiting."""
         if container.id not in self.restart_due:

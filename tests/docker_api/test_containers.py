@@ -216,3 +216,25 @@ def test_container_events_including_restarts(dhost):
         out, _ = watcher.communicate(timeout=10)
     actions = [line.split()[0] for line in out.splitlines() if line.endswith(" ev")]
     assert actions == ["create", "start", "die", "start", "die", "destroy"], out
+
+
+def test_monitor_restart_keeps_created_containers_and_restarts_always(dhost):
+    d = dhost.docker
+    d("create", "--name", "made", "busybox", "true")
+    d("run", "-d", "--name", "keeper", "--restart", "always", "busybox", "sleep", "600")
+    pid = d("inspect", "-f", "{{.State.Pid}}", "keeper").stdout.strip()
+    monitor = json.loads(dhost.netctl("monitor-stats").stdout)["pid"]
+    dhost.run("kill", "-9", str(monitor))
+    dhost.run("kill", "-9", pid)  # dies with no monitor to see it
+    d("run", "--rm", "busybox", "true")  # the next request starts a monitor, which finds both
+
+    def restarted():
+        out = d("inspect", "-f", "{{.State.Status}} {{.RestartCount}} {{.State.Pid}}", "keeper").stdout.split()
+        return out[0] == "running" and out[1] == "1" and out[2] != pid
+
+    assert _until(restarted, 20), d("inspect", "keeper").stdout
+    assert d("inspect", "-f", "{{.State.Status}}", "made").stdout.strip() == "created"
+    d("start", "-a", "made")
+    assert d("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "made").stdout.split() == ["exited", "0"]
+    d("rm", "-f", "keeper", "made")
+    _doctor_clean(dhost)
