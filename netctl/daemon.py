@@ -216,6 +216,7 @@ class AgentOptions:
     group: str = ""  # socket 0660 for this group, whose members may then use the agent
     auto: bool = False  # started on first use by a command, not by hand
     docker_socket: str = ""  # the Docker Engine API's socket path ("" = its default under ROOT)
+    deferred: object | None = None  # set by serve(): the request server's later(step), defer_link_removal(...)
 
 
 def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None,
@@ -266,9 +267,12 @@ def serve(root: str, *, on_ready=None, options: GlobalOptions | None = None,
         from netctl import agent_services
         from netctl.service import RequestServer
 
+        server = RequestServer(root, listener, gid=gid)
+        # The services' slow kernel deletions (a bridge, a veth pair) go after their answers through the
+        # request server's queue, which `doctor` and `gc` wait for.
+        agent.deferred = server.cni
         services = agent_services.start_all(root, agent, stopping)
 
-        server = RequestServer(root, listener, gid=gid)
         if on_ready is not None:
             on_ready(socket_path(root))
         server.serve(stopping)

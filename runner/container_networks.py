@@ -64,7 +64,9 @@ def connect_container(controller: Controller, layout: Layout, container_ref: str
 
 
 def disconnect_container(controller: Controller, layout: Layout, container_ref: str, network_ref: str, *,
-                         force: bool = False) -> tuple[Container, Network]:
+                         force: bool = False, remove_links=None) -> tuple[Container, Network]:
+    """Disconnect; `remove_links` as Controller.disconnect takes it (the agent deletes the veth pair
+    after answering)."""
     records = Records(layout)
     container = records.find(container_ref)
     network = controller.resolve_network(network_ref)
@@ -74,7 +76,7 @@ def disconnect_container(controller: Controller, layout: Layout, container_ref: 
     connected = len(kept) != len(config.networks)
     if sandbox_id:
         try:
-            controller.disconnect(network.id, sandbox_id)
+            controller.disconnect(network.id, sandbox_id, remove_links=remove_links)
             connected = True
         except NotFound:
             if not connected and not force:

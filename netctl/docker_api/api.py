@@ -25,11 +25,16 @@ log = logging.getLogger("netctl.docker_api")
 
 
 class Api:
-    def __init__(self, root: str, *, gid: int = -1):
+    def __init__(self, root: str, *, gid: int = -1, deferred: object | None = None):
+        """`deferred`: the agent's queue of slow kernel deletions (cni_plugins/service.py CniService:
+        later, defer_link_removal), so that `network rm` and `disconnect` answer before the kernel has
+        deleted the bridge or the veth pair, as the CLI's requests do; None: delete at once."""
         from runner.paths import Layout
 
         self.root = root
         self.gid = gid
+        self.later = getattr(deferred, "later", None)
+        self.remove_links = getattr(deferred, "defer_link_removal", None)
         self.layout: Layout = Layout(root)
         self.events = EventBus()
         self.stopping = threading.Event()  # set when the agent stops: streams end

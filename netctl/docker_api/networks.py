@@ -244,7 +244,7 @@ def remove(api: Api, req: Request, ref: str) -> Empty:
             raise _not_found(err, ref) from None
         if network.name == DEFAULT_BRIDGE:
             _refuse_predefined(DEFAULT_BRIDGE, "removed")
-        ctl.delete_network(network.id)
+        ctl.delete_network(network.id, later=api.later)
     api.events.publish("network", "destroy", network.id, {"name": network.name, "type": network.driver})
     return Empty(204)
 
@@ -313,7 +313,8 @@ def disconnect(api: Api, req: Request, ref: str) -> Empty:
         except NotFound as err:
             raise _not_found(err, ref) from None
         try:
-            container, network = disconnect_container(ctl, api.layout, container_ref, network.id, force=force)
+            container, network = disconnect_container(ctl, api.layout, container_ref, network.id, force=force,
+                                                      remove_links=api.remove_links)
         except NotFound as err:
             if err.message.startswith("container") and "not found" in err.message:
                 raise not_found(f"No such container: {container_ref}") from None

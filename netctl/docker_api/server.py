@@ -55,11 +55,11 @@ def default_socket(root: str) -> str:
 class DockerApiServer:
     """Accepts on the socket in a thread of its own; stop() closes it and ends the connections."""
 
-    def __init__(self, root: str, path: str = "", *, group: str = ""):
+    def __init__(self, root: str, path: str = "", *, group: str = "", deferred: object | None = None):
         self.root = os.path.abspath(root)
         self.path = path or default_socket(self.root)
         self.group = group
-        self.api = Api(self.root, gid=ipc.group_id(group) if group else -1)
+        self.api = Api(self.root, gid=ipc.group_id(group) if group else -1, deferred=deferred)
         self.router = Router()
         self.stopping = self.api.stopping
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -320,4 +320,4 @@ def start(root: str, options: Any, stopping: threading.Event) -> DockerApiServer
     """The agent's starter (netctl/agent_services.py): serve on --docker-socket or ROOT/docker.sock."""
     path = getattr(options, "docker_socket", "") or ""
     group = getattr(options, "group", "") or ""
-    return DockerApiServer(root, path, group=group).start()
+    return DockerApiServer(root, path, group=group, deferred=getattr(options, "deferred", None)).start()
