@@ -95,7 +95,7 @@ def _read(layout: Layout, name: str) -> VolumeRecord | None:
 def get(layout: Layout, name: str) -> VolumeRecord:
     record = _read(layout, name) if _NAME.match(name) else None
     if record is None:
-        raise NotFound(f"volume {name!r} not found; `netctl volume ls` or `docker volume ls` lists volumes")
+        raise NotFound(f"volume {name!r} not found; `docker volume ls` lists volumes")
     return record
 
 

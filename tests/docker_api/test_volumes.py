@@ -10,22 +10,26 @@ import pytest
 ROOT = "/run/netctl"
 
 
-def test_volume_create_ls_inspect_rm_with_the_docker_cli(dhost):
-    assert dhost.docker("volume", "create", "--label", "team=blue", "v1").stdout.strip() == "v1"
-    generated = dhost.docker("volume", "create").stdout.strip()
+@pytest.mark.parametrize("api_version", [None, "1.41"])
+def test_volume_create_ls_inspect_rm_with_the_docker_cli(dhost, api_version):
+    kw = {"api_version": api_version}
+    assert dhost.docker("volume", "create", "--label", "team=blue", "v1", **kw).stdout.strip() == "v1"
+    generated = dhost.docker("volume", "create", **kw).stdout.strip()
     assert len(generated) == 64
     # creating an existing volume again is not an error (as Docker)
-    assert dhost.docker("volume", "create", "v1").stdout.strip() == "v1"
-    names = dhost.docker("volume", "ls", "--format", "{{.Driver}} {{.Name}}").stdout.splitlines()
+    assert dhost.docker("volume", "create", "v1", **kw).stdout.strip() == "v1"
+    names = dhost.docker("volume", "ls", "--format", "{{.Driver}} {{.Name}}", **kw).stdout.splitlines()
     assert sorted(names) == sorted(["local v1", f"local {generated}"])
-    assert dhost.docker("volume", "ls", "-q", "--filter", "label=team=blue").stdout.split() == ["v1"]
-    view = dhost.json("volume", "inspect", "v1")[0]
+    assert dhost.docker("volume", "ls", "-q", "--filter", "label=team=blue", **kw).stdout.split() == ["v1"]
+    assert dhost.docker("volume", "ls", "-q", "--filter", "dangling=true", **kw).stdout.split() \
+        == sorted(["v1", generated])
+    view = dhost.json("volume", "inspect", "v1", **kw)[0]
     assert view["Mountpoint"] == f"{ROOT}/volumes/v1/_data" and view["Labels"] == {"team": "blue"}
     assert view["Driver"] == "local" and view["Scope"] == "local"
     assert os.path.isdir(dhost.path(view["Mountpoint"]))
     assert dhost.docker("volume", "inspect", "-f", "{{.Name}} {{index .Labels \"team\"}}", "v1").stdout.strip() \
         == "v1 blue"
-    assert dhost.docker("volume", "rm", "v1", generated).stdout.split() == ["v1", generated]
+    assert dhost.docker("volume", "rm", "v1", generated, **kw).stdout.split() == ["v1", generated]
     assert not os.path.exists(dhost.path(f"{ROOT}/volumes/v1"))
     assert dhost.docker("volume", "ls", "-q").stdout.strip() == ""
 
