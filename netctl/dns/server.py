@@ -15,12 +15,15 @@ most TCP_QUERIES queries and TCP_IDLE_S of silence.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import os
 import queue
-import selectors
+import select
 import socket
 import struct
+import termios
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -70,19 +73,31 @@ _UDP, _TCP, _UPSTREAM, _WAKE = range(4)
 
 class Server:
     def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+        # select.epoll, not selectors: its select() costs 1.5 us per wake-up with a socket ready,
+        # epoll.poll() 0.67 us (timeit on this machine), on a path of ~10 us per query.
+        self.epoll = select.epoll()
+        self.handlers: dict[int, tuple[int, object]] = {}  # fd -> (kind, slot or socket)
         self.slots: dict[str, Slot] = {}
         self.updates: queue.SimpleQueue[Update] = queue.SimpleQueue()
         self.forwarder = upstream.Forwarder()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+        self._watch(self._wake_r, _WAKE, None)
         for sock in self.forwarder.sockets.values():
             if sock is not None:
-                self.selector.register(sock, selectors.EVENT_READ, (_UPSTREAM, sock))
+                self._watch(sock.fileno(), _UPSTREAM, sock)
         self._tcp_pool = ThreadPoolExecutor(max_workers=TCP_WORKERS, thread_name_prefix="netctl-dns-tcp")
         self._tcp_slots = threading.BoundedSemaphore(TCP_MAX)
         self._last_error = 0.0
+        self._queued = array.array("i", [0])
         self.errors = 0  # unexpected errors seen (logged at most every LOG_EVERY_S)
+
+    def _watch(self, fd: int, kind: int, thing: object) -> None:
+        self.epoll.register(fd, select.EPOLLIN)
+        self.handlers[fd] = (kind, thing)
+
+    def _unwatch(self, fd: int) -> None:
+        self.epoll.unregister(fd)
+        del self.handlers[fd]
 
     # -- from other threads ----------------------------------------------------------------------
 
@@ -99,21 +114,29 @@ class Server:
     # -- the loop --------------------------------------------------------------------------------
 
     def run(self, stopping: threading.Event) -> None:
-        select = self.selector.select
+        poll = self.epoll.poll
+        handlers = self.handlers
         forwarder = self.forwarder
+        serve_udp = self._serve_udp
         try:
             while not stopping.is_set():
-                deadline = forwarder.expire(time.monotonic()) if forwarder.pending else None
-                timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                for key, _ in select(timeout):
-                    kind, thing = key.data
+                timeout = 1.0
+                if forwarder.pending:
+                    deadline = forwarder.expire(time.monotonic())
+                    if deadline is not None:
+                        timeout = max(0.0, min(1.0, deadline - time.monotonic()))
+                for fd, _ in poll(timeout):
+                    entry = handlers.get(fd)
+                    if entry is None:
+                        continue  # closed by an update earlier in this batch
+                    kind, thing = entry
                     try:
                         if kind == _UDP:
-                            self._serve_udp(thing)
+                            serve_udp(thing)  # type: ignore[arg-type]
                         elif kind == _UPSTREAM:
-                            forwarder.receive(thing)
+                            forwarder.receive(thing)  # type: ignore[arg-type]
                         elif kind == _TCP:
-                            self._accept(thing)
+                            self._accept(thing)  # type: ignore[arg-type]
                         else:
                             self._apply_updates()
                     except Exception as err:  # noqa: BLE001  one bad packet must not stop the server
@@ -122,9 +145,12 @@ class Server:
             self._close()
 
     def _serve_udp(self, slot: Slot) -> None:
+        """Up to BATCH datagrams of one sandbox. Whether another is queued is asked with FIONREAD
+        (0.37 us), not by a recvfrom that fails with EAGAIN (2.1 us: the exception)."""
         sock = slot.sockets.udp
         recvfrom, sendto = sock.recvfrom, sock.sendto
         view = slot.view
+        queued, ioctl, fd = self._queued, fcntl.ioctl, sock.fileno()
         for _ in range(BATCH):
             try:
                 data, client = recvfrom(MAX_QUERY)
@@ -144,6 +170,9 @@ class Server:
                 pass  # the asker went away (ECONNREFUSED...) or its namespace is being deleted
             except Exception as err:  # noqa: BLE001
                 self._unexpected(err)
+            ioctl(fd, termios.FIONREAD, queued, True)
+            if not queued[0]:
+                return  # (a queued empty datagram also reads 0: epoll reports the socket again)
 
     def _accept(self, slot: Slot) -> None:
         try:
@@ -196,7 +225,7 @@ class Server:
             slot = self.slots.pop(sandbox_id, None)
             if slot is not None:
                 for sock in (slot.sockets.udp, slot.sockets.tcp):
-                    self.selector.unregister(sock)
+                    self._unwatch(sock.fileno())
                 slot.sockets.close()
         index = update.index
         for sockets in update.opened:
@@ -206,8 +235,8 @@ class Server:
                 continue
             slot = Slot(sockets, index.views[listener.networks], ())
             self.slots[sockets.sandbox_id] = slot
-            self.selector.register(sockets.udp, selectors.EVENT_READ, (_UDP, slot))
-            self.selector.register(sockets.tcp, selectors.EVENT_READ, (_TCP, slot))
+            self._watch(sockets.udp.fileno(), _UDP, slot)
+            self._watch(sockets.tcp.fileno(), _TCP, slot)
         for sandbox_id, slot in self.slots.items():
             listener = index.listeners.get(sandbox_id)
             if listener is not None:
@@ -230,7 +259,7 @@ class Server:
             slot.sockets.close()
         self.slots.clear()
         self.forwarder.close()
-        self.selector.close()
+        self.epoll.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
