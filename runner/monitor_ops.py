@@ -8,7 +8,7 @@ with Docker's conditions, rename, resize of a terminal, and the restart policies
                 and the container runs), output frames, {"event": "stdin"} + descriptor when a
                 pending attach's container starts, {"event": "exit"} at its end
     wait     -> {"event": "exit", "code", "oom", "status"}: condition not-running (default), next-exit,
-                removed
+                removed; with "ack", {"event": "waiting"} first once the wait is registered
     rename, resize -> {"event": "ok"}
 
 Separate from runner/monitor.py (the `netctl` requests and the entry point) to keep each module to
@@ -156,6 +156,9 @@ class ContainerOps(ContainerWatcher):
             self.next_exit.setdefault(container.id, []).append(client)
         else:
             self._answer(client, {"event": "exit", **self._exit_view(container)})
+            return
+        if request.get("ack"):  # the Docker API answers its client once the wait is in place
+            self._send(client, {"event": "waiting"})
 
     @staticmethod
     def _exit_view(container: Container) -> dict:

@@ -207,6 +207,17 @@ def _timestamp(text: str) -> float:
 # --- wait -----------------------------------------------------------------------------------------------
 
 
+def _events(session):
+    """The JSON events of a monitor session (output frames and descriptors dropped)."""
+    from runner import protocol
+
+    for kind, payload, fds in session.frames():
+        for fd in fds:
+            os.close(fd)
+        if kind == protocol.JSON:
+            yield protocol.loads(payload)
+
+
 def wait(api, req: Request, ref: str) -> Stream:
     """The reply's headers go out at once, the body when the condition is met (as dockerd: the docker
     CLI sends this before start). The monitor has the waiter registered before this returns."""
@@ -216,16 +227,23 @@ def wait(api, req: Request, ref: str) -> Stream:
     condition = req.arg("condition") or "not-running"
     if condition not in ("not-running", "next-exit", "removed"):
         raise bad_request(f"invalid condition: {condition!r}")
-    session = client.Session(api.layout, {"op": "wait", "ref": container.id, "condition": condition})
+    session = client.Session(api.layout, {"op": "wait", "ref": container.id, "condition": condition, "ack": True})
+    events = _events(session)
+    try:
+        first = next(events, None)  # "waiting" (registered: the client may start it now) or the exit
+    except BaseException:
+        session.close()
+        raise
+    if first is not None and first.get("event") == "error":
+        session.close()
+        protocol.raise_error(first)
 
     def body():
         try:
-            for kind, payload, fds in session.frames():
-                for fd in fds:
-                    os.close(fd)
-                if kind != protocol.JSON:
-                    continue
-                event = protocol.loads(payload)
+            for event in [first] if first is not None and first.get("event") != "waiting" else []:
+                yield json_line({"StatusCode": int(event.get("code", 0)), "Error": None})
+                return
+            for event in events:
                 if event.get("event") == "error":
                     yield json_line({"StatusCode": -1, "Error": {"Message": event.get("message", "")}})
                     return
