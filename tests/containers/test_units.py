@@ -151,7 +151,9 @@ def test_env_parsing(tmp_path):
 def test_volume_user_hostname_workdir_parsing(tmp_path):
     volume = spec.parse_volume(f"{tmp_path}:/data:ro")
     assert (volume.host, volume.container, volume.read_only) == (str(tmp_path), "/data", True)
-    for bad in ("rel:/x", f"{tmp_path}:rel", f"{tmp_path}:/x:rx", f"{tmp_path}:/", f"{tmp_path}", f"{tmp_path}:/a/../b"):
+    named = spec.parse_volume("data:/srv")  # a name, not a path: a named volume (runner/volumes.py)
+    assert (named.name, named.host, named.container) == ("data", "", "/srv")
+    for bad in ("./rel:/x", "no/pe:/x", "x:/y", f"{tmp_path}:rel", f"{tmp_path}:/x:rx", f"{tmp_path}:/", f"{tmp_path}", f"{tmp_path}:/a/../b"):
         with pytest.raises(InvalidArgument):
             spec.parse_volume(bad)
     assert spec.parse_user("1000:1000") == "1000:1000"
