@@ -191,6 +191,6 @@ def _control_socket(path: str) -> socket.socket:
 def start(root: str, options, stopping: threading.Event) -> DnsService:
     """The agent's starter (netctl/agent_services.py)."""
     service = DnsService(os.path.abspath(root)).start()
-    log.info("name server on %s:%d in every sandbox (%d now)", listeners.ADDRESS, listeners.PORT,
+    log.debug("name server on %s:%d in every sandbox (%d now)", listeners.ADDRESS, listeners.PORT,
              len(service.server.slots))
     return service

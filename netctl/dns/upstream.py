@@ -61,6 +61,7 @@ class HostServers:
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
         self.servers: tuple[str, ...] = ()
+        self._read = False
 
     def changed(self) -> bool:
         """Re-read if the file's identity or time changed; True if the list is different."""
@@ -79,8 +80,11 @@ class HostServers:
             servers = ()
         if servers == self.servers:
             return False
+        # A change is news; the first read is not (the agent's first line says it is listening).
+        log.log(logging.INFO if self._read else logging.DEBUG, "upstream name servers: %s",
+                ", ".join(servers) or "none")
+        self._read = True
         self.servers = servers
-        log.info("upstream name servers: %s", ", ".join(servers) or "none")
         return True
 
 
