@@ -70,7 +70,11 @@ class DockerApiServer:
         self._inode = 0
 
     def start(self) -> DockerApiServer:
-        if os.path.exists(self.path):
+        import stat
+
+        if os.path.lexists(self.path):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):  # never unlink a file that is not a socket
+                raise InvalidArgument(f"{self.path} exists and is not a socket; pass another --docker-socket")
             probe = ipc.try_connect(self.path)
             if probe is not None:
                 probe.close()
@@ -156,6 +160,9 @@ class ConnectionHandler(BaseHTTPRequestHandler):
 
     def address_string(self) -> str:
         return "unix"
+
+    def version_string(self) -> str:
+        return SERVER_NAME
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the stdlib's name)
         log.debug("docker api: " + format, *args)

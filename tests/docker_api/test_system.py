@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
 import stat
 import subprocess
 import threading
 import time
+
+from harness import stop_group
 
 
 def test_ping_and_version_negotiation(dhost):
@@ -179,3 +182,25 @@ def test_stopping_agent_ends_open_streams(dhost):
     assert time.monotonic() - started < 10
     watcher.wait(timeout=10)  # the CLI sees its stream end with the agent
     assert not os.path.exists(dhost.outside_socket)
+
+
+def test_a_docker_socket_path_that_is_a_file_is_left_alone(host):
+    """--docker-socket naming a regular file: the API is not served (one line in the log), the
+    file is untouched, the agent serves its netctl clients all the same."""
+    import sys
+
+    host.run("sh", "-c", "echo precious > /run/not-a-socket")
+    agent = host.popen("sh", "-c", 'exec "$0" -m netctl daemon --docker-socket /run/not-a-socket 2>/run/agent.log',
+                       sys.executable)
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in host.run("cat", "/run/agent.log", check=False).stdout:
+            assert time.monotonic() < deadline and agent.poll() is None, host.run("cat", "/run/agent.log").stdout
+            time.sleep(0.05)
+        log = host.run("cat", "/run/agent.log").stdout
+        assert "Docker Engine API not served: /run/not-a-socket exists and is not a socket" in log
+        assert "Traceback" not in log
+        assert host.run("cat", "/run/not-a-socket").stdout == "precious\n"
+        assert host.netctl("network", "ls", "-q").returncode == 0
+    finally:
+        stop_group(agent, signal.SIGTERM)
