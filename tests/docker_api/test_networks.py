@@ -202,3 +202,23 @@ def test_build_is_refused_by_name(dhost):
     with pytest.raises(CommandFailed) as failed:
         dhost.docker("build", "-t", "x", "/run/buildctx")
     assert "image build (POST /build) is not supported by netctl" in failed.value.stderr
+
+
+def test_connect_a_created_container_before_it_starts(dhost):
+    """A container that does not run yet records the network; its start attaches it (as Docker)."""
+    dhost.docker("network", "create", "--subnet", "10.77.0.0/24", "first")
+    dhost.docker("network", "create", "--subnet", "10.78.0.0/24", "later")
+    dhost.docker("create", "--name", "idle", "--network", "first", "busybox", "sleep", "600")
+    dhost.docker("network", "connect", "--alias", "worker", "later", "idle")
+    dhost.docker("start", "idle")
+    addrs = dhost.netctl("exec", "idle", "ip", "-o", "-4", "addr").stdout
+    assert "10.77.0." in addrs and "10.78.0." in addrs
+    networks = json.loads(dhost.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "idle").stdout)
+    assert set(networks) == {"first", "later"}
+    dhost.docker("stop", "-t", "1", "idle")
+    dhost.docker("network", "disconnect", "later", "idle")
+    dhost.docker("start", "idle")
+    assert "10.78.0." not in dhost.netctl("exec", "idle", "ip", "-o", "-4", "addr").stdout
+    dhost.docker("rm", "-f", "idle")
+    dhost.docker("network", "rm", "first", "later")
+    dhost.doctor_clean()
