@@ -230,6 +230,14 @@ class Runtime:
         attachments = [NetworkAttachment(network=n, aliases=list(request.network_aliases)) for n in names]
         attachments[0].ip = request.ip
         attachments[0].ports = [dict(p) for p in request.publish]  # parsed by the CLI into PortMapping dicts
+        for attachment in attachments:  # the Docker API's EndpointsConfig: per network
+            settings = request.endpoints.get(attachment.network) or {}
+            attachment.aliases = list(dict.fromkeys(attachment.aliases + list(settings.get("aliases") or [])))
+            attachment.ip = settings.get("ip") or attachment.ip
+            if settings.get("mac"):
+                from libnetwork.records import check_mac
+
+                attachment.mac = check_mac(settings["mac"])
         return "bridge", attachments
 
     def _claim_name(self, wanted: str, container_id: str, undo: Undo) -> str:
@@ -325,6 +333,7 @@ class Runtime:
                 ip=attachment.ip,
                 aliases=attachment.aliases,
                 ports=[PortMapping(**p) for p in attachment.ports],
+                mac=attachment.mac,
             )
         return sandbox.netns_path
 

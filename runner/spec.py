@@ -52,6 +52,7 @@ class NetworkAttachment:
     ip: str = ""
     aliases: list[str] = field(default_factory=list)
     ports: list[dict] = field(default_factory=list)  # PortMapping.__dict__
+    mac: str = ""  # "" derives one from the address
 
 
 @dataclass
@@ -96,6 +97,7 @@ class RunRequest:
     tmpfs: list[str] = field(default_factory=list)  # PATH[:OPTIONS]
     extra_hosts: list[str] = field(default_factory=list)  # NAME:ADDRESS lines for /etc/hosts
     docker: dict[str, Any] = field(default_factory=dict)  # the API's Config/HostConfig as sent, for inspect
+    endpoints: dict[str, dict] = field(default_factory=dict)  # the API's per network: aliases, ip, mac
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -250,29 +250,29 @@ def _ports(host: dict, body: dict, request: dict) -> None:
 
 
 def _networking(networking: dict, body: dict, request: dict) -> None:
+    """EndpointsConfig: each network's aliases, static address and MAC address (the primary network,
+    NetworkMode, may appear as "default"); API 1.44+ may name several networks."""
     endpoints = networking.get("EndpointsConfig") or {}
     if not isinstance(endpoints, dict):
         raise bad_request("NetworkingConfig.EndpointsConfig must be a JSON object")
     first = request["networks"][0]
     names = list(dict.fromkeys([first] + [n for n in endpoints if n not in ("default", first)]))
-    aliases: list[str] = []
+    settings_of: dict[str, dict] = {}
     for net, settings in endpoints.items():
         settings = settings or {}
-        aliases += [a for a in settings.get("Aliases") or [] if a]
+        target = first if net == "default" else net
         ipam = settings.get("IPAMConfig") or {}
-        address = ipam.get("IPv4Address") or ""
-        if address:
-            if net not in (names[0], "default"):
-                raise refuse(f"NetworkingConfig.EndpointsConfig[{net!r}].IPAMConfig",
-                             "a static address on the first network only")
-            request["ip"] = address
         if ipam.get("IPv6Address"):
             raise refuse(f"NetworkingConfig.EndpointsConfig[{net!r}].IPAMConfig.IPv6Address")
-        if settings.get("MacAddress"):
-            raise refuse(f"NetworkingConfig.EndpointsConfig[{net!r}].MacAddress", "addresses are derived")
-        if settings.get("Links"):
-            raise refuse(f"NetworkingConfig.EndpointsConfig[{net!r}].Links")
-    if body.get("MacAddress"):
-        raise refuse("Config.MacAddress", "addresses are derived")
+        for key in ("Links", "LinkLocalIPs"):
+            if settings.get(key) or ipam.get(key):
+                raise refuse(f"NetworkingConfig.EndpointsConfig[{net!r}].{key}")
+        if target in ("host", "none") and (settings.get("Aliases") or ipam.get("IPv4Address")):
+            raise bad_request(f"network mode {target} takes no aliases or addresses")
+        settings_of[target] = {"aliases": [a for a in settings.get("Aliases") or [] if a],
+                               "ip": ipam.get("IPv4Address") or "", "mac": settings.get("MacAddress") or ""}
+    if body.get("MacAddress"):  # before API 1.44: the primary network's
+        settings_of.setdefault(first, {"aliases": [], "ip": "", "mac": ""})["mac"] = body["MacAddress"]
     request["networks"] = names
-    request["network_aliases"] = list(dict.fromkeys(aliases))
+    if first not in ("host", "none"):
+        request["endpoints"] = settings_of

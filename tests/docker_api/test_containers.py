@@ -238,3 +238,21 @@ def test_monitor_restart_keeps_created_containers_and_restarts_always(dhost):
     assert d("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "made").stdout.split() == ["exited", "0"]
     d("rm", "-f", "keeper", "made")
     _doctor_clean(dhost)
+
+
+@pytest.mark.parametrize("api_version", [None, "1.41"])
+def test_static_address_mac_and_aliases_per_network(dhost, api_version):
+    d = lambda *a, **kw: dhost.docker(*a, api_version=api_version, **kw)  # noqa: E731
+    dhost.netctl("network", "create", "--subnet", "10.91.0.0/24", "statics")
+    # The CLI sends --mac-address per network from API 1.44 on, and refuses it itself below.
+    mac = ["--mac-address", "02:42:0a:5b:00:99"] if api_version is None else []
+    d("run", "-d", "--name", "pinned", "--network", "statics", "--ip", "10.91.0.50", *mac, "--network-alias", "pin",
+      "--add-host", "db.example:10.1.2.3", "--tmpfs", "/scratch:size=1m", "busybox", "sleep", "600")  # fmt: skip
+    fmt = "{{.NetworkSettings.Networks.statics.IPAddress}} {{.NetworkSettings.Networks.statics.MacAddress}}"
+    expected_mac = "02:42:0a:5b:00:99" if mac else "02:42:0a:5b:00:32"  # else derived from the address, as Docker
+    assert d("inspect", "-f", fmt, "pinned").stdout.split() == ["10.91.0.50", expected_mac]
+    inside = d("exec", "pinned", "sh", "-c", "cat /sys/class/net/eth0/address; grep db.example /etc/hosts; "
+               "mount | grep ' /scratch '").stdout  # fmt: skip
+    assert expected_mac in inside and "10.1.2.3\tdb.example" in inside and "tmpfs on /scratch" in inside
+    assert d("run", "--rm", "--network", "statics", "busybox", "ping", "-c1", "-W2", "pin").returncode == 0
+    d("rm", "-f", "pinned")

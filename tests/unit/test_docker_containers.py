@@ -42,8 +42,9 @@ def test_create_body_maps_to_the_runners_request():
     assert request["publish"] == [{"host_port": 8080, "container_port": 80, "protocol": "tcp", "host_ip": ""}]
     assert (request["memory"], request["cpus"], request["pids_limit"]) == (str(64 << 20), "0.5", "10")
     assert request["restart"] == "on-failure:3" and request["stop_signal"] == "SIGQUIT"
-    assert request["networks"] == ["appnet"] and request["network_aliases"] == ["www"]
-    assert request["ip"] == "10.9.0.9" and request["tmpfs"] == ["/run:size=1m", "/scratch:size=4096"]
+    assert request["networks"] == ["appnet"]
+    assert request["endpoints"] == {"appnet": {"aliases": ["www"], "ip": "10.9.0.9", "mac": ""}}
+    assert request["tmpfs"] == ["/run:size=1m", "/scratch:size=4096"]
     assert request["tty"] and request["interactive"] and request["stdin_once"]
     RunRequest.from_dict(request)  # every key is a field of the runner's request
 
