@@ -32,8 +32,7 @@ def attach(api, req: Request, ref: str) -> Hijack:
     container = find(api, ref)
     stream, logs = req.flag("stream"), req.flag("logs")
     want_stdin, want = req.flag("stdin"), {1: req.flag("stdout"), 2: req.flag("stderr")}
-    if req.arg("detachKeys"):
-        pass  # the CLI's ctrl-p,ctrl-q: its own business with a raw terminal; nothing to do here
+    detach_keys = parse_detach_keys(req.arg("detachKeys") or DEFAULT_DETACH_KEYS)
     tty = container.config.tty
     session = None
     stdin_fd = -1
@@ -56,8 +55,16 @@ def attach(api, req: Request, ref: str) -> Hijack:
 
         copier: list[threading.Thread] = []
 
+        def detached() -> None:  # the client typed the detach keys: end the attach, the container runs on
+            for end in [session.sock] if session is not None else []:
+                with contextlib.suppress(OSError):
+                    end.shutdown(2)
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)
+
         def start_stdin(fd: int) -> None:
-            thread = threading.Thread(target=_copy_in, args=(rfile, fd), name="attach-stdin", daemon=True)
+            thread = threading.Thread(target=_copy_in, args=(rfile, fd, detach_keys, detached), name="attach-stdin",
+                                      daemon=True)  # fmt: skip
             thread.start()
             copier.append(thread)
 
@@ -111,20 +118,67 @@ def _first_event(session) -> int:
     raise NetctlError("the container monitor closed the connection without answering; see its log")
 
 
-def _copy_in(rfile, fd: int) -> None:
-    """Client input -> the container's terminal or stdin, until the client's end of input."""
+def _copy_in(rfile, fd: int, detach_keys: bytes = b"", on_detach=None) -> None:
+    """Client input -> the container's terminal or stdin, until the client's end of input, or until
+    the detach keys (dockerd's ctrl-p,ctrl-q by default) arrive: on_detach() then ends the attach. A
+    partial match is held back until the next byte decides."""
+    held = b""
     try:
         while True:
             data = rfile.read1(65536) if hasattr(rfile, "read1") else rfile.read(65536)
             if not data:
                 return
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            if detach_keys:
+                data, held, hit = _scan(held + data, detach_keys)
+                if hit:
+                    _write_all(fd, data)
+                    if on_detach is not None:
+                        on_detach()
+                    return
+            _write_all(fd, data)
     except OSError:
         return
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _scan(data: bytes, keys: bytes) -> tuple[bytes, bytes, bool]:
+    """(bytes to pass on, bytes held as a possible start of `keys`, whether `keys` arrived)."""
+    at = data.find(keys)
+    if at >= 0:
+        return data[:at], b"", True
+    for size in range(min(len(keys) - 1, len(data)), 0, -1):
+        if keys.startswith(data[-size:]):
+            return data[:-size], data[-size:], False
+    return data, b"", False
+
+
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+
+
+def parse_detach_keys(text: str) -> bytes:
+    """dockerd's detachKeys: comma-separated `ctrl-<a-z@[\\]^_>` or single characters."""
+    out = bytearray()
+    for key in text.split(","):
+        if key.startswith("ctrl-") and len(key) == 6:
+            char = key[5].lower()
+            if "a" <= char <= "z":
+                out.append(ord(char) - ord("a") + 1)
+            elif char in "@[\\]^_":
+                out.append(ord(char) - 64)
+            else:
+                raise bad_request(f"invalid detach keys {text!r}: {key!r} is not a control key")
+        elif len(key) == 1:
+            out.append(ord(key))
+        else:
+            raise bad_request(f"invalid detach keys {text!r}: use e.g. ctrl-p,ctrl-q")
+    return bytes(out)
 
 
 def _time_arg(req: Request, name: str) -> float:

@@ -178,3 +178,44 @@ def test_a_client_dropping_mid_attach_leaves_no_trace(dhost):
     dhost.docker("rm", "-f", "noisy")
     _doctor_clean(dhost)
     dhost.assert_no_traceback()
+
+
+DETACH_DRIVER = (
+    "import os, pty, sys, select, time\n"
+    "argv = sys.argv[1:]\n"
+    "pid, fd = pty.fork()\n"
+    "if pid == 0:\n"
+    "    os.execvp(argv[0], argv)\n"
+    "out = b''\n"
+    "deadline = time.monotonic() + 30\n"
+    "sent = False\n"
+    "while time.monotonic() < deadline:\n"
+    "    r, _, _ = select.select([fd], [], [], 0.2)\n"
+    "    if r:\n"
+    "        try:\n"
+    "            data = os.read(fd, 4096)\n"
+    "        except OSError:\n"
+    "            break\n"
+    "        if not data:\n"
+    "            break\n"
+    "        out += data\n"
+    "    if not sent and b'#' in out:\n"
+    "        os.write(fd, b'echo marker > /tmp/here\\r')\n"
+    "        time.sleep(0.5)\n"
+    "        os.write(fd, b'\\x10\\x11')\n"
+    "        sent = True\n"
+    "_, status = os.waitpid(pid, 0)\n"
+    "print('exit', os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def test_detach_keys_leave_the_container_running(dhost):
+    import shutil
+    import sys
+
+    result = dhost.run(sys.executable, "-c", DETACH_DRIVER, shutil.which("docker"), "run", "-it", "--name", "stays",
+                       "busybox", "sh", env=dhost.docker_env(), timeout=60)  # fmt: skip
+    assert result.stdout.strip().endswith("exit 0"), result.stdout
+    assert dhost.docker("inspect", "-f", "{{.State.Running}}", "stays").stdout.strip() == "true"
+    assert dhost.docker("exec", "stays", "cat", "/tmp/here").stdout == "marker\n"
+    dhost.docker("rm", "-f", "stays")

@@ -148,3 +148,15 @@ def test_log_selection_tail_since_until(tmp_path):
     assert text(tail=2) == "c\nd" and text(tail=0) == ""
     assert text(since=15) == "e\nc\nd" and text(until=25) == "a\nb\ne\n" and text(since=15, tail=1) == "d"
     assert logs.stamp(1.5) == "1970-01-01T00:00:01.500000000Z"
+
+
+def test_detach_keys():
+    from netctl.docker_api.containers_io import _scan, parse_detach_keys
+
+    keys = parse_detach_keys("ctrl-p,ctrl-q")
+    assert keys == b"\x10\x11" and parse_detach_keys("ctrl-a,x") == b"\x01x"
+    assert _scan(b"ab\x10", keys) == (b"ab", b"\x10", False)  # held: it may start the sequence
+    assert _scan(b"\x10x", keys) == (b"\x10x", b"", False)
+    assert _scan(b"ls\x10\x11rest", keys) == (b"ls", b"", True)
+    with pytest.raises(ApiError):
+        parse_detach_keys("ctrl-1")
