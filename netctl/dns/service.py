@@ -66,8 +66,8 @@ class DnsService:
     def stop(self) -> None:
         self._stop.set()
         self.server.wake()
-        with contextlib.suppress(OSError):
-            self._control.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"stop", control_path(self.root))  # the indexer waits in recvfrom: wake it
         for thread in self._threads:
             thread.join(JOIN_TIMEOUT_S)
         self._control.close()
