@@ -222,3 +222,20 @@ def test_connect_a_created_container_before_it_starts(dhost):
     dhost.docker("rm", "-f", "idle")
     dhost.docker("network", "rm", "first", "later")
     dhost.doctor_clean()
+
+
+def test_ipv6_null_and_overlay_without_a_store(dhost):
+    dhost.docker("network", "create", "--ipv6", "--subnet", "fd00:77::/64", "--subnet", "10.79.0.0/24", "dual")
+    view = dhost.json("network", "inspect", "dual")[0]
+    assert view["EnableIPv6"] is True
+    assert sorted(c["Subnet"] for c in view["IPAM"]["Config"]) == ["10.79.0.0/24", "fd00:77::/64"]
+    dhost.docker("network", "create", "-d", "null", "nothing")
+    assert dhost.docker("network", "inspect", "-f", "{{.Driver}} {{len .IPAM.Config}}", "nothing").stdout.strip() \
+        == "null 0"
+    overlay = dhost.docker("network", "create", "-d", "overlay", "ov", check=False)
+    assert overlay.returncode == 1 and overlay.stderr.count("\n") == 1 and "ov" not in \
+        dhost.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+    swarm = dhost.docker("network", "create", "--scope", "swarm", "sw", check=False)
+    assert swarm.returncode == 1 and "Scope 'swarm' is not supported" in swarm.stderr
+    dhost.docker("network", "rm", "dual", "nothing")
+    dhost.doctor_clean()
