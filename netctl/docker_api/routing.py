@@ -8,14 +8,11 @@ route matches under another method is 405, as dockerd answers.
 from __future__ import annotations
 
 import importlib
-import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 from netctl.docker_api.http import ApiError, version_tuple
-
-log = logging.getLogger("netctl.docker_api")
 
 # The newest API version served (Docker 27.x), and the oldest: docker CLI 20.10 speaks 1.41 and
 # negotiates down to the server's; docker-py 7 and compose 1.29 ask 1.24 at least.
@@ -23,9 +20,6 @@ MAX_VERSION = "1.47"
 MIN_VERSION = "1.24"
 
 MODULES = ("system", "networks", "volumes", "images", "images_transfer", "containers", "exec")
-# The modules another writer delivers later: skipped with a log line while absent. Every other module
-# missing is a bug and fails loudly.
-OPTIONAL_MODULES = {"containers", "exec"}
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 
@@ -50,13 +44,7 @@ class Router:
     def __init__(self, modules: tuple[str, ...] = MODULES):
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         for name in modules:
-            try:
-                module = importlib.import_module(f"netctl.docker_api.{name}")
-            except ModuleNotFoundError as err:
-                if name in OPTIONAL_MODULES and err.name == f"netctl.docker_api.{name}":
-                    log.info("docker api: %s not available yet", name)
-                    continue
-                raise
+            module = importlib.import_module(f"netctl.docker_api.{name}")
             for method, pattern, handler in getattr(module, "ROUTES", []):
                 self.routes.append((method.upper(), re.compile(f"^{pattern}$"), handler))
 
