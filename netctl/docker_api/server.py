@@ -164,6 +164,12 @@ class ConnectionHandler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return SERVER_NAME
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # A line per change (as the netctl protocol's "served ..."), none per read: `docker ps` in a
+        # loop must not fill the log.
+        if self.command not in ("GET", "HEAD"):
+            log.info("docker api: %s %s: %s", self.command, self.path.split("?", 1)[0], code)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the stdlib's name)
         log.debug("docker api: " + format, *args)
 
