@@ -9,7 +9,8 @@ Fairness and bounds: a readable socket is read at most BATCH times per turn of t
 container flooding its socket gets its turn like the others and no more; what it sends beyond that
 waits in its own socket's kernel queue (SO_RCVBUF, bounded) and is dropped by the kernel when full.
 Forwarded queries are bounded per sandbox and in all (netctl/dns/upstream.py). TCP connections are
-served by a small pool of threads, at most TCP_MAX at once (more are closed at accept), each for at
+served by a small pool of threads, at most TCP_MAX at once and TCP_PER_SANDBOX for one sandbox (more
+are closed at accept, so one container holding connections open cannot take the pool), each for at
 most TCP_QUERIES queries and TCP_IDLE_S of silence.
 """
 
@@ -38,7 +39,8 @@ BATCH = 32  # datagrams read from one socket per turn
 MAX_QUERY = 4096  # bytes read of one datagram (EDNS0 clients send less; more is truncated, then FORMERR)
 UDP_LIMIT = 512  # a larger local answer is sent truncated (TC): the asker retries over TCP
 TCP_MAX = 32
-TCP_WORKERS = 4
+TCP_PER_SANDBOX = 3
+TCP_WORKERS = 8
 TCP_QUERIES = 64
 TCP_IDLE_S = 5.0
 LOG_EVERY_S = 60.0  # an unexpected error is logged at most this often (never a traceback per packet)
@@ -59,13 +61,14 @@ class Update:
 class Slot:
     """One sandbox's listeners with what its queries see."""
 
-    __slots__ = ("sockets", "view", "servers", "sandbox_id")
+    __slots__ = ("sockets", "view", "servers", "sandbox_id", "tcp_open")
 
     def __init__(self, sockets: Sockets, view: View, servers: tuple[str, ...]):
         self.sockets = sockets
         self.view = view
         self.servers = servers
         self.sandbox_id = sockets.sandbox_id
+        self.tcp_open = 0  # its TCP connections being served (changed under Server._tcp_lock)
 
 
 _UDP, _TCP, _UPSTREAM, _WAKE = range(4)
@@ -86,7 +89,8 @@ class Server:
             if sock is not None:
                 self._watch(sock.fileno(), _UPSTREAM, sock)
         self._tcp_pool = ThreadPoolExecutor(max_workers=TCP_WORKERS, thread_name_prefix="netctl-dns-tcp")
-        self._tcp_slots = threading.BoundedSemaphore(TCP_MAX)
+        self._tcp_lock = threading.Lock()
+        self._tcp_open = 0
         self._last_error = 0.0
         self._queued = array.array("i", [0])
         self.errors = 0  # unexpected errors seen (logged at most every LOG_EVERY_S)
@@ -179,8 +183,13 @@ class Server:
             conn, _ = slot.sockets.tcp.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
-        if not self._tcp_slots.acquire(blocking=False):
-            conn.close()  # at the limit: the asker retries or gives up; the others are served
+        with self._tcp_lock:
+            full = self._tcp_open >= TCP_MAX or slot.tcp_open >= TCP_PER_SANDBOX
+            if not full:
+                self._tcp_open += 1
+                slot.tcp_open += 1
+        if full:
+            conn.close()  # at a limit: the asker retries or gives up; the others are served
             return
         conn.setblocking(True)
         conn.settimeout(TCP_IDLE_S)
@@ -205,7 +214,9 @@ class Server:
         except Exception as err:  # noqa: BLE001
             self._unexpected(err)
         finally:
-            self._tcp_slots.release()
+            with self._tcp_lock:
+                self._tcp_open -= 1
+                slot.tcp_open -= 1
 
     def _apply_updates(self) -> None:
         try:

@@ -117,10 +117,12 @@ def test_tcp_abuse_leaves_the_server_answering(dns_lab):
         finally:
             conn.close()
     assert dns_lab.addresses("web", "attacker") != []  # UDP is served meanwhile
+    (tcp,) = dns_lab.stub("web", "attacker/A", tcp=True)  # and another container's TCP: a per-sandbox cap
+    assert tcp["answers"], tcp
     for conn in idle:
         conn.close()
-    (tcp,) = dns_lab.stub("web", "attacker/A", tcp=True)  # and TCP again once they are gone
-    assert tcp["answers"], tcp
+    (again,) = dns_lab.stub("attacker", "web/A", tcp=True)  # the attacker's own TCP once it let go
+    assert again["answers"], again
     log = dns_lab.agent_log()
     assert "Traceback" not in log and "unexpected" not in log, log
 
