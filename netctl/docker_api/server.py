@@ -164,11 +164,21 @@ class ConnectionHandler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return SERVER_NAME
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib parser's refusals (a malformed request line or header, 414, 431...) in dockerd's
+        JSON shape, not its HTML page; the connection is closed after it."""
+        self.close_connection = True
+        if getattr(self, "request_version", "") in ("", "HTTP/0.9"):  # we never speak 0.9: a status line always
+            self.request_version = "HTTP/1.1"
+        phrase = self.responses.get(code, ("error",))[0]
+        self._send_error(code, message or explain or phrase)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # A line per change (as the netctl protocol's "served ..."), none per read: `docker ps` in a
         # loop must not fill the log.
-        if self.command not in ("GET", "HEAD"):
-            log.info("docker api: %s %s: %s", self.command, self.path.split("?", 1)[0], code)
+        command, path = getattr(self, "command", "") or "", getattr(self, "path", "") or ""
+        if command not in ("GET", "HEAD"):
+            log.info("docker api: %s %s: %s", command or "(unparsable request)", path.split("?", 1)[0], code)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the stdlib's name)
         log.debug("docker api: " + format, *args)

@@ -204,3 +204,20 @@ def test_a_docker_socket_path_that_is_a_file_is_left_alone(host):
         assert host.netctl("network", "ls", "-q").returncode == 0
     finally:
         stop_group(agent, signal.SIGTERM)
+
+
+def test_malformed_http_gets_a_json_error_and_the_agent_goes_on(dhost):
+    for request, status in [(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+                            (b"GET /_ping HTTP/2.5\r\n\r\n", 505),
+                            (b"BREW /_ping HTTP/1.1\r\nHost: d\r\n\r\n", 501)]:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(10)
+            conn.connect(dhost.outside_socket)
+            conn.sendall(request)
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split()[1] == str(status).encode(), data[:200]
+        assert set(json.loads(body)) == {"message"}
+    assert dhost.docker("version", "--format", "{{.Server.APIVersion}}").stdout.strip() == "1.47"
