@@ -239,3 +239,35 @@ def test_ipv6_null_and_overlay_without_a_store(dhost):
     assert swarm.returncode == 1 and "Scope 'swarm' is not supported" in swarm.stderr
     dhost.docker("network", "rm", "dual", "nothing")
     dhost.doctor_clean()
+
+
+def test_concurrent_network_requests(dhost):
+    """16 clients at once, each creating, inspecting and removing its own network, and all racing for
+    one name: each gets its answer, exactly one creation of the shared name wins, nothing is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import docker
+
+    def work(i: int) -> tuple[str, int]:
+        client = dhost.api_client()
+        try:
+            own = client.create_network(f"c{i}", driver="bridge")
+            assert client.inspect_network(own["Id"])["Name"] == f"c{i}"
+            try:
+                client.create_network("shared")
+                won = 1
+            except docker.errors.APIError as err:
+                assert err.status_code == 409
+                won = 0
+            client.remove_network(own["Id"])
+            return own["Id"], won
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(work, range(16)))
+    assert len({net_id for net_id, _ in results}) == 16
+    assert sum(won for _, won in results) == 1
+    assert set(dhost.docker("network", "ls", "--format", "{{.Name}}").stdout.split()) == {"shared", "host", "none"}
+    dhost.docker("network", "rm", "shared")
+    dhost.doctor_clean()
