@@ -102,15 +102,17 @@ def sync_names(root: str, *, start_agent: bool = False) -> bool:
     start_agent (the monitor, attaching a container): with no agent for `root`, start one as a CLI
     command does on first use, and wait (AGENT_START_WAIT_S at most) until its name server runs,
     so the container's first lookup finds it; NETCTL_NO_DAEMON=1 in our environment: never."""
-    if name_server.sync(root) or not start_agent or os.environ.get("NETCTL_NO_DAEMON"):
-        return False if not os.path.exists(name_server.control_path(root)) else True
-    if not _spawn_agent(root):
+    if name_server.sync(root):
+        return True
+    if not start_agent or os.environ.get("NETCTL_NO_DAEMON") or not _spawn_agent(root):
         return False
+    # No answer: no agent, a dead one's socket, or one too busy to answer in time. The agent just
+    # spawned leaves quietly if another holds the root; either way, ask until one answers (bounded).
     deadline = time.monotonic() + AGENT_START_WAIT_S
     while time.monotonic() < deadline:
-        if os.path.exists(name_server.control_path(root)):
-            return name_server.sync(root)
-        time.sleep(0.01)
+        if os.path.exists(name_server.control_path(root)) and name_server.sync(root):
+            return True
+        time.sleep(0.02)
     return False
 
 

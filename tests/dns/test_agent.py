@@ -78,3 +78,20 @@ def test_changes_made_without_the_agent_reach_it(dns_lab):
     wait_for(lambda: dns_lab.addresses("client", "lib-made"), what="the library-made sandbox's name")
     wait_for(lambda: dns_lab.addresses("lib-made", "client"), what="names inside the library-made sandbox")
     print(f"a library user's change served after {time.monotonic() - started:.3f} s")
+
+
+def test_after_the_agent_is_killed_the_next_run_brings_names_back(dns_lab):
+    """kill -9 leaves ROOT/dns.sock behind with nobody reading it: the monitor's poke is refused, it
+    starts an agent (as a CLI command does on first use), and the new container resolves at once."""
+    import signal
+
+    from harness import stop_group
+
+    dns_lab.run("web")
+    assert dns_lab.agent is not None
+    stop_group(dns_lab.agent, signal.SIGKILL)
+    dns_lab.agent = None
+    assert dns_lab.host.run("test", "-S", f"{ROOT}/dns.sock", check=False).returncode == 0  # left behind
+    dns_lab.run("late")
+    assert dns_lab.addresses("late", "web")  # no waiting: run returned after the new agent had it
+    assert dns_lab.addresses("web", "late")
