@@ -307,6 +307,7 @@ class Runtime:
                 extra_hosts=list(request.extra_hosts),
                 **spec.dns_settings(request),
                 docker=dict(request.docker),
+                healthcheck=dict(request.healthcheck),
             )
             self.images.lowerdirs(image)  # every layer present, or NotFound now
             os.makedirs(directory, mode=0o700)
@@ -487,9 +488,10 @@ class Runtime:
         self.records.write_state(container_id, state)
 
     def record_running(self, container_id: str, state: ContainerState, pid: int, pid_start: int,
-                       networks: dict) -> None:
+                       networks: dict, *, health: bool = False) -> None:
         state.status = RUNNING
         state.manually_stopped = False
+        state.health = {"Status": "starting", "FailingStreak": 0, "Log": []} if health else {}
         state.error = ""
         state.exit_code = None
         state.pid = pid

@@ -47,7 +47,7 @@ from runner import linux, process, protocol
 from runner.lifecycle import Runtime
 from runner.monitor_adopt import adopt_or_finish_all
 from runner.monitor_clients import Client
-from runner.monitor_exec import ExecOps
+from runner.monitor_health import HealthOps
 from runner.monitor_launch import StartFailed, launch
 from runner.monitor_ops import ContainerOps
 from runner.monitor_watch import Live
@@ -62,7 +62,7 @@ CONTAINER_OPS = ("kill", "stop", "wait", "rm", "start", "attach", "rename", "res
 EXEC_OPS = ("exec_start", "exec_inspect", "exec_resize")
 
 
-class Monitor(ContainerOps, ExecOps):
+class Monitor(ContainerOps, HealthOps):
     """The monitor of one root: serves requests (hello, run, signal, kill, stop, wait, rm, stats; and
     Docker's create, start, attach, rename, resize, exec_*: runner/monitor_ops.py, monitor_exec.py) on
     ROOT/monitor.sock over the layers below it."""
@@ -109,6 +109,7 @@ class Monitor(ContainerOps, ExecOps):
         live = Live(container=container, pid=container.state.pid, pidfd=pidfd)
         self.live[container.id] = live
         self.selector.register(pidfd, selectors.EVENT_READ, ("pidfd", container.id))
+        self._health_start(live)
 
     def _error(self, client: Client, err: NetctlError) -> None:
         event = protocol.error_event(err)
@@ -184,6 +185,7 @@ class Monitor(ContainerOps, ExecOps):
         for fd in live.outputs:
             self.selector.register(fd, selectors.EVENT_READ, ("output", container_id))
         self._attach_pending(live)
+        self._health_start(live)
         event = {"event": "started", "id": container_id, "name": live.container.name, "pid": live.pid}
         if client is not None:
             if not detach and not client.closed:

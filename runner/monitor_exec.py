@@ -19,7 +19,7 @@ import secrets
 import selectors
 import time
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Callable, cast
 
 from libnetwork.errors import InUse, NotFound
 from runner import execute, process, protocol
@@ -31,6 +31,7 @@ from runner.state import Container
 log = logging.getLogger("netctl.monitor")
 
 MAX_EXECS = 512
+CAPTURE_MAX = 4096  # dockerd keeps 4 KiB of a healthcheck's output
 PREFIX = "exec:"  # by_pid keys of exec processes, beside container ids
 
 
@@ -54,6 +55,9 @@ class Exec:
     client: Client | None = None
     status: int | None = None
     finishing: bool = False
+    capture: bytearray | None = None  # an internal exec's output (a healthcheck's), bounded
+    on_done: Callable[[Exec], None] | None = None  # an internal exec's end (exit_code set)
+    output_error: str = ""
 
     def view(self) -> dict:
         return {"id": self.id, "container": self.container_id, "argv": self.argv, "user": self.user,
@@ -193,6 +197,41 @@ class ExecOps(ContainerWatcher):
             self.by_pid.pop(record.pid, None)
             self._exited(key, status)
 
+    def _run_internal(self, container_id: str, argv: list[str], on_done: Callable[[Exec], None]) -> Exec:
+        """An exec of the monitor's own (a healthcheck): output captured, on_done(record) at its end,
+        also when it cannot start (exit_code -1, output_error set)."""
+        record = Exec(id=secrets.token_hex(32), container_id=container_id, argv=argv, capture=bytearray(),
+                      on_done=on_done, running=True)  # fmt: skip
+        self.execs[record.id] = record
+
+        def work() -> None:
+            try:
+                self._spawn(record)
+            except Exception as err:  # noqa: BLE001 - reported as the probe's failure
+                message = getattr(err, "message", None) or str(err)
+
+                def failed() -> None:
+                    self.execs.pop(record.id, None)
+                    record.running, record.exit_code, record.output_error = False, -1, message
+                    on_done(record)
+
+                self.call_soon(failed)
+                return
+            self.call_soon(lambda: self._internal_started(record))
+
+        self.submit(work)
+        return record
+
+    def _internal_started(self, record: Exec) -> None:
+        key = PREFIX + record.id
+        self.by_pid[record.pid] = key
+        for fd in record.outputs:
+            self.selector.register(fd, selectors.EVENT_READ, ("exec_output", record.id))
+        if record.pid in self.unclaimed:
+            status, _ = self.unclaimed.pop(record.pid)
+            self.by_pid.pop(record.pid, None)
+            self._exited(key, status)
+
     # --- the loop's events ----------------------------------------------------------------------
 
     def _event(self, kind: str, obj: object, fd: int, events: int) -> None:
@@ -216,6 +255,8 @@ class ExecOps(ContainerWatcher):
             return
         if record.client is not None:
             self._send_raw(record.client, protocol.frame(record.outputs.get(fd, protocol.STDOUT), data))
+        elif record.capture is not None and len(record.capture) < CAPTURE_MAX:
+            record.capture += data[: CAPTURE_MAX - len(record.capture)]
 
     def _close_exec_output(self, record: Exec | None, fd: int) -> None:
         try:
@@ -265,6 +306,10 @@ class ExecOps(ContainerWatcher):
             code = process.EXIT_CANNOT_EXEC
         record.exit_code = code
         record.running = False
+        record.output_error = error.decode(errors="replace").strip()
+        if record.on_done is not None:
+            self.execs.pop(record.id, None)
+            record.on_done(record)
         client = record.client
         record.client = None
         if client is not None:

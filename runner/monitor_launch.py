@@ -88,7 +88,8 @@ def start(runtime: Runtime, container: Container, stdin_fd: int = -1) -> tuple[L
         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
         0o600,
     )
-    runtime.record_running(config.id, container.state, pid, process_start_time(pid), runtime.network_views(config))
+    runtime.record_running(config.id, container.state, pid, process_start_time(pid), runtime.network_views(config),
+                           health=bool(config.healthcheck))
     live = Live(container=container, pid=pid, outputs=outputs, log_fd=log_fd, master_fd=master,
                 remove_when_done=config.auto_remove, stdin_w=stdin_w)  # fmt: skip
     return live, master

@@ -98,6 +98,7 @@ class RunRequest:
     extra_hosts: list[str] = field(default_factory=list)  # NAME:ADDRESS lines for /etc/hosts
     docker: dict[str, Any] = field(default_factory=dict)  # the API's Config/HostConfig as sent, for inspect
     endpoints: dict[str, dict] = field(default_factory=dict)  # the API's per network: aliases, ip, mac
+    healthcheck: dict[str, Any] = field(default_factory=dict)  # argv, interval, timeout, retries, start_period (s)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +148,7 @@ class ContainerConfig:
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     docker: dict[str, Any] = field(default_factory=dict)
+    healthcheck: dict[str, Any] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:

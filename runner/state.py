@@ -42,6 +42,7 @@ class ContainerState:
     networks: dict[str, dict] = field(default_factory=dict)  # network name -> endpoint view at start
     restart_count: int = 0  # starts made by the restart policy since the last start by hand
     manually_stopped: bool = False  # stop/kill by a client: always and unless-stopped leave it stopped
+    health: dict[str, Any] = field(default_factory=dict)  # Docker's State.Health while a healthcheck runs
 
     @property
     def running(self) -> bool:

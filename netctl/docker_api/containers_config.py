@@ -78,9 +78,6 @@ def run_request(body: dict, name: str, runner_fields: set[str]) -> dict:
     host = body.get("HostConfig") or {}
     if not isinstance(host, dict):
         raise bad_request("HostConfig must be a JSON object")
-    healthcheck = body.get("Healthcheck") or {}
-    if healthcheck.get("Test") and healthcheck["Test"] not in (["NONE"], ["NONE", ""]):
-        raise refuse("Config.Healthcheck", "drop the healthcheck (or test with `exec`)")
     if body.get("Domainname"):
         raise refuse("Config.Domainname")
     if body.get("NetworkDisabled"):
@@ -101,6 +98,7 @@ def run_request(body: dict, name: str, runner_fields: set[str]) -> dict:
         "stop_timeout": body.get("StopTimeout"),
         "detach": True,
     }
+    request["healthcheck"] = healthcheck(body.get("Healthcheck") or {})
     if body.get("Entrypoint") is not None:
         request["entrypoint"] = _list(body.get("Entrypoint"), "Entrypoint")
     _host_config(host, request, body, runner_fields)
@@ -115,6 +113,39 @@ def run_request(body: dict, name: str, runner_fields: set[str]) -> dict:
     request["docker"] = {"Config": {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")},
                          "HostConfig": host}  # fmt: skip
     return request
+
+
+def healthcheck(check: dict) -> dict:
+    """Config.Healthcheck -> the runner's {"argv", "interval", "timeout", "start_period",
+    "start_interval" (seconds), "retries"}; {} for none ([] inherits the image's: netctl's images keep
+    none, so none) or NONE."""
+    test = check.get("Test") or []
+    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+        raise bad_request("Config.Healthcheck.Test must be a list of strings")
+    if not test or test[0] == "NONE":
+        return {}
+    if test[0] == "CMD" and len(test) > 1:
+        argv = test[1:]
+    elif test[0] == "CMD-SHELL" and len(test) == 2:
+        argv = ["/bin/sh", "-c", test[1]]
+    else:
+        raise bad_request(f"Config.Healthcheck.Test {test!r}: use [\"CMD\", ARGS...] or [\"CMD-SHELL\", COMMAND]")
+    out: dict[str, Any] = {"argv": argv}
+    for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                       ("StartInterval", "start_interval")):  # fmt: skip
+        value = check.get(key) or 0
+        if not isinstance(value, int) or value < 0:
+            raise bad_request(f"Config.Healthcheck.{key} must be a duration in nanoseconds")
+        if value and value < 1_000_000:
+            raise bad_request(f"Config.Healthcheck.{key} cannot be less than 1ms")
+        if value:
+            out[field] = value / 1e9
+    retries = check.get("Retries") or 0
+    if not isinstance(retries, int) or retries < 0:
+        raise bad_request("Config.Healthcheck.Retries must be 0 or more")
+    if retries:
+        out["retries"] = retries
+    return out
 
 
 def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str]) -> None:

@@ -72,7 +72,9 @@ def _since(iso: str) -> float:
 
 def status_text(state) -> str:
     if state.status == "running":
-        return f"Up {human_duration(_since(state.started))}"
+        health = (state.health or {}).get("Status")
+        suffix = {"starting": " (health: starting)", "healthy": " (healthy)", "unhealthy": " (unhealthy)"}
+        return f"Up {human_duration(_since(state.started))}{suffix.get(health or '', '')}"
     if state.status == "restarting":
         return f"Restarting ({state.exit_code or 0}) {human_duration(_since(state.finished))} ago"
     if state.status == "exited":
@@ -184,7 +186,8 @@ def container_config(config) -> dict:
         "WorkingDir": config.workdir if config.workdir != "/" else "", "Entrypoint": None, "OnBuild": None,
         "Labels": dict(config.labels),
     }  # fmt: skip
-    for key in ("AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Entrypoint", "StopSignal"):
+    for key in ("AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Entrypoint", "StopSignal",
+                "Healthcheck"):
         if key in given:
             out[key] = given[key]
     if "Cmd" in given and given["Cmd"] is not None:
@@ -213,6 +216,7 @@ def inspect(container, networks: dict[str, dict], directory: str) -> dict:
             "Restarting": state.status == "restarting", "OOMKilled": state.oom_killed, "Dead": False,
             "Pid": state.pid, "ExitCode": state.exit_code or 0, "Error": state.error,
             "StartedAt": rfc3339(state.started), "FinishedAt": rfc3339(state.finished),
+            **({"Health": _health(state)} if config.healthcheck else {}),
         },  # fmt: skip
         "Image": f"sha256:{config.image_id}",
         "ResolvConfPath": os.path.join(directory, "resolv.conf"),
@@ -240,6 +244,21 @@ def inspect(container, networks: dict[str, dict], directory: str) -> dict:
             "Networks": entries,
         },  # fmt: skip
     }
+
+
+def _health(state) -> dict:
+    health = dict(state.health or {"Status": "starting" if state.status == "running" else "unhealthy",
+                                   "FailingStreak": 0, "Log": []})
+    health["Log"] = [{**entry, "Start": rfc3339(entry.get("Start", "")), "End": rfc3339(entry.get("End", ""))}
+                     for entry in health.get("Log", [])]  # fmt: skip
+    return health
+
+
+def health_of(container) -> str:
+    """The `health` list filter's value: none, starting, healthy or unhealthy."""
+    if not container.config.healthcheck:
+        return "none"
+    return (container.state.health or {}).get("Status") or "starting"
 
 
 def list_entry(container, networks: dict[str, dict]) -> dict:
@@ -281,6 +300,7 @@ def matches(container, filters: dict[str, list[str]], networks: dict[str, dict],
             view.get("NetworkID", "").startswith(v) for view in networks.values()),
         "ancestor": lambda v: image_ids.get(v) == config.image_id or config.image == v,
         "exited": lambda v: state.status == "exited" and str(state.exit_code or 0) == v,
+        "health": lambda v: health_of(container) == v,
     }
     for key, values in filters.items():
         test = tests.get(key)

@@ -14,6 +14,15 @@ import pytest
 FETCH = "import urllib.request as u; print(u.urlopen('http://{}/', timeout=3).read().decode(), end='')"
 
 
+def _monitor_log_clean(dhost) -> None:
+    try:
+        with open(dhost.path(f"{dhost.root}/monitor.log"), errors="replace") as f:
+            log = f.read()
+    except FileNotFoundError:
+        log = ""
+    assert "Traceback" not in log, log
+
+
 def _doctor_clean(dhost, timeout: float = 10.0) -> None:
     """`netctl doctor` finds nothing; a removed container's veth pair may take the kernel a moment to go
     (the runner lets the kernel delete it with the namespace, runner/lifecycle.py), so ask again."""
@@ -195,6 +204,7 @@ def test_bad_input_is_refused_with_one_message_and_nothing_made(dhost):
     d("rm", "-f", *left)
     _doctor_clean(dhost)
     dhost.assert_no_traceback()
+    _monitor_log_clean(dhost)
 
 
 def test_container_events_including_restarts(dhost):
@@ -256,3 +266,28 @@ def test_static_address_mac_and_aliases_per_network(dhost, api_version):
     assert expected_mac in inside and "10.1.2.3\tdb.example" in inside and "tmpfs on /scratch" in inside
     assert d("run", "--rm", "--network", "statics", "busybox", "ping", "-c1", "-W2", "pin").returncode == 0
     d("rm", "-f", "pinned")
+
+
+def test_healthcheck_runs_in_the_monitor(dhost):
+    d = dhost.docker
+    d("run", "-d", "--name", "checked", "--health-cmd", "cat /tmp/ok", "--health-interval", "300ms",
+      "--health-retries", "2", "--health-timeout", "2s", "busybox", "sleep", "600")  # fmt: skip
+    status = lambda: d("inspect", "-f", "{{.State.Health.Status}}", "checked").stdout.strip()  # noqa: E731
+    assert _until(lambda: status() == "unhealthy", 15), status()
+    health = dhost.json("inspect", "checked")[0]["State"]["Health"]
+    assert health["FailingStreak"] >= 2 and health["Log"][-1]["ExitCode"] == 1
+    assert "No such file" in health["Log"][-1]["Output"]
+    assert "(unhealthy)" in d("ps", "--format", "{{.Status}}").stdout
+    d("exec", "checked", "sh", "-c", "echo fine > /tmp/ok")
+    assert _until(lambda: status() == "healthy", 15), status()
+    assert d("ps", "-q", "--filter", "health=healthy").stdout.strip() != ""
+    assert dhost.json("inspect", "checked")[0]["State"]["Health"]["Log"][-1]["Output"] == "fine\n"
+    # A probe that outlives its timeout fails.
+    d("run", "-d", "--name", "slow", "--health-cmd", "sleep 5", "--health-interval", "200ms", "--health-retries", "1",
+      "--health-timeout", "300ms", "busybox", "sleep", "600")  # fmt: skip
+    slow = lambda: d("inspect", "-f", "{{.State.Health.Status}}", "slow").stdout.strip()  # noqa: E731
+    assert _until(lambda: slow() == "unhealthy", 15), slow()
+    assert "exceeded timeout" in dhost.json("inspect", "slow")[0]["State"]["Health"]["Log"][-1]["Output"]
+    d("rm", "-f", "checked", "slow")
+    _doctor_clean(dhost)
+    _monitor_log_clean(dhost)

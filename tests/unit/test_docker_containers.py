@@ -57,7 +57,8 @@ def test_create_body_maps_to_the_runners_request():
     ({"HostConfig": {"Init": True}}, "HostConfig.Init"),
     ({"HostConfig": {"Sysctls": {"net.ipv4.ip_forward": "1"}}}, "HostConfig.Sysctls"),
     ({"HostConfig": {"PidMode": "host"}}, "HostConfig.PidMode"),
-    ({"Healthcheck": {"Test": ["CMD", "true"]}}, "Config.Healthcheck"),
+    ({"Healthcheck": {"Test": ["WHATEVER", "true"]}}, "Config.Healthcheck.Test"),
+    ({"Healthcheck": {"Test": ["CMD", "true"], "Interval": 5}}, "Config.Healthcheck.Interval"),
     ({"Volumes": {"/anon": {}}}, "Config.Volumes"),
     ({"Weird": 1}, "Config.Weird"),
     ({"HostConfig": {"Mounts": [{"Type": "npipe", "Target": "/x"}]}}, "HostConfig.Mounts"),
@@ -148,6 +149,27 @@ def test_log_selection_tail_since_until(tmp_path):
     assert text(tail=2) == "c\nd" and text(tail=0) == ""
     assert text(since=15) == "e\nc\nd" and text(until=25) == "a\nb\ne\n" and text(since=15, tail=1) == "d"
     assert logs.stamp(1.5) == "1970-01-01T00:00:01.500000000Z"
+
+
+def test_healthcheck_settings_and_judgement():
+    from runner.monitor_health import judge
+
+    check = containers_config.healthcheck({"Test": ["CMD-SHELL", "test -e /ok"], "Interval": 2_000_000_000,
+                                           "Retries": 2})  # fmt: skip
+    assert check == {"argv": ["/bin/sh", "-c", "test -e /ok"], "interval": 2.0, "retries": 2}
+    assert containers_config.healthcheck({"Test": ["NONE"]}) == {} == containers_config.healthcheck({})
+    fail, ok = {"ExitCode": 1, "Output": "no"}, {"ExitCode": 0, "Output": ""}
+    health = judge({}, fail, 2, in_start_period=True)
+    assert (health["Status"], health["FailingStreak"]) == ("starting", 0)  # the start period forgives
+    health = judge(health, fail, 2, in_start_period=False)
+    assert (health["Status"], health["FailingStreak"]) == ("starting", 1)
+    health = judge(health, fail, 2, in_start_period=False)
+    assert (health["Status"], health["FailingStreak"]) == ("unhealthy", 2)
+    health = judge(health, ok, 2, in_start_period=False)
+    assert (health["Status"], health["FailingStreak"], len(health["Log"])) == ("healthy", 0, 4)
+    for _ in range(9):
+        health = judge(health, ok, 2, in_start_period=False)
+    assert len(health["Log"]) == 5
 
 
 def test_detach_keys():
