@@ -300,7 +300,7 @@ class Runtime:
                 nofile=spec.nofile_limit(_caller_hard_nofile(request)),
                 labels=dict(request.labels),
                 restart=request.restart,
-                stop_signal=request.stop_signal,
+                stop_signal=request.stop_signal or run.get("StopSignal") or "",  # the image's STOPSIGNAL too
                 stop_timeout=request.stop_timeout,
                 stdin_once=request.stdin_once,
                 tmpfs=list(request.tmpfs),

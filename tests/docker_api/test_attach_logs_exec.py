@@ -108,6 +108,11 @@ def test_exec_exit_codes_env_user_workdir_and_docker_py(dhost):
     missing = d("exec", "ex", "no-such-command", check=False)
     assert missing.returncode == 127 and "no-such-command" in missing.stderr
     assert d("exec", "-i", "ex", "cat", input="through stdin\n").stdout == "through stdin\n"
+    d("exec", "-d", "ex", "sh", "-c", "sleep 0.2; echo detached > /tmp/d")
+    deadline = time.monotonic() + 10
+    while d("exec", "ex", "cat", "/tmp/d", check=False).stdout != "detached\n" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d("exec", "ex", "cat", "/tmp/d").stdout == "detached\n"
     with dhost.api_client() as api:
         exec_id = api.exec_create("ex", ["sh", "-c", "echo out; echo err >&2; exit 3"])["Id"]
         output = api.exec_start(exec_id, demux=True)
