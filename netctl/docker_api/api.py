@@ -25,22 +25,34 @@ log = logging.getLogger("netctl.docker_api")
 
 
 class Api:
-    def __init__(self, root: str, *, gid: int = -1, deferred: object | None = None):
+    def __init__(self, root: str, *, gid: int = -1, deferred: object | None = None,
+                 agent_stopping: threading.Event | None = None):
         """`deferred`: the agent's queue of slow kernel deletions (cni_plugins/service.py CniService:
         later, defer_link_removal), so that `network rm` and `disconnect` answer before the kernel has
-        deleted the bridge or the veth pair, as the CLI's requests do; None: delete at once."""
+        deleted the bridge or the veth pair, as the CLI's requests do; None: delete at once.
+        `agent_stopping`: set when the agent stops, whose queue may then no longer be worked off."""
         from runner.paths import Layout
 
         self.root = root
         self.gid = gid
-        self.later = getattr(deferred, "later", None)
-        self.remove_links = getattr(deferred, "defer_link_removal", None)
+        self._deferred = deferred
+        self._agent_stopping = agent_stopping or threading.Event()
         self.layout: Layout = Layout(root)
         self.events = EventBus()
-        self.stopping = threading.Event()  # set when the agent stops: streams end
+        self.stopping = threading.Event()  # set when this service stops: streams end
         self._controller: Controller | None = None
         self._controller_lock = threading.RLock()
         self._mutation = threading.RLock()
+
+    @property
+    def later(self):
+        """Controller.delete_network's `later`, or None (delete now) once the agent is stopping."""
+        return None if self._agent_stopping.is_set() else getattr(self._deferred, "later", None)
+
+    @property
+    def remove_links(self):
+        """Controller.disconnect's `remove_links`, or None (delete now) once the agent is stopping."""
+        return None if self._agent_stopping.is_set() else getattr(self._deferred, "defer_link_removal", None)
 
     @contextlib.contextmanager
     def controller(self) -> Iterator[Controller]:

@@ -55,11 +55,13 @@ def default_socket(root: str) -> str:
 class DockerApiServer:
     """Accepts on the socket in a thread of its own; stop() closes it and ends the connections."""
 
-    def __init__(self, root: str, path: str = "", *, group: str = "", deferred: object | None = None):
+    def __init__(self, root: str, path: str = "", *, group: str = "", deferred: object | None = None,
+                 agent_stopping: threading.Event | None = None):
         self.root = os.path.abspath(root)
         self.path = path or default_socket(self.root)
         self.group = group
-        self.api = Api(self.root, gid=ipc.group_id(group) if group else -1, deferred=deferred)
+        self.api = Api(self.root, gid=ipc.group_id(group) if group else -1, deferred=deferred,
+                       agent_stopping=agent_stopping)
         self.router = Router()
         self.stopping = self.api.stopping
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -343,4 +345,5 @@ def start(root: str, options: Any, stopping: threading.Event) -> DockerApiServer
     """The agent's starter (netctl/agent_services.py): serve on --docker-socket or ROOT/docker.sock."""
     path = getattr(options, "docker_socket", "") or ""
     group = getattr(options, "group", "") or ""
-    return DockerApiServer(root, path, group=group, deferred=getattr(options, "deferred", None)).start()
+    return DockerApiServer(root, path, group=group, deferred=getattr(options, "deferred", None),
+                           agent_stopping=stopping).start()
