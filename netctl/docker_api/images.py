@@ -199,9 +199,19 @@ def tag(api: Api, req: Request, name: str) -> Empty:
         image = image_store(api).tag(name, target)
     except NotFound:
         raise not_found(f"No such image: {name}") from None
-    api.events.publish("image", "tag", docker_id(image), {"name": target if ":" in target.rsplit("/", 1)[-1]
-                                                         else f"{target}:latest"})
+    api.events.publish("image", "tag", docker_id(image), {"name": _familiar(target)})
     return Empty(201)
+
+
+def _familiar(ref: str) -> str:
+    """NAME:TAG as the store keys it and Docker's events name it (docker.io/library/x:1 -> x:1)."""
+    from runner.image_refs import familiar_tag_ref
+    from runner.images import normalize_reference
+
+    try:
+        return normalize_reference(familiar_tag_ref(ref))
+    except InvalidArgument:
+        return ref
 
 
 def remove(api: Api, req: Request, name: str) -> Json:

@@ -163,3 +163,20 @@ def test_pull_from_a_registry_in_the_host(dhost):
         assert first == ["image", "pull", "127.0.0.1:5000/bb:1"]
         events.terminate()
         events.wait(timeout=10)
+
+
+def test_image_prune_and_events(dhost):
+    start = int(time.time()) - 1
+    image_id = _busybox_id(dhost)
+    dhost.docker("tag", "busybox", "keep:1")
+    assert dhost.docker("images", "-q", "--filter", "dangling=true").stdout.strip() == ""
+    assert dhost.docker("image", "prune", "-f").stdout.strip().endswith("Total reclaimed space: 0B")
+    dhost.netctl("run", "-d", "--name", "holder", "--network", "none", "busybox", "sleep", "600")
+    assert dhost.docker("image", "prune", "-a", "-f").stdout.count("Deleted") == 0  # in use: kept
+    dhost.netctl("rm", "-f", "holder")
+    pruned = dhost.docker("image", "prune", "-a", "-f").stdout
+    assert "untagged: busybox:latest" in pruned and "untagged: keep:1" in pruned and f"deleted: {image_id}" in pruned
+    assert dhost.docker("images", "-q").stdout.strip() == ""
+    replay = dhost.docker("events", "--since", str(start), "--until", str(int(time.time()) + 1), "--filter",
+                          "type=image", "--format", "{{.Action}} {{.Actor.Attributes.name}}", timeout=30).stdout
+    assert replay.splitlines() == ["tag keep:1", "untag busybox:latest", "untag keep:1", f"delete {image_id}"]
