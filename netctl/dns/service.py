@@ -83,27 +83,44 @@ class DnsService:
     # -- the indexer ---------------------------------------------------------------------------
 
     def _index(self) -> None:
-        from netctl.dns.source import Source
-
+        """Rebuild when poked or when the store changed; a failed rebuild (the store unreadable, a
+        bug) is logged once per cause, the old index keeps serving, and the next turn tries again."""
         source = None
         version = None
+        failed = ""
         try:
-            source = Source(self.root)
             while not self._stop.is_set():
-                waiting = self._wait_for_pokes(SAFETY_POLL_S if source is not None and version is not None else 0)
+                waiting = self._wait_for_pokes(SAFETY_POLL_S if version is not None and not failed else 0.2)
                 if self._stop.is_set():
                     return
-                now_version = source.data_version()
-                host_changed = self.host.changed()
-                if waiting is None and now_version == version and not host_changed:
-                    continue
-                version = now_version
-                self._rebuild(source)
-                for address in waiting or ():
+                try:
+                    if source is None:
+                        from netctl.dns.source import Source
+
+                        source = Source(self.root)
+                    now_version = source.data_version()
+                    host_changed = self.host.changed()
+                    if waiting is None and now_version == version and not host_changed and not failed:
+                        continue
+                    self._rebuild(source)
+                    version = now_version
+                    if failed:
+                        log.info("name server's index is current again")
+                    failed = ""
+                except Exception as err:  # noqa: BLE001  the old index goes on serving
+                    cause = f"{type(err).__name__}: {getattr(err, 'message', None) or err}"
+                    if cause != failed:
+                        log.warning("name server's index not rebuilt (%s); old names kept, retrying", cause)
+                    failed = cause
+                    if source is not None:  # start over with a fresh store connection
+                        with contextlib.suppress(Exception):
+                            source.close()
+                        source = None
+                finally:
+                    self._ready.set()
+                for address in waiting or ():  # answered either way: a writer never waits for nothing
                     with contextlib.suppress(OSError):
                         self._control.sendto(ACK, address)
-        except Exception:
-            log.exception("name server's indexer stopped; names are no longer updated")
         finally:
             self._ready.set()
             if source is not None:
