@@ -274,10 +274,10 @@ def list_containers(api, req: Request) -> Json:
     show_all = req.flag("all") or bool(filters.get("status")) or bool(filters.get("exited"))
     image_ids = _ancestors(api, filters.get("ancestor", []))
     out = []
-    for container in Records(api.layout).all():
-        if not show_all and container.state.status != "running":
-            continue
-        networks = dict(container.state.networks or {}) if container.state.status == "running" else {}
+    containers = [c for c in Records(api.layout).all() if show_all or c.state.status == "running"]
+    live = _live_views(api, [c for c in containers if c.state.status == "running"])
+    for container in containers:
+        networks = live.get(container.id, {})
         if not containers_view.matches(container, filters, networks, image_ids):
             continue
         out.append(containers_view.list_entry(container, networks))
@@ -285,6 +285,21 @@ def list_containers(api, req: Request) -> Json:
     if limit > 0:
         out = out[:limit]
     return Json(out)
+
+
+def _live_views(api, running: list) -> dict[str, dict]:
+    """{container id: endpoint views} read now (network connect/disconnect change them), in one turn
+    of the warm controller; the views recorded at start if the store cannot be read."""
+    if not running:
+        return {}
+    from runner.lifecycle import Runtime
+
+    try:
+        with api.controller() as ctl:
+            runtime = Runtime(api.layout, ctl)
+            return {c.id: runtime.network_views(c.config) for c in running if c.config.sandbox_id}
+    except NetctlError:
+        return {c.id: dict(c.state.networks or {}) for c in running}
 
 
 def _ancestors(api, refs: list[str]) -> dict[str, str]:
