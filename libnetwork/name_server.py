@@ -13,14 +13,15 @@ from __future__ import annotations
 import os
 import socket
 
-CONTROL_SOCKET = "dns.sock"  # under ROOT
 ADDRESS = "127.0.0.11"  # Docker's: what containers' resolv.conf names, inside their own namespace
 DOMAIN = "netctl.internal"  # containers' first search domain; names under it are the server's alone
 SYNC_TIMEOUT_S = 1.0  # a writer waits this long at most for the server (then goes on)
 
 
 def control_path(root: str) -> str:
-    return os.path.join(root, CONTROL_SOCKET)
+    from libnetwork import rootdir
+
+    return rootdir.path(root, rootdir.DNS_SOCKET)
 
 
 def sync(root: str, timeout: float = SYNC_TIMEOUT_S) -> bool:

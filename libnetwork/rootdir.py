@@ -26,6 +26,7 @@ AGENT_SOCKET = "netctl.sock"
 AGENT_LOCK = "daemon.pid"
 AGENT_LOG = "agent.log"
 DOCKER_SOCKET = "docker.sock"  # the agent's Docker Engine API (netctl/docker_api/)
+DNS_SOCKET = "dns.sock"  # the agent's name server's control socket (netctl/dns/, libnetwork/name_server.py)
 VOLUMES = "volumes"  # named local volumes (runner/volumes.py)
 GLOBAL_CONFIG = "global.json"
 HOST_ID = "host-id"

@@ -127,7 +127,10 @@ def _spawn_agent(root: str) -> bool:
         if (ours.st_dev, ours.st_ino) != (init.st_dev, init.st_ino):
             return False
         env = {k: v for k, v in os.environ.items() if k not in ("NETCTL_STORE", "NETCTL_HOST_NAME")}
-        log = os.open(os.path.join(root, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        from libnetwork import rootdir
+
+        log = os.open(rootdir.path(root, rootdir.AGENT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                      0o600)
         try:
             os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "netctl", "--root", root, "daemon", "--auto"],
                            env, file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
