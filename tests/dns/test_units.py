@@ -91,6 +91,10 @@ def test_ptr_and_other_hosts_endpoints():
     assert ask(web, "far") == ("NOERROR", ["10.0.0.50"], "far.") and ask(web, "faraway")[1] == ["10.0.0.50"]
     assert ask(web, "50.0.0.10.in-addr.arpa", "PTR")[1] == ["far.netctl.internal."]
     assert ask(web, "3.0.1.10.in-addr.arpa", "PTR") == wire.FORWARD  # not an address of its networks
+    import ipaddress
+
+    v6 = ipaddress.ip_address("fd00::2").reverse_pointer
+    assert ask(web, v6, "PTR")[1] == ["web.netctl.internal."]
 
 
 def test_refusals_and_errors():
