@@ -61,6 +61,17 @@ def test_no_daemon_means_in_process_and_nothing_started(lab):
     assert lab.host.run("pgrep", "-f", "netctl.*daemon", check=False).returncode == 1
 
 
+def until_listening(proc, limit: int = 20) -> str:
+    """The agent's stderr up to its "listening on" line (the services it starts first, the name
+    server and the Docker API, say a line or two before); that line, or the last one read."""
+    line = ""
+    for _ in range(limit):
+        line = proc.stderr.readline()
+        if not line or "listening on" in line:
+            break
+    return line
+
+
 def test_an_agent_started_by_hand_replaces_the_auto_started_one(lab):
     lab.network("one", "--subnet", "10.65.0.0/24")
     wait_for("the agent started on first use", lambda: agent_answers(lab))
@@ -68,7 +79,7 @@ def test_an_agent_started_by_hand_replaces_the_auto_started_one(lab):
     proc = lab.host.popen(sys.executable, "-m", "netctl", "daemon", stderr=subprocess.PIPE)
     try:
         assert "replacing the agent started on first use" in proc.stderr.readline()
-        assert "listening on" in proc.stderr.readline()
+        assert "listening on" in until_listening(proc)
         assert lab.host.run("cat", f"{ROOT}/daemon.pid").stdout.split()[1:] == []  # no "auto": this one
         assert agent_pid(lab) != auto
         assert lab.host.run("kill", "-0", str(auto), check=False).returncode != 0  # it stopped
@@ -87,7 +98,7 @@ def test_only_root_and_the_agents_group_may_use_it(lab):
     # A bare gid: a named group would mean writing the machine's /etc/group, which tests never do.
     proc = host.popen(sys.executable, "-m", "netctl", "daemon", "--group", "4711", stderr=subprocess.PIPE)
     try:
-        assert "listening on" in proc.stderr.readline()
+        assert "listening on" in until_listening(proc)
         mode = host.run("stat", "-c", "%a %u:%g", f"{ROOT}/netctl.sock").stdout.split()
         assert mode == ["660", "0:4711"]
         host.run("chmod", "711", ROOT)  # let others reach the socket file; its mode still decides

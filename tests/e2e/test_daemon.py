@@ -15,12 +15,15 @@ from netctl.entry import delegable
 pytestmark = pytest.mark.kernel
 
 
-def started(proc) -> str:
-    """The agent's first lines up to "listening" (one more if it replaced an agent started on first
-    use by an earlier command of the test); the last one."""
-    line = proc.stderr.readline()
-    if "replacing the agent started on first use" in line:
+def started(proc, limit: int = 20) -> str:
+    """The agent's first lines up to "listening" (after a possible "replacing the agent started on
+    first use" and the lines of the services it starts first: the name server, the Docker API);
+    the last one read."""
+    line = ""
+    for _ in range(limit):
         line = proc.stderr.readline()
+        if not line or "listening on" in line:
+            break
     return line
 
 
