@@ -194,14 +194,12 @@ def _control_socket(path: str) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a previous agent's (the root's lock says no other agent runs)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o177)
     try:
         sock.bind(path)
+        os.chmod(path, 0o600)  # not umask: process-wide, and the agent has other threads
     except BaseException:
         sock.close()
         raise
-    finally:
-        os.umask(old)
     return sock
 
 
