@@ -307,7 +307,8 @@ class Runtime:
                 extra_hosts=list(request.extra_hosts),
                 **spec.dns_settings(request),
                 docker=dict(request.docker),
-                healthcheck=dict(request.healthcheck),
+                healthcheck=(dict(request.healthcheck) if request.healthcheck  # {"argv": []}: NONE
+                             else spec.parse_healthcheck(run.get("Healthcheck") or {})),  # the image's
             )
             self.images.lowerdirs(image)  # every layer present, or NotFound now
             os.makedirs(directory, mode=0o700)

@@ -89,7 +89,7 @@ def start(runtime: Runtime, container: Container, stdin_fd: int = -1) -> tuple[L
         0o600,
     )
     runtime.record_running(config.id, container.state, pid, process_start_time(pid), runtime.network_views(config),
-                           health=bool(config.healthcheck))
+                           health=bool(config.healthcheck.get("argv")))
     live = Live(container=container, pid=pid, outputs=outputs, log_fd=log_fd, master_fd=master,
                 remove_when_done=config.auto_remove, stdin_w=stdin_w)  # fmt: skip
     return live, master

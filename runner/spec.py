@@ -226,6 +226,39 @@ def parse_restart(text: str) -> tuple[str, int]:
     return name, int(count or 0)
 
 
+def parse_healthcheck(check: dict, where: str = "HEALTHCHECK") -> dict:
+    """A Docker healthcheck ({"Test", "Interval", "Timeout", "StartPeriod", "StartInterval" in ns,
+    "Retries"}: the API's Config.Healthcheck, an image's) -> {"argv", "interval", "timeout",
+    "start_period", "start_interval" (seconds), "retries"}; {} for none (an empty Test, or NONE)."""
+    test = check.get("Test") or []
+    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+        raise InvalidArgument(f"{where}.Test must be a list of strings")
+    if not test or test[0] == "NONE":
+        return {}
+    if test[0] == "CMD" and len(test) > 1:
+        argv = test[1:]
+    elif test[0] == "CMD-SHELL" and len(test) == 2:
+        argv = ["/bin/sh", "-c", test[1]]
+    else:
+        raise InvalidArgument(f"{where}.Test {test!r}: use [\"CMD\", ARGS...] or [\"CMD-SHELL\", COMMAND]")
+    out: dict[str, Any] = {"argv": argv}
+    for key, name in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                       ("StartInterval", "start_interval")):  # fmt: skip
+        value = check.get(key) or 0
+        if not isinstance(value, int) or value < 0:
+            raise InvalidArgument(f"{where}.{key} must be a duration in nanoseconds")
+        if value and value < 1_000_000:
+            raise InvalidArgument(f"{where}.{key} cannot be less than 1ms")
+        if value:
+            out[name] = value / 1e9
+    retries = check.get("Retries") or 0
+    if not isinstance(retries, int) or retries < 0:
+        raise InvalidArgument(f"{where}.Retries must be 0 or more")
+    if retries:
+        out["retries"] = retries
+    return out
+
+
 def parse_tmpfs(text: str) -> tuple[str, str]:
     """--tmpfs PATH[:OPTIONS] -> (path, mount options); options from Docker's set only."""
     path, _, options = text.partition(":")

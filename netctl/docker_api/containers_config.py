@@ -116,36 +116,19 @@ def run_request(body: dict, name: str, runner_fields: set[str]) -> dict:
 
 
 def healthcheck(check: dict) -> dict:
-    """Config.Healthcheck -> the runner's {"argv", "interval", "timeout", "start_period",
-    "start_interval" (seconds), "retries"}; {} for none ([] inherits the image's: netctl's images keep
-    none, so none) or NONE."""
-    test = check.get("Test") or []
-    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
-        raise bad_request("Config.Healthcheck.Test must be a list of strings")
-    if not test or test[0] == "NONE":
-        return {}
-    if test[0] == "CMD" and len(test) > 1:
-        argv = test[1:]
-    elif test[0] == "CMD-SHELL" and len(test) == 2:
-        argv = ["/bin/sh", "-c", test[1]]
-    else:
-        raise bad_request(f"Config.Healthcheck.Test {test!r}: use [\"CMD\", ARGS...] or [\"CMD-SHELL\", COMMAND]")
-    out: dict[str, Any] = {"argv": argv}
-    for key, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
-                       ("StartInterval", "start_interval")):  # fmt: skip
-        value = check.get(key) or 0
-        if not isinstance(value, int) or value < 0:
-            raise bad_request(f"Config.Healthcheck.{key} must be a duration in nanoseconds")
-        if value and value < 1_000_000:
-            raise bad_request(f"Config.Healthcheck.{key} cannot be less than 1ms")
-        if value:
-            out[field] = value / 1e9
-    retries = check.get("Retries") or 0
-    if not isinstance(retries, int) or retries < 0:
-        raise bad_request("Config.Healthcheck.Retries must be 0 or more")
-    if retries:
-        out["retries"] = retries
-    return out
+    """Config.Healthcheck -> the runner's form (runner/spec.py parse_healthcheck); NONE disables the
+    image's check ({"argv": []}), an empty one inherits it ({})."""
+    from runner.spec import parse_healthcheck
+
+    test = check.get("Test") if isinstance(check, dict) else None
+    if isinstance(test, list) and test[:1] == ["NONE"]:
+        return {"argv": []}
+    from libnetwork.errors import InvalidArgument
+
+    try:
+        return parse_healthcheck(check, "Config.Healthcheck")
+    except InvalidArgument as err:
+        raise bad_request(err.message) from None
 
 
 def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str]) -> None:

@@ -216,7 +216,7 @@ def inspect(container, networks: dict[str, dict], directory: str) -> dict:
             "Restarting": state.status == "restarting", "OOMKilled": state.oom_killed, "Dead": False,
             "Pid": state.pid, "ExitCode": state.exit_code or 0, "Error": state.error,
             "StartedAt": rfc3339(state.started), "FinishedAt": rfc3339(state.finished),
-            **({"Health": _health(state)} if config.healthcheck else {}),
+            **({"Health": _health(state)} if config.healthcheck.get("argv") else {}),
         },  # fmt: skip
         "Image": f"sha256:{config.image_id}",
         "ResolvConfPath": os.path.join(directory, "resolv.conf"),
@@ -256,7 +256,7 @@ def _health(state) -> dict:
 
 def health_of(container) -> str:
     """The `health` list filter's value: none, starting, healthy or unhealthy."""
-    if not container.config.healthcheck:
+    if not container.config.healthcheck.get("argv"):
         return "none"
     return (container.state.health or {}).get("Status") or "starting"
 

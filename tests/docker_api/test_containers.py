@@ -291,3 +291,23 @@ def test_healthcheck_runs_in_the_monitor(dhost):
     d("rm", "-f", "checked", "slow")
     _doctor_clean(dhost)
     _monitor_log_clean(dhost)
+
+
+def test_an_images_healthcheck_and_stop_signal_apply_unless_disabled(dhost):
+    from containers.archives import busybox_layer, docker_save
+
+    check = {"Test": ["CMD-SHELL", "test -e /tmp/ok"], "Interval": 200_000_000, "Retries": 1}
+    docker_save(dhost.path("/run/checked.tar"), [busybox_layer()], "checked:1", Healthcheck=check,
+                StopSignal="SIGUSR1")  # fmt: skip
+    dhost.docker("load", "-i", "/run/checked.tar")
+    dhost.docker("run", "-d", "--name", "inherits", "checked:1", "sh", "-c", "trap 'exit 7' USR1; sleep 600 & wait")
+    dhost.docker("run", "-d", "--name", "disabled", "--no-healthcheck", "checked:1", "sleep", "600")
+    status = lambda: dhost.docker("inspect", "-f", "{{.State.Health.Status}}", "inherits").stdout.strip()  # noqa: E731
+    assert _until(lambda: status() == "unhealthy", 15), status()
+    assert "Health" not in dhost.json("inspect", "disabled")[0]["State"]
+    # SIGUSR1 (the image's STOPSIGNAL), which the shell traps: no wait for the timeout's SIGKILL.
+    t0 = time.monotonic()
+    dhost.docker("stop", "-t", "20", "inherits")
+    assert time.monotonic() - t0 < 10
+    assert dhost.docker("inspect", "-f", "{{.State.ExitCode}}", "inherits").stdout.strip() == "7"
+    dhost.docker("rm", "-f", "inherits", "disabled")

@@ -157,7 +157,8 @@ def test_healthcheck_settings_and_judgement():
     check = containers_config.healthcheck({"Test": ["CMD-SHELL", "test -e /ok"], "Interval": 2_000_000_000,
                                            "Retries": 2})  # fmt: skip
     assert check == {"argv": ["/bin/sh", "-c", "test -e /ok"], "interval": 2.0, "retries": 2}
-    assert containers_config.healthcheck({"Test": ["NONE"]}) == {} == containers_config.healthcheck({})
+    assert containers_config.healthcheck({"Test": ["NONE"]}) == {"argv": []}  # the image's check disabled
+    assert containers_config.healthcheck({}) == {}  # the image's check, if it has one
     fail, ok = {"ExitCode": 1, "Output": "no"}, {"ExitCode": 0, "Output": ""}
     health = judge({}, fail, 2, in_start_period=True)
     assert (health["Status"], health["FailingStreak"]) == ("starting", 0)  # the start period forgives
