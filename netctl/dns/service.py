@@ -205,7 +205,23 @@ def _control_socket(path: str) -> socket.socket:
 
 def start(root: str, options, stopping: threading.Event) -> DnsService:
     """The agent's starter (netctl/agent_services.py)."""
+    _raise_open_files()
     service = DnsService(os.path.abspath(root)).start()
     log.debug("name server on %s:%d in every sandbox (%d now)", listeners.ADDRESS, listeners.PORT,
              len(service.server.slots))
     return service
+
+
+def _raise_open_files(wanted: int = 65536) -> None:
+    """Two sockets per sandbox: 500 containers would exhaust the usual soft limit of 1024 open files.
+    Raise the agent's soft limit towards its hard one (as dockerd and containerd run)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as err:
+            log.warning("name server: open files stay limited to %d (%s); sandboxes past ~%d get no sockets",
+                        soft, err, soft // 2)
