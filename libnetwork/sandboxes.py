@@ -62,6 +62,30 @@ class Sandboxes(Endpoints):
                 netns.create(sandbox.netns_path)
         return sandbox
 
+    def rename_sandbox(self, ref: str, name: str) -> Sandbox:
+        """A new name for a sandbox (`docker rename` of a running container): its local endpoints carry
+        it too, and names-changed tells the name server and the hosts files. A global network's copy in
+        etcd keeps the old name until the endpoint is made again."""
+        from libnetwork.events import NAMES_CHANGED, Event
+
+        name = validate_name(name, "sandbox")
+        with self.store.transaction() as tx:
+            sandbox = self._sandbox(tx, ref)
+            clash = tx.get_sandbox(name)
+            if clash is not None and clash.id != sandbox.id and clash.name == name:
+                raise AlreadyExists(f"sandbox name {name!r} is already used by sandbox {clash.short_id}")
+            old, sandbox.name = sandbox.name, name
+            tx.put_sandbox(sandbox)
+            endpoints = tx.list_endpoints(sandbox_id=sandbox.id)
+            for endpoint in endpoints:
+                if endpoint.name == old and not is_global_copy(endpoint):
+                    endpoint.name = name
+                    tx.put_endpoint(endpoint)
+        if endpoints and self.events.wanted():
+            self.events.emit(Event(NAMES_CHANGED, frozenset(e.network_id for e in endpoints),
+                                   frozenset({sandbox.id}), tuple(endpoints)))  # fmt: skip
+        return sandbox
+
     def delete_sandbox(self, ref: str, *, force: bool = False) -> Sandbox | None:
         """Disconnect the sandbox from every network, then remove it (and its namespace, unless it is
         a runtime's). None: missing, with `force`."""

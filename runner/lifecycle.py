@@ -181,6 +181,19 @@ class Runtime:
             undo.run()
             raise
 
+    def rename_sandbox(self, sandbox_id: str, name: str) -> None:
+        """A running container's new name on its networks: the sandbox, then the hosts files that
+        name it (the name server follows the library's names-changed)."""
+        from libnetwork.errors import NotFound
+
+        try:
+            self.controller.rename_sandbox(sandbox_id, name)
+        except NotFound:
+            return  # it stopped meanwhile: the next start makes the sandbox with the new name
+        networks = hosts.networks_of(self.controller, sandbox_id)
+        if networks:
+            hosts.refresh(self.controller, self.layout, networks=networks)
+
     def _await_links_in_service(self, sandbox_id: str, netns_path: str) -> None:
         """Wait (bounded) until the kernel has put both ends of each veth in service.
 

@@ -279,6 +279,12 @@ class ContainerOps(ContainerWatcher):
                 return
             records.claim_name(new, container.id)
             old = fresh.config.name
+            try:
+                if fresh.config.sandbox_id and fresh.state.status == "running":
+                    self.runtime.rename_sandbox(fresh.config.sandbox_id, new)  # its name on the networks
+            except BaseException:
+                records.release_name(new, container.id)
+                raise
             fresh.config.name = new
             records.write_config(fresh.config)
             records.release_name(old, container.id)

@@ -37,6 +37,8 @@ def create(api, req: Request) -> Json:
 
     name = (req.arg("name") or "").lstrip("/")
     body = req.json_object()
+    if (body.get("HostConfig") or {}).get("PublishAllPorts"):
+        body = _with_image_ports(api, body)
     request = containers_config.run_request(body, name, set(RunRequest.__dataclass_fields__))
     parent = os.environ.get("NETCTL_CGROUP_PARENT", "")
     if parent:
@@ -58,6 +60,17 @@ def create(api, req: Request) -> Json:
     container = find(api, event["id"])
     publish(api, container, "create")
     return Json({"Id": event["id"], "Warnings": []}, status=201)
+
+
+def _with_image_ports(api, body: dict) -> dict:
+    """PublishAllPorts publishes the image's EXPOSE'd ports too, as dockerd does."""
+    from runner.images import ImageStore
+
+    try:
+        exposed = ImageStore(api.layout).get(str(body.get("Image", ""))).run_config.get("ExposedPorts") or {}
+    except NetctlError:
+        return body  # an unknown image is create's 404 below
+    return {**body, "ExposedPorts": {**exposed, **(body.get("ExposedPorts") or {})}}
 
 
 def start(api, req: Request, ref: str) -> Empty:

@@ -311,3 +311,21 @@ def test_an_images_healthcheck_and_stop_signal_apply_unless_disabled(dhost):
     assert time.monotonic() - t0 < 10
     assert dhost.docker("inspect", "-f", "{{.State.ExitCode}}", "inherits").stdout.strip() == "7"
     dhost.docker("rm", "-f", "inherits", "disabled")
+
+
+def test_rename_of_a_running_container_renames_it_on_its_networks(dhost):
+    d = dhost.docker
+    dhost.netctl("network", "create", "--subnet", "10.92.0.0/24", "names")
+    d("run", "-d", "--name", "before", "--network", "names", "busybox", "sleep", "600")
+    d("run", "-d", "--name", "peer", "--network", "names", "busybox", "sleep", "600")
+    address = d("inspect", "-f", "{{.NetworkSettings.Networks.names.IPAddress}}", "before").stdout.strip()
+    d("rename", "before", "after")
+    assert d("exec", "peer", "ping", "-c1", "-W2", "after").returncode == 0
+    assert "after" in d("exec", "after", "cat", "/etc/hosts").stdout  # its own entry too
+
+    def resolves(name: str) -> bool:
+        return address in d("exec", "peer", "nslookup", name, "127.0.0.11", check=False).stdout
+
+    assert _until(lambda: resolves("after"), 10) and not resolves("before")
+    d("rm", "-f", "after", "peer")
+    _doctor_clean(dhost)
