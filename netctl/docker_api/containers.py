@@ -39,7 +39,10 @@ def create(api, req: Request) -> Json:
     body = req.json_object()
     if (body.get("HostConfig") or {}).get("PublishAllPorts"):
         body = _with_image_ports(api, body)
-    request = containers_config.run_request(body, name, set(RunRequest.__dataclass_fields__))
+    try:
+        request = containers_config.run_request(body, name, set(RunRequest.__dataclass_fields__))
+    except (TypeError, ValueError, AttributeError) as err:  # a value of a shape no Docker client sends
+        raise bad_request(f"invalid container configuration: {err}") from None
     parent = os.environ.get("NETCTL_CGROUP_PARENT", "")
     if parent:
         request["cgroup_parent"] = parent  # the agent's own placement wins (tests isolate cgroups so)

@@ -9,6 +9,7 @@ change nothing here (Docker's defaults, hints such as ArgsEscaped) pass.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from netctl.docker_api.http import ApiError, bad_request
@@ -50,6 +51,39 @@ _HOST_MUST_BE_EMPTY = (
 _BIND_OPTIONS_IGNORED = ("z", "Z", "rprivate", "private", "nocopy", "consistent", "cached", "delegated")
 
 
+_TYPES = {
+    "str": (str,), "int": (int,), "bool": (bool,), "list": (list,), "dict": (dict,), "strlist": (list, str),
+}
+_CONFIG_TYPES = {
+    "Image": "str", "Cmd": "strlist", "Entrypoint": "strlist", "Env": "list", "WorkingDir": "str", "User": "str",
+    "Labels": "dict", "Hostname": "str", "Tty": "bool", "OpenStdin": "bool", "StdinOnce": "bool",
+    "AttachStdin": "bool", "AttachStdout": "bool", "AttachStderr": "bool", "StopSignal": "str", "StopTimeout": "int",
+    "ExposedPorts": "dict", "Healthcheck": "dict", "Volumes": "dict", "HostConfig": "dict",
+    "NetworkingConfig": "dict",
+}  # fmt: skip
+_HOST_TYPES = {
+    "Binds": "list", "Mounts": "list", "PortBindings": "dict", "PublishAllPorts": "bool", "NetworkMode": "str",
+    "Memory": "int", "MemorySwap": "int", "NanoCpus": "int", "CpuQuota": "int", "CpuPeriod": "int",
+    "PidsLimit": "int", "CapAdd": "strlist", "CapDrop": "strlist", "ReadonlyRootfs": "bool", "AutoRemove": "bool",
+    "RestartPolicy": "dict", "ExtraHosts": "list", "Dns": "list", "DnsSearch": "list", "DnsOptions": "list",
+    "Tmpfs": "dict", "LogConfig": "dict", "CgroupParent": "str", "Ulimits": "list", "ShmSize": "int",
+    "Init": "bool", "Privileged": "bool", "CpuShares": "int", "MemorySwappiness": "int",
+}  # fmt: skip
+_WORDS = {"str": "a string", "int": "an integer", "bool": "true or false", "list": "a list", "dict": "an object",
+          "strlist": "a list of strings"}  # fmt: skip
+
+
+def _check_types(values: dict, types: dict[str, str], prefix: str) -> None:
+    """400 naming the field whose value has the wrong JSON type (null is always fine)."""
+    for key, kind in types.items():
+        value = values.get(key)
+        if value is None:
+            continue
+        wrong = not isinstance(value, _TYPES[kind]) or (kind == "int" and isinstance(value, bool))
+        if wrong:
+            raise bad_request(f"invalid {prefix}{key}: expected {_WORDS[kind]}, got {json.dumps(value)[:60]}")
+
+
 def refuse(field: str, why: str = "") -> ApiError:
     return bad_request(f"{field} is not supported by netctl{': ' + why if why else ''}")
 
@@ -72,6 +106,8 @@ def run_request(body: dict, name: str, runner_fields: set[str]) -> dict:
     for key in body:
         if key not in _CONFIG_KNOWN:
             raise refuse(f"Config.{key}")
+    _check_types(body, _CONFIG_TYPES, "Config.")
+    _check_types(body.get("HostConfig") or {}, _HOST_TYPES, "HostConfig.")
     image = body.get("Image")
     if not isinstance(image, str) or not image:
         raise bad_request("Config.Image is required: the image to create the container from")

@@ -34,6 +34,11 @@ def create(api, req: Request, ref: str) -> Json:
         argv = [argv]
     if not argv or not all(isinstance(a, str) for a in argv):
         raise bad_request("No exec command specified")
+    for key in ("User", "WorkingDir"):
+        if not isinstance(body.get(key) or "", str):
+            raise bad_request(f"invalid {key}: expected a string")
+    if not isinstance(body.get("Env") or [], list):
+        raise bad_request("invalid Env: expected a list of strings")
     env = [e for e in body.get("Env") or [] if isinstance(e, str) and "=" in e]
     user = spec.parse_user(body.get("User") or "") if body.get("User") else ""
     workdir = spec.check_workdir(body.get("WorkingDir") or "")

@@ -183,3 +183,17 @@ def test_detach_keys():
     assert _scan(b"ls\x10\x11rest", keys) == (b"ls", b"", True)
     with pytest.raises(ApiError):
         parse_detach_keys("ctrl-1")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"HostConfig": {"Memory": "lots"}}, "HostConfig.Memory"),
+    ({"HostConfig": {"AutoRemove": "yes"}}, "HostConfig.AutoRemove"),
+    ({"HostConfig": {"PidsLimit": True}}, "HostConfig.PidsLimit"),
+    ({"Cmd": 5}, "Config.Cmd"),
+    ({"Labels": ["a"]}, "Config.Labels"),
+    ({"HostConfig": "x"}, "Config.HostConfig"),
+])  # fmt: skip
+def test_wrong_types_are_named(body, field):
+    with pytest.raises(ApiError) as refused:
+        translate({"Image": "busybox", **body})
+    assert refused.value.status == 400 and field in refused.value.message
