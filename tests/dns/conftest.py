@@ -57,10 +57,11 @@ class DnsLab:
     def nslookup(self, container: str, name: str, *args: str) -> subprocess.CompletedProcess:
         return self.netctl("exec", container, "nslookup", *args, name, check=False, timeout=30)
 
-    def stub(self, sandbox: str, *queries: str, tcp: bool = False) -> list[dict]:
-        """Answers of the Python stub resolver run in the sandbox's (container's) namespace."""
+    def stub(self, sandbox: str, *queries: str, tcp: bool = False, env: dict | None = None) -> list[dict]:
+        """Answers of the Python stub resolver run in the sandbox's (container's) namespace.
+        env={"NETCTL_NO_DAEMON": "1"} while no agent may run (else the command starts one)."""
         argv = [sys.executable, STUB, *(["--tcp"] if tcp else []), *queries]
-        out = self.netctl("sandbox", "exec", sandbox, "--", *argv, timeout=60).stdout
+        out = self.netctl("sandbox", "exec", sandbox, "--", *argv, timeout=60, env=env or {}).stdout
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     def addresses(self, sandbox: str, name: str, qtype: str = "A") -> list[str]:
