@@ -123,3 +123,14 @@ def _addresses(lab, container: str) -> list[str]:
         if view.get("GlobalIPv6Address"):
             found.append(view["GlobalIPv6Address"])
     return found
+
+
+def test_an_answer_too_big_for_udp_is_truncated_and_complete_over_tcp(dns_lab):
+    """40 holders of one alias: 40 A records do not fit 512 bytes, so UDP says TC and TCP gives all."""
+    for i in range(40):
+        dns_lab.netctl("sandbox", "create", "--name", f"m{i}")
+        dns_lab.netctl("network", "connect", "--alias", "crowd", "net", f"m{i}")
+    (udp,) = dns_lab.stub("m0", "crowd/A")
+    assert udp["tc"] and udp["answers"] == [], udp
+    (tcp,) = dns_lab.stub("m0", "crowd/A", tcp=True)
+    assert len(set(tcp["answers"])) == 40, tcp
