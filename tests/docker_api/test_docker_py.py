@@ -236,3 +236,60 @@ def test_images_list_inspect_tag_save_load_remove(dhost):
         client.close()
         api.close()
     doctor_settled(dhost)
+
+
+def test_volumes_events_stats_attach_and_life_cycle_calls(dhost):
+    client = dhost.client()
+    api = dhost.api_client()
+    try:
+        since = int(time.time()) - 1
+        # named volumes: made, used by two containers one after the other, listed, removed
+        volume = client.volumes.create("pydata", labels={"suite": "docker-py"})
+        assert client.volumes.get("pydata").name == "pydata"
+        assert "pydata" in [v.name for v in client.volumes.list(filters={"label": "suite=docker-py"})]
+        client.containers.run("busybox", ["sh", "-c", "echo kept > /data/file"], volumes={"pydata": {"bind": "/data"}},
+                              remove=True)  # fmt: skip
+        assert client.containers.run("busybox", ["cat", "/data/file"], volumes=["pydata:/data:ro"],
+                                     remove=True) == b"kept\n"  # fmt: skip
+
+        # attach to a running container's output, then kill, restart, rename, top, stats
+        loop = "trap 'exit 0' TERM; while true; do echo tick; sleep 0.1; done"
+        box = client.containers.run("busybox", ["sh", "-c", loop], detach=True, name="ticker")
+        stream = box.attach(stream=True, logs=False)
+        assert b"tick" in next(iter(stream))
+        stream.close()
+        processes = box.top()["Processes"]
+        assert any("sh" in " ".join(p) for p in processes), processes
+        stats = box.stats(stream=False)
+        assert stats["memory_stats"].get("usage", 0) > 0 and "cpu_stats" in stats
+        box.rename("ticker2")
+        assert client.containers.get("ticker2").id == box.id
+        box.restart(timeout=1)
+        box.reload()
+        assert box.status == "running"
+        box.kill()
+        assert box.wait(timeout=30)["StatusCode"] == 137
+        box.reload()
+        assert box.status == "exited"
+
+        # prune: the exited container, then the volume no container uses any more
+        pruned = client.containers.prune()
+        assert box.id in (pruned.get("ContainersDeleted") or [])
+        volume.remove()
+        with pytest.raises(docker.errors.NotFound):
+            client.volumes.get("pydata")
+
+        # the events of all that, filtered as compose and testcontainers filter them
+        until = int(time.time()) + 1
+        events = list(api.events(since=since, until=until, decode=True, filters={"type": "container",
+                                                                                  "container": box.id}))  # fmt: skip
+        actions = [e["Action"] for e in events]
+        for action in ("create", "start", "rename", "kill", "die", "destroy"):
+            assert action in actions, actions
+        assert all(e["Type"] == "container" and e["Actor"]["ID"] == box.id for e in events)
+        volume_events = list(api.events(since=since, until=until, decode=True, filters={"type": "volume"}))
+        assert {"create", "destroy"} <= {e["Action"] for e in volume_events}
+    finally:
+        client.close()
+        api.close()
+    doctor_settled(dhost)
