@@ -24,9 +24,7 @@ from netctl.delegated import agent_socket_for, split_globals
 
 REPLY_TIMEOUT_S = 300.0
 NOT_SERVED = -1  # via_daemon: an agent runs but leaves this command to us (another network namespace)
-# The agent serves every later command, so it must not take this one's overlay membership (ROOT/global.json
-# says what the host's is) or a test's fault injection.
-_NOT_FOR_THE_AGENT = {"NETCTL_STORE", "NETCTL_HOST_NAME", "NETCTL_TEST_PAUSE", "NETCTL_NO_DAEMON"}
+
 
 def delegable(argv: list[str]) -> str | None:
     """The agent socket to use for this command line, or None to run in-process."""
@@ -98,35 +96,11 @@ def _write(fd: int, data: bytes) -> None:
             return
 
 
-def _in_init_network_namespace() -> bool:
-    ours, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
-    return (ours.st_dev, ours.st_ino) == (init.st_dev, init.st_ino)
-
-
 def start_agent(root: str) -> None:
-    """Start the host's agent in the background, detached from us (its own session, stdio to
-    ROOT/agent.log); a second one started meanwhile by another command finds the lock held and
-    leaves quietly. Errors here only cost the next command its speed: they are not reported.
-    Only from the host's own network namespace (init's): `ip netns exec X netctl ...` must not leave
-    an agent behind in X to serve the host's later commands."""
-    try:
-        if not _in_init_network_namespace():
-            return
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        log = os.open(rootdir.path(root, rootdir.AGENT_LOG),
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        try:
-            # -P: not the caller's working directory first on sys.path (a root process must not import
-            # whatever `netctl/` or `json.py` lies where a command happened to be run).
-            os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "netctl", "--root", root, "daemon", "--auto"],
-                           {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_AGENT},
-                           file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                                         (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)],
-                           setsid=True)
-        finally:
-            os.close(log)
-    except OSError:
-        pass
+    """The host's agent for the next command (libnetwork/agent_spawn.py)."""
+    from libnetwork.agent_spawn import spawn_agent
+
+    spawn_agent(root)
 
 
 def exit_now(code: int) -> None:

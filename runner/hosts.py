@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 
 from libnetwork import name_server
+from libnetwork.agent_spawn import spawn_agent
 from runner.paths import Layout
 
 HOSTS_HEADER = (
@@ -104,7 +105,7 @@ def sync_names(root: str, *, start_agent: bool = False) -> bool:
     so the container's first lookup finds it; NETCTL_NO_DAEMON=1 in our environment: never."""
     if name_server.sync(root):
         return True
-    if not start_agent or os.environ.get("NETCTL_NO_DAEMON") or not _spawn_agent(root):
+    if not start_agent or os.environ.get("NETCTL_NO_DAEMON") or not spawn_agent(root):
         return False
     # No answer: no agent, a dead one's socket, or one too busy to answer in time. The agent just
     # spawned leaves quietly if another holds the root; either way, ask until one answers (bounded).
@@ -114,33 +115,6 @@ def sync_names(root: str, *, start_agent: bool = False) -> bool:
             return True
         time.sleep(0.02)
     return False
-
-
-def _spawn_agent(root: str) -> bool:
-    """`netctl daemon --auto` for `root`, detached (netctl/entry.py's start_agent does the same for the
-    CLI: runner/ may not import netctl/, so the monitor spawns it by its command line). Only from the
-    host's own network namespace; a second agent started meanwhile leaves quietly (the root's lock)."""
-    import sys
-
-    try:
-        ours, init = os.stat("/proc/self/ns/net"), os.stat("/proc/1/ns/net")
-        if (ours.st_dev, ours.st_ino) != (init.st_dev, init.st_ino):
-            return False
-        env = {k: v for k, v in os.environ.items() if k not in ("NETCTL_STORE", "NETCTL_HOST_NAME")}
-        from libnetwork import rootdir
-
-        log = os.open(rootdir.path(root, rootdir.AGENT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                      0o600)
-        try:
-            os.posix_spawn(sys.executable, [sys.executable, "-P", "-m", "netctl", "--root", root, "daemon", "--auto"],
-                           env, file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                                              (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)],
-                           setsid=True)
-        finally:
-            os.close(log)
-    except OSError:
-        return False
-    return True
 
 
 def remote_endpoints(controller, network_ids: set[str]) -> list:
