@@ -9,9 +9,9 @@ SQLite connection are not shared between threads):
   so no change is missed while etcd restarts;
 - one worker: waits for dirty networks, lets a burst of events settle (a few ms, bounded, so one
   `run` of ten containers elsewhere costs one reconcile, not ten), then calls
-  Controller.reconcile_overlay() for them, whose names-changed event rewrites the /etc/hosts files of
-  local containers on them (netctl/names.py: runner.hosts.refresh, under the store's write lock like
-  every other writer of those files);
+  Controller.reconcile_overlay() for them, whose names-changed event tells the agent's name server
+  (netctl/names.py: runner.hosts.sync_names, answered once it serves the new peers) and refreshes
+  the local containers' own hosts files;
   with nothing dirty it still reconciles everything every `resync_interval_s` as a safety net;
 - the lease keeper (EtcdStore.start_keepalive), started by the daemon, not here.
 
@@ -286,7 +286,7 @@ class OverlayAgent:
 
         s = self.settings
         controller = Controller(s.root, store_url=s.store_url, host_name=s.host_name)
-        # Each reconcile emits names-changed (remote endpoints came or went): hosts files follow.
+        # Each reconcile emits names-changed (remote endpoints came or went): the name server follows.
         keep_hosts_files_current(controller, on_changed=_log_rewritten)
         return controller
 
