@@ -475,6 +475,16 @@ class Runtime:
         cgroup = self._cgroup(config)
         return cgroup.oom_killed() if cgroup is not None else False
 
+    def host_links(self, config: ContainerConfig) -> list[str]:
+        """The host-side interfaces of the container's endpoints now (read before a teardown)."""
+        if not config.sandbox_id:
+            return []
+        from libnetwork.controller import is_global_copy
+
+        with self.controller.store.snapshot() as tx:
+            return [e.host_ifname for e in tx.list_endpoints(sandbox_id=config.sandbox_id)
+                    if e.host_ifname and not is_global_copy(e)]  # fmt: skip
+
     def teardown(self, config: ContainerConfig, *, lazy_links: bool = True) -> None:
         """Release what only a running container needs: cgroup, sandbox. Idempotent. `lazy_links`: the
         kernel may remove the veth pairs just after we return (see _delete_sandbox); False deletes them

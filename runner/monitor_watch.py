@@ -192,14 +192,19 @@ class ContainerWatcher(ClientServer):
                 self.runtime.record_exit(container.id, container.state, code, oom, error)
             except Exception:  # noqa: BLE001
                 log.exception("recording the exit of %s", container.id[:12])
+            links: list[str] = []
             try:
+                links = self.runtime.host_links(container.config)
                 if remove:
                     self.runtime.remove(container)  # the teardown, then the directory and the name
                 else:
                     self.runtime.teardown(container.config)
             except Exception:  # noqa: BLE001
                 log.exception("teardown of %s", container.id[:12])
-            event = {"event": "exit", "code": code, "oom": oom, "status": "removed" if remove else "exited"}
+            # "links": the host ends of its veth pairs, which the kernel removes a moment after this
+            # (runner/lifecycle.py); a client that must see them gone (the Docker API) waits for them.
+            event = {"event": "exit", "code": code, "oom": oom, "status": "removed" if remove else "exited",
+                     "links": links}  # fmt: skip
             self.call_soon(lambda: self._notify(live, event))
             if remove:
                 self.call_soon(lambda: self._removed(container.id))

@@ -16,6 +16,7 @@ from libnetwork.errors import AlreadyExists, InUse, NetctlError, NotFound
 from netctl.docker_api import containers_config, containers_io, containers_stats, containers_view
 from netctl.docker_api.containers_common import (
     ID,
+    await_links_gone,
     find,
     live_networks,
     monitor_call,
@@ -91,7 +92,7 @@ def _stop(api, container, timeout: int | None, sig: int | None = None) -> None:
     if sig:
         request["signal"] = sig
     publish(api, container, "kill", signal=sig or 15)
-    monitor_call(api, request)
+    await_links_gone(monitor_call(api, request))
     publish(api, container, "stop")
 
 
@@ -157,7 +158,7 @@ def remove(api, req: Request, ref: str) -> Empty:
         raise containers_config.refuse("link removal")
     running = container.state.status == "running"
     try:
-        monitor_call(api, {"op": "rm", "ref": container.id, "force": force})
+        await_links_gone(monitor_call(api, {"op": "rm", "ref": container.id, "force": force}))
     except NotFound:
         raise not_found(f"No such container: {ref}") from None
     if running:
@@ -263,6 +264,7 @@ def wait(api, req: Request, ref: str) -> Stream:
                 if event.get("event") == "error":
                     yield json_line({"StatusCode": -1, "Error": {"Message": event.get("message", "")}})
                     return
+                await_links_gone(event)
                 yield json_line({"StatusCode": int(event.get("code", 0)), "Error": None})
                 return
         finally:

@@ -46,6 +46,26 @@ def live_networks(api, container) -> dict[str, dict]:
         return dict(container.state.networks or {})
 
 
+LINKS_GONE_S = 3.0
+
+
+def await_links_gone(event: dict, timeout: float = LINKS_GONE_S) -> None:
+    """After an exit the monitor answers before the kernel has removed the container's veth pairs
+    (runner/lifecycle.py lets the namespace's end take them); dockerd answers stop, rm and wait after
+    its endpoints are gone, and clients check right away (compose down, then nothing may be left)."""
+    import os
+    import time
+
+    names = [n for n in event.get("links") or [] if isinstance(n, str) and "/" not in n]
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while names and time.monotonic() < deadline:
+        names = [n for n in names if os.path.exists(f"/sys/class/net/{n}")]
+        if names:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
 def attributes(container, **extra: Any) -> dict:
     """An event's Actor.Attributes: the image, the name and the labels, as dockerd sends them."""
     return {**container.config.labels, "image": container.config.image, "name": container.config.name, **extra}
