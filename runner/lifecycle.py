@@ -320,6 +320,7 @@ class Runtime:
                 extra_hosts=list(request.extra_hosts),
                 **spec.dns_settings(request),
                 docker=dict(request.docker),
+                sysctls=spec.check_sysctls(request.sysctls, mode),
                 healthcheck=(dict(request.healthcheck) if request.healthcheck  # {"argv": []}: NONE
                              else spec.parse_healthcheck(run.get("Healthcheck") or {})),  # the image's
             )
@@ -426,6 +427,7 @@ class Runtime:
             etc_files={name: os.path.join(directory, name) for name in ("hostname", "hosts", "resolv.conf")},
             volumes=config.volumes,
             tmpfs=[spec.parse_tmpfs(t) for t in config.tmpfs],
+            sysctls=dict(config.sysctls),
             hostname="" if config.network_mode == NETWORK_HOST else config.hostname,
             read_only=config.read_only,
         )

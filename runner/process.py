@@ -78,6 +78,7 @@ class InitSpec:
     hostname: str = ""  # "" keeps the UTS namespace of the host (--network host)
     read_only: bool = False
     console: str = ""  # pty slave path for -t
+    sysctls: dict[str, str] = field(default_factory=dict)  # namespaced ones only (runner/spec.py)
 
 
 def prepare() -> None:
@@ -218,12 +219,23 @@ def run_init(spec: InitSpec, stdio: tuple[int, int, int], error_fd: int, network
         )
         if network_gate >= 0:
             _join_network(network_gate)
+        for key, value in spec.sysctls.items():  # in its own network and IPC namespaces now
+            _write_sysctl(key, value)
         rootfs.finish(spec.rootfs, read_only=spec.read_only)
         if spec.hostname:
             socket.sethostname(spec.hostname)
         finish_and_exec(spec.process)
     except BaseException as err:  # noqa: BLE001 - report anything, then die
         _report_and_exit(error_fd, err)
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    """/proc/sys/KEY of the caller's namespaces (net.* and IPC ones are looked up by the writer's)."""
+    fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def _close_all_but(keep: set[int]) -> None:

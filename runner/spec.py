@@ -99,6 +99,7 @@ class RunRequest:
     docker: dict[str, Any] = field(default_factory=dict)  # the API's Config/HostConfig as sent, for inspect
     endpoints: dict[str, dict] = field(default_factory=dict)  # the API's per network: aliases, ip, mac
     healthcheck: dict[str, Any] = field(default_factory=dict)  # argv, interval, timeout, retries, start_period (s)
+    sysctls: dict[str, str] = field(default_factory=dict)  # namespaced kernel settings (check_sysctls)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +150,7 @@ class ContainerConfig:
     dns_options: list[str] = field(default_factory=list)
     docker: dict[str, Any] = field(default_factory=dict)
     healthcheck: dict[str, Any] = field(default_factory=dict)
+    sysctls: dict[str, str] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -256,6 +258,26 @@ def parse_healthcheck(check: dict, where: str = "HEALTHCHECK") -> dict:
         raise InvalidArgument(f"{where}.Retries must be 0 or more")
     if retries:
         out["retries"] = retries
+    return out
+
+
+NAMESPACED_SYSCTLS = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")  # Docker's list
+
+
+def check_sysctls(sysctls: dict[str, str], network_mode: str) -> dict[str, str]:
+    """--sysctl KEY=VALUE: only settings of the container's own namespaces (as Docker: net.*, IPC's);
+    net.* not with the host's network, whose settings they would change."""
+    out = {}
+    for key, value in sysctls.items():
+        key, value = str(key).strip(), str(value).strip()
+        if not key.startswith(NAMESPACED_SYSCTLS) or not re.match(r"^[a-z0-9_.-]+$", key) or ".." in key:
+            raise InvalidArgument(f"sysctl {key!r} is not one of a container's own namespaces "
+                                  "(net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)")
+        if key.startswith("net.") and network_mode == NETWORK_HOST:
+            raise InvalidArgument(f"sysctl {key!r} cannot be set with --network host: it would change the host's")
+        if not value or "\n" in value:
+            raise InvalidArgument(f"sysctl {key!r} needs a value")
+        out[key] = value
     return out
 
 

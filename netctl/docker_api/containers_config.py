@@ -46,7 +46,7 @@ _HOST_MUST_BE_EMPTY = (
     "ReadonlyPaths", "Annotations", "CpuCount", "CpuPercent", "CpuRealtimePeriod", "CpuRealtimeRuntime",
     "BlkioWeightDevice", "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps",
     "BlkioDeviceWriteIOps", "IOMaximumIOps", "IOMaximumBandwidth", "StorageOpt", "OomKillDisable",
-    "Sysctls", "Privileged",
+    "Privileged",
 )  # fmt: skip
 _BIND_OPTIONS_IGNORED = ("z", "Z", "rprivate", "private", "nocopy", "consistent", "cached", "delegated")
 
@@ -67,7 +67,7 @@ _HOST_TYPES = {
     "PidsLimit": "int", "CapAdd": "strlist", "CapDrop": "strlist", "ReadonlyRootfs": "bool", "AutoRemove": "bool",
     "RestartPolicy": "dict", "ExtraHosts": "list", "Dns": "list", "DnsSearch": "list", "DnsOptions": "list",
     "Tmpfs": "dict", "LogConfig": "dict", "CgroupParent": "str", "Ulimits": "list", "ShmSize": "int",
-    "Init": "bool", "Privileged": "bool", "CpuShares": "int", "MemorySwappiness": "int",
+    "Init": "bool", "Privileged": "bool", "Sysctls": "dict", "CpuShares": "int", "MemorySwappiness": "int",
 }  # fmt: skip
 _WORDS = {"str": "a string", "int": "an integer", "bool": "true or false", "list": "a list", "dict": "an object",
           "strlist": "a list of strings"}  # fmt: skip
@@ -211,6 +211,10 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
             raise refuse(f"HostConfig.Mounts type {kind!r}", "use bind, volume or tmpfs")
     request["volumes"] = volumes
     request["tmpfs"] = tmpfs
+    sysctls = host.get("Sysctls") or {}
+    if not isinstance(sysctls, dict):
+        raise bad_request("invalid HostConfig.Sysctls: expected an object")
+    request["sysctls"] = {str(k): str(v) for k, v in sysctls.items()}
     request["read_only"] = bool(host.get("ReadonlyRootfs"))
     request["auto_remove"] = bool(host.get("AutoRemove"))
     request["cap_add"] = _list(host.get("CapAdd"), "HostConfig.CapAdd")

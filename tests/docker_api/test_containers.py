@@ -329,3 +329,15 @@ def test_rename_of_a_running_container_renames_it_on_its_networks(dhost):
     assert _until(lambda: resolves("after"), 10) and not resolves("before")
     d("rm", "-f", "after", "peer")
     _doctor_clean(dhost)
+
+
+def test_sysctls_and_dns_options(dhost):
+    d = dhost.docker
+    out = d("run", "--rm", "--sysctl", "net.ipv4.ip_unprivileged_port_start=80", "--sysctl", "kernel.shmmni=100",
+            "--dns-search", "example.org", "--dns-option", "ndots:2", "busybox", "sh", "-c",
+            "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni /etc/resolv.conf").stdout
+    assert out.startswith("80\n100\n"), out
+    assert "example.org" in out and "ndots:2" in out
+    refused = d("run", "--rm", "--sysctl", "kernel.hostname=x", "busybox", "true", check=False)
+    assert refused.returncode != 0 and "kernel.hostname" in refused.stderr
+    assert d("ps", "-aq").stdout == ""  # nothing made

@@ -55,7 +55,7 @@ def test_create_body_maps_to_the_runners_request():
     ({"HostConfig": {"NetworkMode": "container:other"}}, "HostConfig.NetworkMode"),
     ({"HostConfig": {"SomethingNew": 5}}, "HostConfig.SomethingNew"),
     ({"HostConfig": {"Init": True}}, "HostConfig.Init"),
-    ({"HostConfig": {"Sysctls": {"net.ipv4.ip_forward": "1"}}}, "HostConfig.Sysctls"),
+    ({"HostConfig": {"Sysctls": ["net.ipv4.ip_forward=1"]}}, "HostConfig.Sysctls"),
     ({"HostConfig": {"PidMode": "host"}}, "HostConfig.PidMode"),
     ({"Healthcheck": {"Test": ["WHATEVER", "true"]}}, "Config.Healthcheck.Test"),
     ({"Healthcheck": {"Test": ["CMD", "true"], "Interval": 5}}, "Config.Healthcheck.Interval"),
@@ -197,3 +197,15 @@ def test_wrong_types_are_named(body, field):
     with pytest.raises(ApiError) as refused:
         translate({"Image": "busybox", **body})
     assert refused.value.status == 400 and field in refused.value.message
+
+
+def test_sysctls_of_the_containers_own_namespaces_only():
+    from libnetwork.errors import InvalidArgument
+    from runner.spec import check_sysctls
+
+    assert check_sysctls({"net.ipv4.ip_forward": "1", "kernel.shmmax": "1024"}, "bridge") == {
+        "net.ipv4.ip_forward": "1", "kernel.shmmax": "1024"}  # fmt: skip
+    for bad, mode in (({"kernel.hostname": "x"}, "bridge"), ({"net.core.somaxconn": "1"}, "host"),
+                      ({"net.ipv4/../x": "1"}, "bridge"), ({"net.ipv4.ip_forward": ""}, "bridge")):  # fmt: skip
+        with pytest.raises(InvalidArgument):
+            check_sysctls(bad, mode)
