@@ -66,7 +66,7 @@ class View:
             if length > 63:
                 return self._odd(data)
             i += length + 1
-            if i >= size or i > 267:
+            if i >= size or i >= 267:  # a name of 256 bytes or more (267: HEADER + wire.MAX_NAME)
                 return self._odd(data)
         end = i + 5
         if end > size:
@@ -75,10 +75,11 @@ class View:
         if hit is not None:
             nord, rd, sections = next(hit)
             return data[:2] + (rd if data[2] & 1 else nord) + data[12:end] + sections
-        return self._miss(data, wire.read_question(data))
+        return self._odd(data)  # a name not prepared yet: read again, where Malformed is answered
 
     def _odd(self, data: bytes) -> bytes | str:
-        """Everything the hot path does not answer: dropped, or an error answer."""
+        """Everything the hot path does not answer from its cache: dropped, an error answer, or
+        _miss's. Never raises on the asker's bytes (a raise would reach the server's loop)."""
         if len(data) < wire.HEADER or data[2] & 0x80:  # too short to answer, or a response: never answer
             return wire.DROP
         if data[2] & 0x78:  # opcode other than QUERY

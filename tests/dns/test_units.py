@@ -120,12 +120,21 @@ def test_what_is_never_answered(packet):
     (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01", "FORMERR"),  # truncated question
     (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f"
      + b"c" * 63 + b"\x3f" + b"d" * 63 + b"\x00\x00\x01\x00\x01", "FORMERR"),  # a name over 255 bytes
+    (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + (b"\x3f" + b"a" * 63) * 3 + b"\x3e" + b"b" * 62
+     + b"\x00\x00\x01\x00\x01", "FORMERR"),  # 256 bytes: one past the limit (raised Malformed out of answer)
     (b"\x12\x34\x29\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01", "NOTIMP"),  # opcode UPDATE
 ])
 def test_malformed_queries_get_an_error_with_their_id(packet, rcode):
     reply = view_of(_index(), "s1").answer(packet)
     assert isinstance(reply, bytes) and reply[:2] == packet[:2]
     assert RCODE[DNSRecord.parse(reply).header.rcode] == rcode
+
+
+def test_a_name_of_255_bytes_is_read():
+    name = (b"\x3f" + b"a" * 63) * 3 + b"\x3d" + b"b" * 61 + b"\x00"
+    assert len(name) == 255
+    packet = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+    assert view_of(_index(), "s1").answer(packet) == wire.FORWARD
 
 
 def test_read_question():
