@@ -1,9 +1,9 @@
 """The serving thread: every sandbox's sockets in one epoll loop, answers from the current Index.
 
-One thread reads all UDP listeners, the forwarder's upstream sockets and a wake-up pipe through which
-the indexer hands over new Indexes and sockets (netctl/dns/service.py). The Index is only swapped,
-never changed in place, so a query reads no store and takes no lock: its answer is the View's
-prepared bytes with the query's ID put in.
+One thread reads all UDP listeners, the forwarder's upstream sockets (through its own epoll) and a
+wake-up pipe through which the indexer hands over new Indexes and sockets (netctl/dns/service.py).
+The Index is only swapped, never changed in place, so a query reads no store and takes no lock: its
+answer is the View's prepared bytes with the query's ID put in.
 
 Fairness and bounds: a readable socket is read at most BATCH times per turn of the loop, so a
 container flooding its socket gets its turn like the others and no more; what it sends beyond that
@@ -85,9 +85,7 @@ class Server:
         self.forwarder = upstream.Forwarder()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._watch(self._wake_r, _WAKE, None)
-        for sock in self.forwarder.sockets.values():
-            if sock is not None:
-                self._watch(sock.fileno(), _UPSTREAM, sock)
+        self._watch(self.forwarder.epoll.fileno(), _UPSTREAM, None)  # readable: an upstream answered
         self._tcp_pool = ThreadPoolExecutor(max_workers=TCP_WORKERS, thread_name_prefix="netctl-dns-tcp")
         self._tcp_lock = threading.Lock()
         self._tcp_open = 0
@@ -138,7 +136,7 @@ class Server:
                         if kind == _UDP:
                             serve_udp(thing)  # type: ignore[arg-type]
                         elif kind == _UPSTREAM:
-                            forwarder.receive(thing)  # type: ignore[arg-type]
+                            forwarder.receive()
                         elif kind == _TCP:
                             self._accept(thing)  # type: ignore[arg-type]
                         else:

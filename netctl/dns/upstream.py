@@ -5,12 +5,13 @@ included (127.0.0.53 of systemd-resolved, a local dnsmasq): the agent forwards f
 network namespace, where they are reachable, which a container's namespace never was. A container
 run with --dns has its own list instead.
 
-UDP: one socket per address family in the agent's namespace sends every forwarded query under a
-fresh random ID; the answer, matched by (upstream address, ID), goes back to the asker with its own
-ID, through the socket the query came in on (so from 127.0.0.11:53 inside the asker's namespace).
-An upstream that does not answer within UPSTREAM_TIMEOUT_S hands the query to the next; when none
-is left the asker gets SERVFAIL. Answers are relayed as they come, TC bit included: the asker's
-resolver then asks again over TCP, which the server forwards over TCP (forward_tcp).
+UDP: each forwarded query goes from its own socket in the agent's namespace, connected to the
+upstream (a random source port), under a random ID; the answer, matched by socket and ID, goes back
+to the asker with its own ID, through the socket the query came in on (so from 127.0.0.11:53 inside
+the asker's namespace). An upstream that refuses, or does not answer within UPSTREAM_TIMEOUT_S,
+hands the query to the next; when none is left the asker gets SERVFAIL. Answers are relayed as they
+come, TC bit included: the asker's resolver then asks again over TCP, which the server forwards over
+TCP (forward_tcp).
 
 Bounds: PENDING_MAX queries in flight in all, PENDING_PER_SANDBOX for one sandbox: past them a
 query is answered SERVFAIL at once, so one container cannot fill the table for the others.
@@ -18,10 +19,11 @@ query is answered SERVFAIL at once, so one container cannot fill the table for t
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
-import random
+import select
 import socket
 import struct
 import time
@@ -107,24 +109,29 @@ class Pending:
     tried: int  # index into servers of the one asked now
     deadline: float
     sandbox_id: str
+    sock: socket.socket | None = None  # its own socket to the server asked now
 
 
 class Forwarder:
-    """Forwarded UDP queries in flight. Used by the server's thread only."""
+    """Forwarded UDP queries in flight. Used by the server's thread only, which watches `epoll`'s
+    descriptor and calls receive() when it is readable.
+
+    Every query asks from its own socket, connect()ed to the server asked: the kernel gives it a
+    random source port (RFC 5452) and accepts only that server's datagrams on it, so a spoofed answer
+    must guess the port as well as the random ID. With one shared socket the port was fixed for the
+    agent's life, which a container could find (the socket listened on every host address, the
+    bridge's gateway included) and then race others' answers with only 65536 IDs to try."""
 
     def __init__(self) -> None:
-        self.sockets = {
-            socket.AF_INET: _udp(socket.AF_INET),
-            socket.AF_INET6: _udp(socket.AF_INET6),
-        }
-        self.pending: dict[tuple[tuple, int], Pending] = {}
+        self.epoll = select.epoll()
+        self.pending: dict[int, Pending] = {}  # its socket's descriptor -> query
         self.per_sandbox: dict[str, int] = {}
-        self._random = random.Random(os.urandom(16))
 
     def close(self) -> None:
-        for sock in self.sockets.values():
-            if sock is not None:
-                sock.close()
+        for entry in list(self.pending.values()):
+            self._drop_socket(entry)
+        self.pending.clear()
+        self.epoll.close()
 
     def start(self, reply: socket.socket, client: tuple, query: bytes, servers: tuple[str, ...],
               sandbox_id: str) -> bytes | None:
@@ -145,41 +152,40 @@ class Forwarder:
             entry.tried += 1
             try:
                 address = sockaddr(entry.servers[entry.tried])
-            except OSError:
+                sock = socket.socket(socket.AF_INET6 if len(address) == 4 else socket.AF_INET,
+                                     socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+            except OSError:  # no such scope interface, no IPv6, out of descriptors
                 continue
-            sock = self.sockets[socket.AF_INET6 if len(address) == 4 else socket.AF_INET]
-            if sock is None:
-                continue
-            for _ in range(8):  # a fresh ID not in flight to that server
-                qid = self._random.getrandbits(16)
-                if (address[:2], qid) not in self.pending:
-                    break
-            else:
-                return False
-            entry.query = struct.pack("!H", qid) + entry.query[2:]
-            entry.deadline = time.monotonic() + UPSTREAM_TIMEOUT_S
+            entry.query = os.urandom(2) + entry.query[2:]
             try:
-                sock.sendto(entry.query, address)
+                sock.connect(address)
+                sock.send(entry.query)
+                self.epoll.register(sock.fileno(), select.EPOLLIN)
             except OSError:
+                sock.close()
                 continue
-            self.pending[(address[:2], qid)] = entry
+            entry.sock = sock
+            entry.deadline = time.monotonic() + UPSTREAM_TIMEOUT_S
+            self.pending[sock.fileno()] = entry
             return True
         return False
 
-    def receive(self, sock: socket.socket) -> None:
-        """Relay what came back on one of our upstream sockets (a bounded batch)."""
-        for _ in range(64):
+    def receive(self) -> None:
+        """Relay what came back to the queries whose sockets are readable (a bounded batch)."""
+        for fd, _ in self.epoll.poll(0, 64):
+            entry = self.pending.get(fd)
+            if entry is None or entry.sock is None:
+                continue
             try:
-                data, source = sock.recvfrom(MAX_MESSAGE)
+                data = entry.sock.recv(MAX_MESSAGE)
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # an ICMP error of an earlier send: the timeout moves that query on
                 continue
-            if len(data) < wire.HEADER:
+            except OSError:  # the server refused (ICMP port unreachable): the next one at once
+                self._next_or_fail(entry)
                 continue
-            entry = self.pending.pop((source[:2], (data[0] << 8) | data[1]), None)
-            if entry is None:
-                continue  # late, spoofed or duplicate
+            if len(data) < wire.HEADER or data[:2] != entry.query[:2]:
+                continue  # not the answer to this query (a late one to an earlier ID cannot come here)
+            self._drop_socket(entry)
             self._forget(entry)
             try:
                 entry.reply.sendto(entry.client_id + data[2:], entry.client)
@@ -188,16 +194,29 @@ class Forwarder:
 
     def expire(self, now: float) -> float | None:
         """Move timed-out queries to their next server (or SERVFAIL); the next deadline, if any."""
-        expired = [(key, entry) for key, entry in self.pending.items() if entry.deadline <= now]
-        for key, entry in expired:
-            del self.pending[key]
-            if not self._send_next(entry):
-                self._forget(entry)
-                try:
-                    entry.reply.sendto(wire.error(entry.client_id + entry.query[2:], wire.SERVFAIL), entry.client)
-                except OSError:
-                    pass
+        for entry in [e for e in self.pending.values() if e.deadline <= now]:
+            self._next_or_fail(entry)
         return min((e.deadline for e in self.pending.values()), default=None)
+
+    def _next_or_fail(self, entry: Pending) -> None:
+        self._drop_socket(entry)
+        if self._send_next(entry):
+            return
+        self._forget(entry)
+        try:
+            entry.reply.sendto(wire.error(entry.client_id + entry.query[2:], wire.SERVFAIL), entry.client)
+        except OSError:
+            pass
+
+    def _drop_socket(self, entry: Pending) -> None:
+        sock, entry.sock = entry.sock, None
+        if sock is None:
+            return
+        fd = sock.fileno()
+        self.pending.pop(fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.epoll.unregister(fd)
+        sock.close()
 
     def _forget(self, entry: Pending) -> None:
         left = self.per_sandbox.get(entry.sandbox_id, 1) - 1
@@ -205,14 +224,6 @@ class Forwarder:
             self.per_sandbox[entry.sandbox_id] = left
         else:
             self.per_sandbox.pop(entry.sandbox_id, None)
-
-
-def _udp(family: int) -> socket.socket | None:
-    try:
-        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
-    except OSError:
-        return None  # no IPv6 on this host
-    return sock
 
 
 def forward_tcp(query: bytes, servers: tuple[str, ...]) -> bytes:

@@ -43,6 +43,7 @@ class DnsLab:
         self.env = {"NETCTL_CGROUP_PARENT": cgroup_parent}
         self.agent: subprocess.Popen | None = None
         self.upstream_proc: subprocess.Popen | None = None
+        self._upstream_text = ""  # printed by the upstream, not yet a whole line
 
     # -- netctl ----------------------------------------------------------------------------------
 
@@ -90,19 +91,23 @@ class DnsLab:
 
     # -- upstream --------------------------------------------------------------------------------
 
-    def upstream_queries(self) -> list[str]:
-        """Lines the fake upstream printed so far (non-blocking read of its stdout)."""
+    def upstream_queries(self, *, sources: bool = False) -> list[str]:
+        """Lines the fake upstream printed so far (non-blocking read of its stdout): "udp NAME TYPE",
+        or with sources=True as printed ("udp NAME TYPE from ADDRESS:PORT")."""
         import select
 
         proc = self.upstream_proc
         assert proc is not None and proc.stdout is not None
-        lines = []
-        while select.select([proc.stdout], [], [], 0.05)[0]:
-            line = proc.stdout.readline()
-            if not line:
+        # os.read, not readline: readline buffers every line that came in one read, and select then
+        # says nothing is left (only the first of several lines was returned).
+        fd = proc.stdout.fileno()
+        while select.select([fd], [], [], 0.05)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            lines.append(line.strip())
-        return lines
+            self._upstream_text += chunk.decode()
+        *complete, self._upstream_text = self._upstream_text.split("\n")
+        return [line.strip() if sources else line.split(" from ")[0].strip() for line in complete]
 
 
 def make_lab(name: str, *, resolv_conf: str) -> tuple[Host, DnsLab]:

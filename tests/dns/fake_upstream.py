@@ -8,7 +8,8 @@ Answers over UDP and TCP:
     anything else     NXDOMAIN
 With --forward-to it is instead a tiny forwarder (a host's 127.0.0.53 stand-in): every query is sent
 on to that server over UDP and its answer relayed. Prints "listening" once bound, then one line per
-query ("udp NAME TYPE" / "tcp NAME TYPE") so tests can tell what reached it.
+query ("udp NAME TYPE from ADDRESS:PORT", "tcp ..." likewise) so tests can tell what reached it,
+and from which source port.
 """
 
 from __future__ import annotations
@@ -42,18 +43,19 @@ def answer(data: bytes, tcp: bool) -> bytes:
     return reply.pack()
 
 
-def log(kind: str, data: bytes) -> None:
+def log(kind: str, data: bytes, client: tuple) -> None:
+    source = f"from {client[0]}:{client[1]}"
     try:
         q = DNSRecord.parse(data).q
-        print(f"{kind} {str(q.qname).lower()} {QTYPE[q.qtype]}", flush=True)
+        print(f"{kind} {str(q.qname).lower()} {QTYPE[q.qtype]} {source}", flush=True)
     except Exception:  # noqa: BLE001
-        print(f"{kind} unparsable", flush=True)
+        print(f"{kind} unparsable {source}", flush=True)
 
 
 def serve_udp(sock: socket.socket, forward_to: str) -> None:
     while True:
         data, client = sock.recvfrom(4096)
-        log("udp", data)
+        log("udp", data, client)
         if forward_to:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
                 up.settimeout(2)
@@ -68,7 +70,7 @@ def serve_udp(sock: socket.socket, forward_to: str) -> None:
 
 def serve_tcp(listener: socket.socket) -> None:
     while True:
-        conn, _ = listener.accept()
+        conn, client = listener.accept()
         with conn:
             conn.settimeout(3)
             try:
@@ -79,7 +81,7 @@ def serve_tcp(listener: socket.socket) -> None:
                     if not chunk:
                         break
                     data += chunk
-                log("tcp", data)
+                log("tcp", data, client)
                 reply = answer(data, tcp=True)
                 conn.sendall(struct.pack("!H", len(reply)) + reply)
             except (OSError, struct.error):

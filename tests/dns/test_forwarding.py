@@ -25,6 +25,21 @@ def test_an_outside_name_is_answered_by_the_hosts_upstream_through_the_embedded_
     assert "udp outside.example. A" in wait_for(dns_lab.upstream_queries, what="the upstream's log")
 
 
+def test_each_forwarded_query_leaves_from_its_own_source_port(dns_lab):
+    """RFC 5452: a spoofed answer must guess the source port as well as the ID. One socket for every
+    forwarded query kept one port for the agent's life (found by any container, then only the 16-bit
+    ID stood between it and the answers of containers on other networks)."""
+    dns_lab.run("client")
+    names = [f"n{i}.spoof.example" for i in range(8)]
+    answers = dns_lab.stub("client", *[f"{name}/A" for name in names])
+    assert [a.get("rcode") for a in answers] == ["NXDOMAIN"] * 8, answers
+    seen: list[str] = []
+    wait_for(lambda: seen.extend(dns_lab.upstream_queries(sources=True)) or len(seen) >= 8,
+             what="the upstream to log the eight queries")
+    ports = {line.rsplit(":", 1)[1] for line in seen if ".spoof.example." in line}
+    assert len(ports) >= 6, f"forwarded queries should leave from random ports: {seen}"
+
+
 def test_an_answer_too_big_for_udp_comes_over_tcp(dns_lab):
     """The upstream truncates big.example over UDP; the asker's resolver retries over TCP to
     127.0.0.11, which the server forwards over TCP."""
