@@ -55,6 +55,7 @@ class Source:
                 found = self._container_dns(sandbox.container_id)
                 if found:
                     servers[sandbox.id] = found
+        self.forget_containers({s.container_id for s in sandboxes if s.container_id})
         return dns_index.build(sandboxes, endpoints, remote, servers)
 
     def _remote_endpoints(self, network_ids: set[str]) -> list:
@@ -91,5 +92,6 @@ class Source:
         return servers
 
     def forget_containers(self, keep: set[str]) -> None:
+        """Drop what was read of containers no longer here (else it grows with every container run)."""
         for container_id in set(self._dns_servers) - keep:
             del self._dns_servers[container_id]

@@ -157,3 +157,33 @@ def test_resolv_conf_servers_keep_loopback_ones(tmp_path):
     assert host.changed() and host.servers == ("192.0.2.2", "192.0.2.3")
     path.unlink()
     assert host.changed() and host.servers == ()
+
+
+def test_the_source_forgets_the_dns_servers_of_removed_containers(tmp_path):
+    """A container's --dns is read once and kept while it lives; kept forever, the agent's memory
+    grew with every container it ever saw."""
+    import json
+    import os
+
+    from netctl.dns.source import Source
+    from runner.paths import Layout
+
+    root = str(tmp_path)
+    source = Source(root)
+    try:
+        for number in range(3):
+            directory = Layout.of(root).container(f"c{number}")
+            os.makedirs(directory)
+            with open(os.path.join(directory, "config.json"), "w") as f:
+                json.dump({"dns": [f"192.0.2.{number}"]}, f)
+            with source.controller.store.transaction() as tx:
+                tx.put_sandbox(Sandbox(f"s{number}", f"n{number}", f"/ns/{number}", container_id=f"c{number}"))
+        source.load()
+        assert source._dns_servers == {f"c{n}": (f"192.0.2.{n}",) for n in range(3)}
+        with source.controller.store.transaction() as tx:
+            tx.delete_sandbox("s0")
+            tx.delete_sandbox("s2")
+        source.load()
+        assert source._dns_servers == {"c1": ("192.0.2.1",)}
+    finally:
+        source.close()
