@@ -98,6 +98,7 @@ def plan(container: Container, argv: list[str], *, env: list[str], user: str = "
         user=user or config.user,
         capabilities=config.capabilities,
         nofile=config.nofile,
+        rlimits=dict(config.ulimits),
         tty=tty,
     )
     procs = []

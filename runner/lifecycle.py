@@ -18,11 +18,9 @@ All of it runs in the monitor's worker thread (one Controller, one store connect
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
     from libnetwork.controller import Controller
 
 DEFAULT_NETWORK = "bridge"  # Docker's default; created on first use like Docker's
-LINK_SERVICE_TIMEOUT_S = 1.0  # then start anyway: the links work, if a packet or two late
 SANDBOX_LABEL = "netctl.container"
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nimble", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty", "young", "zesty")  # fmt: skip
@@ -195,41 +192,9 @@ class Runtime:
             hosts.refresh(self.controller, self.layout, networks=networks)
 
     def _await_links_in_service(self, sandbox_id: str, netns_path: str) -> None:
-        """Wait (bounded) until the kernel has put both ends of each veth in service.
+        from runner.links import await_in_service
 
-        A link that just came up sends nothing until the kernel's linkwatch work has run for it
-        (IFF_RUNNING; it swaps the no-op qdisc for a real one and enables the bridge port), a few ms
-        later, more when the machine is busy: the container's first packet, typically an ARP request,
-        would be dropped, and retried only after a second. The runner starts a process faster than that."""
-        from libnetwork.controller import is_global_copy
-        from libnetwork.netlink import Netlink
-
-        with self.controller.store.snapshot() as tx:
-            endpoints = tx.list_endpoints(sandbox_id=sandbox_id)
-        inside_ends = [e.ifname for e in endpoints]
-        if not inside_ends:
-            return
-        host_ends = [e.host_ifname for e in endpoints if e.host_ifname and not is_global_copy(e)]
-        # An overlay endpoint's other end is a port of its network's bridge, in that network's own
-        # namespace on this host (ROOT/overlay/<network id>, drivers/overlay.py), not in the host's.
-        segment_ends = []
-        if any(is_global_copy(e) for e in endpoints):
-            from libnetwork.rootdir import OVERLAY_NETNS
-
-            segment_ends = [(os.path.join(self.controller.root, OVERLAY_NETNS, e.network_id), e.host_ifname)
-                            for e in endpoints if is_global_copy(e)]  # fmt: skip
-        deadline = time.monotonic() + LINK_SERVICE_TIMEOUT_S
-        delay = 0.0002
-        with contextlib.ExitStack() as stack:
-            inside = stack.enter_context(Netlink(netns_path))
-            segments = {path: stack.enter_context(Netlink(path)) for path in {p for p, _ in segment_ends}}
-            while time.monotonic() < deadline:
-                links = ([inside.link(n) for n in inside_ends] + [self.controller.host.link(n) for n in host_ends]
-                         + [segments[path].link(n) for path, n in segment_ends])  # fmt: skip
-                if all(link is None or link.running for link in links):
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 0.01)
+        await_in_service(self.controller, sandbox_id, netns_path)
 
     def _network_plan(self, request: RunRequest) -> tuple[str, list[NetworkAttachment]]:
         names = list(dict.fromkeys(request.networks)) or [DEFAULT_NETWORK]
@@ -321,6 +286,8 @@ class Runtime:
                 **spec.dns_settings(request),
                 docker=dict(request.docker),
                 sysctls=spec.check_sysctls(request.sysctls, mode),
+                ulimits=spec.check_ulimits(request.ulimits),
+                shm_size=max(0, int(request.shm_size)),
                 healthcheck=(dict(request.healthcheck) if request.healthcheck  # {"argv": []}: NONE
                              else spec.parse_healthcheck(run.get("Healthcheck") or {})),  # the image's
             )
@@ -418,6 +385,7 @@ class Runtime:
                 user=config.user,
                 capabilities=config.capabilities,
                 nofile=config.nofile,
+                rlimits=dict(config.ulimits),
                 tty=config.tty,
             ),
             rootfs=os.path.join(directory, "rootfs"),
@@ -428,6 +396,7 @@ class Runtime:
             volumes=config.volumes,
             tmpfs=[spec.parse_tmpfs(t) for t in config.tmpfs],
             sysctls=dict(config.sysctls),
+            shm_size=config.shm_size,
             hostname="" if config.network_mode == NETWORK_HOST else config.hostname,
             read_only=config.read_only,
         )
@@ -479,13 +448,9 @@ class Runtime:
 
     def host_links(self, config: ContainerConfig) -> list[str]:
         """The host-side interfaces of the container's endpoints now (read before a teardown)."""
-        if not config.sandbox_id:
-            return []
-        from libnetwork.controller import is_global_copy
+        from runner.links import host_ends
 
-        with self.controller.store.snapshot() as tx:
-            return [e.host_ifname for e in tx.list_endpoints(sandbox_id=config.sandbox_id)
-                    if e.host_ifname and not is_global_copy(e)]  # fmt: skip
+        return host_ends(self.controller, config.sandbox_id) if config.sandbox_id else []
 
     def teardown(self, config: ContainerConfig, *, lazy_links: bool = True) -> None:
         """Release what only a running container needs: cgroup, sandbox. Idempotent. `lazy_links`: the

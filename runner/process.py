@@ -60,6 +60,7 @@ class ProcessSpec:
     user: str = ""
     capabilities: list[str] = field(default_factory=list)
     nofile: int = 0
+    rlimits: dict[str, list[int]] = field(default_factory=dict)  # Docker's --ulimit: name -> [soft, hard]
     tty: bool = False
 
 
@@ -79,6 +80,7 @@ class InitSpec:
     read_only: bool = False
     console: str = ""  # pty slave path for -t
     sysctls: dict[str, str] = field(default_factory=dict)  # namespaced ones only (runner/spec.py)
+    shm_size: int = 0  # /dev/shm in bytes; 0: 64 MiB
 
 
 def prepare() -> None:
@@ -128,6 +130,8 @@ def finish_and_exec(spec: ProcessSpec) -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         value = spec.nofile if hard == resource.RLIM_INFINITY else min(spec.nofile, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (value, value))
+    for name, (soft, hard) in spec.rlimits.items():  # as root still: a hard limit may be raised
+        resource.setrlimit(getattr(resource, "RLIMIT_" + name.upper()), (soft, hard))
     uid, gid, home = _apply_user(spec.user) if spec.user else (0, 0, "/root")
     env: dict[str, str] = {}
     for entry in spec.env:
@@ -216,6 +220,7 @@ def run_init(spec: InitSpec, stdio: tuple[int, int, int], error_fd: int, network
             volumes=spec.volumes,
             tmpfs=spec.tmpfs,
             console=spec.console,
+            shm_size=spec.shm_size,
         )
         if network_gate >= 0:
             _join_network(network_gate)

@@ -118,6 +118,7 @@ def prepare(
     volumes: list,
     console: str = "",
     tmpfs: list | tuple = (),
+    shm_size: int = 0,
 ) -> None:
     """The overlay, /etc files, volumes, tmpfs mounts, /proc and /dev: the mounts that do not depend on
     the network."""
@@ -139,7 +140,7 @@ def prepare(
     proc = secure_join(rootfs, "/proc")
     _ensure(proc, directory=True)
     linux.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _build_dev(secure_join(rootfs, "/dev"), console)
+    _build_dev(secure_join(rootfs, "/dev"), console, shm_size)
 
 
 def tmpfs_options(options: str) -> tuple[int, str]:
@@ -169,7 +170,7 @@ def finish(rootfs: str, *, read_only: bool = False) -> None:
         linux.mount("none", "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
-def _build_dev(dev: str, console: str) -> None:
+def _build_dev(dev: str, console: str, shm_size: int = 0) -> None:
     _ensure(dev, directory=True)
     linux.mount("tmpfs", dev, "tmpfs", MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
     for name, major, minor in DEVICES:
@@ -182,7 +183,8 @@ def _build_dev(dev: str, console: str) -> None:
     linux.mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     shm = os.path.join(dev, "shm")
     os.mkdir(shm, 0o1777)
-    linux.mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+    size = f"{shm_size}" if shm_size > 0 else "65536k"
+    linux.mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=" + size)
     mqueue = os.path.join(dev, "mqueue")
     os.mkdir(mqueue, 0o755)
     try:

@@ -100,6 +100,8 @@ class RunRequest:
     endpoints: dict[str, dict] = field(default_factory=dict)  # the API's per network: aliases, ip, mac
     healthcheck: dict[str, Any] = field(default_factory=dict)  # argv, interval, timeout, retries, start_period (s)
     sysctls: dict[str, str] = field(default_factory=dict)  # namespaced kernel settings (check_sysctls)
+    ulimits: dict[str, list[int]] = field(default_factory=dict)  # --ulimit NAME=SOFT[:HARD] (check_ulimits)
+    shm_size: int = 0  # bytes of /dev/shm; 0: 64 MiB
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +153,8 @@ class ContainerConfig:
     docker: dict[str, Any] = field(default_factory=dict)
     healthcheck: dict[str, Any] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
+    ulimits: dict[str, list[int]] = field(default_factory=dict)
+    shm_size: int = 0
 
     @property
     def short_id(self) -> str:
@@ -258,6 +262,25 @@ def parse_healthcheck(check: dict, where: str = "HEALTHCHECK") -> dict:
         raise InvalidArgument(f"{where}.Retries must be 0 or more")
     if retries:
         out["retries"] = retries
+    return out
+
+
+ULIMITS = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack")  # Docker's names
+
+
+def check_ulimits(ulimits: dict[str, list[int]]) -> dict[str, list[int]]:
+    """{name: [soft, hard]}: a known resource, 0 <= soft <= hard (-1: unlimited)."""
+    out = {}
+    for name, values in ulimits.items():
+        if name not in ULIMITS:
+            raise InvalidArgument(f"ulimit {name!r} is unknown; use one of {', '.join(ULIMITS)}")
+        soft, hard = (int(v) for v in values)
+        soft = 2**64 - 1 if soft == -1 else soft
+        hard = 2**64 - 1 if hard == -1 else hard
+        if soft < 0 or hard < 0 or soft > hard:
+            raise InvalidArgument(f"ulimit {name}={soft}:{hard}: the soft limit must be 0 or more and at most the hard")
+        out[name] = [soft, hard]
     return out
 
 

@@ -241,10 +241,17 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
         raise refuse(f"HostConfig.LogConfig.Type={log_config.get('Type')!r}", "netctl keeps logs itself")
     if host.get("CgroupParent"):
         request["cgroup_parent"] = host["CgroupParent"]
+    ulimits = {}
     for ulimit in host.get("Ulimits") or []:
-        raise refuse(f"HostConfig.Ulimits ({ulimit.get('Name')})")
-    if host.get("ShmSize") not in (None, 0, 67108864):
-        raise refuse("HostConfig.ShmSize", "/dev/shm is 64 MiB")
+        if not isinstance(ulimit, dict) or not isinstance(ulimit.get("Name"), str):
+            raise bad_request("invalid HostConfig.Ulimits: expected [{Name, Soft, Hard}]")
+        soft, hard = ulimit.get("Soft", 0), ulimit.get("Hard", ulimit.get("Soft", 0))
+        if not isinstance(soft, int) or not isinstance(hard, int):
+            raise bad_request(f"invalid HostConfig.Ulimits {ulimit['Name']}: Soft and Hard must be integers")
+        ulimits[ulimit["Name"]] = [soft, hard]
+    request["ulimits"] = ulimits
+    if host.get("ShmSize"):
+        request["shm_size"] = int(host["ShmSize"])
     _ports(host, body, request)
     mode = host.get("NetworkMode") or "default"
     if mode.startswith("container:"):

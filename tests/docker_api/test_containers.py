@@ -341,3 +341,13 @@ def test_sysctls_and_dns_options(dhost):
     refused = d("run", "--rm", "--sysctl", "kernel.hostname=x", "busybox", "true", check=False)
     assert refused.returncode != 0 and "kernel.hostname" in refused.stderr
     assert d("ps", "-aq").stdout == ""  # nothing made
+
+
+def test_ulimits_and_shm_size(dhost):
+    out = dhost.docker("run", "--rm", "--ulimit", "nofile=512:1024", "--ulimit", "nproc=77", "--shm-size", "8m",
+                       "busybox", "sh", "-c", "ulimit -n; ulimit -Hn; ulimit -u; df -k /dev/shm | tail -1").stdout
+    soft, hard, nproc, shm = out.splitlines()
+    assert (soft, hard, nproc) == ("512", "1024", "77")
+    assert shm.split()[1] == "8192"
+    refused = dhost.docker("run", "--rm", "--ulimit", "nofile=10:5", "busybox", "true", check=False)
+    assert refused.returncode != 0 and "nofile" in refused.stderr
