@@ -224,3 +224,19 @@ def test_detach_keys_leave_the_container_running(dhost):
     assert dhost.docker("inspect", "-f", "{{.State.Running}}", "stays").stdout.strip() == "true"
     assert dhost.docker("exec", "stays", "cat", "/tmp/here").stdout == "marker\n"
     dhost.docker("rm", "-f", "stays")
+
+
+def test_streams_at_api_1_41(dhost):
+    d = lambda *a, **kw: dhost.docker(*a, api_version="1.41", **kw)  # noqa: E731
+    result = d("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo bye >&2; exit 6", input="in\n", check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (6, "in\n", "bye\n")
+    d("run", "-d", "--name", "old", "busybox", "sh", "-c", "echo one; echo two; sleep 600")
+    deadline = time.monotonic() + 10
+    while d("logs", "old").stdout != "one\ntwo\n" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d("logs", "--tail", "1", "old").stdout == "two\n"
+    assert d("exec", "old", "sh", "-c", "exit 4", check=False).returncode == 4
+    assert "old" in d("stats", "--no-stream", "--format", "{{.Name}}", "old").stdout
+    d("kill", "old")
+    assert d("wait", "old").stdout.strip() == "137"
+    d("rm", "old")
