@@ -351,3 +351,16 @@ def test_ulimits_and_shm_size(dhost):
     assert shm.split()[1] == "8192"
     refused = dhost.docker("run", "--rm", "--ulimit", "nofile=10:5", "busybox", "true", check=False)
     assert refused.returncode != 0 and "nofile" in refused.stderr
+
+
+def test_network_modes_none_and_host(dhost):
+    links = dhost.docker("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link").stdout
+    assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+    dhost.docker("run", "-d", "--name", "onhost", "--network", "host", "busybox", "sleep", "600")
+    view = dhost.json("inspect", "onhost")[0]
+    assert view["HostConfig"]["NetworkMode"] == "host" and "host" in view["NetworkSettings"]["Networks"]
+    # dockerd drops -p with the host's network silently; netctl says so instead of ignoring it.
+    refused = dhost.docker("run", "--rm", "--network", "host", "-p", "8085:80", "busybox", "true", check=False)
+    assert refused.returncode != 0 and refused.stderr.count("Error response from daemon") == 1, refused.stderr
+    assert "-p" in refused.stderr
+    dhost.docker("rm", "-f", "onhost")
