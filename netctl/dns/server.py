@@ -9,9 +9,9 @@ Fairness and bounds: a readable socket is read at most BATCH times per turn of t
 container flooding its socket gets its turn like the others and no more; what it sends beyond that
 waits in its own socket's kernel queue (SO_RCVBUF, bounded) and is dropped by the kernel when full.
 Forwarded queries are bounded per sandbox and in all (netctl/dns/upstream.py). TCP connections are
-served by a small pool of threads, at most TCP_MAX at once and TCP_PER_SANDBOX for one sandbox (more
-are closed at accept, so one container holding connections open cannot take the pool), each for at
-most TCP_QUERIES queries and TCP_IDLE_S of silence.
+served by a pool of threads, at most TCP_MAX at once and TCP_PER_SANDBOX for one sandbox (more are
+closed at accept, so one container holding connections open cannot take the pool), each for at most
+TCP_QUERIES queries, TCP_IDLE_S of silence and TCP_LIFE_S in all.
 """
 
 from __future__ import annotations
@@ -40,9 +40,12 @@ MAX_QUERY = 4096  # bytes read of one datagram (EDNS0 clients send less; more is
 UDP_LIMIT = 512  # a larger local answer is sent truncated (TC): the asker retries over TCP
 TCP_MAX = 32
 TCP_PER_SANDBOX = 3
-TCP_WORKERS = 8
+# A worker for every connection allowed: with fewer, connections of a few containers sending slowly
+# held them all and the others' waited in the pool's queue (tests/dns/test_fuzz.py).
+TCP_WORKERS = TCP_MAX
 TCP_QUERIES = 64
 TCP_IDLE_S = 5.0
+TCP_LIFE_S = 10.0  # a connection's whole life: a byte now and then (each under TCP_IDLE_S) ends there too
 LOG_EVERY_S = 60.0  # an unexpected error is logged at most this often (never a traceback per packet)
 
 
@@ -194,10 +197,11 @@ class Server:
         self._tcp_pool.submit(self._serve_tcp, conn, slot)
 
     def _serve_tcp(self, conn: socket.socket, slot: Slot) -> None:
+        deadline = time.monotonic() + TCP_LIFE_S
         try:
             with conn:
                 for _ in range(TCP_QUERIES):
-                    query = upstream.read_tcp_message(conn)
+                    query = upstream.read_tcp_message(conn, deadline)
                     if query is None:
                         return
                     reply = slot.view.answer(query)

@@ -244,17 +244,24 @@ def forward_tcp(query: bytes, servers: tuple[str, ...]) -> bytes:
     return wire.error(query, wire.SERVFAIL)
 
 
-def read_tcp_message(sock: socket.socket) -> bytes | None:
-    """One length-prefixed DNS message, or None at EOF."""
-    head = _read_exactly(sock, 2)
+def read_tcp_message(sock: socket.socket, deadline: float | None = None) -> bytes | None:
+    """One length-prefixed DNS message, or None at EOF. With `deadline` (time.monotonic()), TimeoutError
+    once it passed, however the bytes trickle in (the socket's own timeout bounds each recv only)."""
+    head = _read_exactly(sock, 2, deadline)
     if head is None:
         return None
-    return _read_exactly(sock, struct.unpack("!H", head)[0])
+    return _read_exactly(sock, struct.unpack("!H", head)[0], deadline)
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+def _read_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes | None:
     chunks, left = [], size
+    idle = sock.gettimeout()
     while left:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the connection's time is up")
+            sock.settimeout(remaining if idle is None else min(idle, remaining))
         chunk = sock.recv(left)
         if not chunk:
             return None

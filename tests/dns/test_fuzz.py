@@ -127,6 +127,48 @@ def test_tcp_abuse_leaves_the_server_answering(dns_lab):
     assert "Traceback" not in log and "unexpected" not in log, log
 
 
+def test_slow_tcp_senders_in_three_containers_leave_the_server_answering_others_over_tcp(dns_lab):
+    """Each of three containers keeps its three allowed TCP connections busy, a byte every 0.5 s (each
+    under the idle timeout), a slow query that never ends: another container is still answered over
+    TCP. (With eight workers for up to 32 connections, these nine held every worker for as long as
+    they trickled, and the others' connections waited behind them.)"""
+    dns_lab.run("web")
+    attackers = ["slow0", "slow1", "slow2"]
+    for name in attackers:
+        dns_lab.run(name)
+    conns = []
+    for name in attackers:
+        for _ in range(3):
+            conn = sandbox_socket(dns_lab, name, socket.SOCK_STREAM)
+            conn.settimeout(2)
+            conn.connect(SERVER)
+            conn.sendall(b"\x02\x00")  # a query of 512 bytes is coming...
+            conns.append(conn)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.5):
+            for conn in conns:
+                try:
+                    conn.send(b"x")  # ...one byte at a time
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.0)  # every slow connection accepted and being read
+        answers = dns_lab.stub("web", "slow0/A", "slow2/A", tcp=True)
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in conns:
+            conn.close()
+    assert all(a.get("answers") for a in answers), answers
+    log = dns_lab.agent_log()
+    assert "Traceback" not in log and "unexpected" not in log, log
+
+
 def test_a_flooding_container_does_not_starve_the_others_and_memory_stays_bounded(dns_lab):
     dns_lab.run("web")
     dns_lab.run("flooder")

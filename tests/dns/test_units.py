@@ -187,3 +187,35 @@ def test_the_source_forgets_the_dns_servers_of_removed_containers(tmp_path):
         assert source._dns_servers == {"c1": ("192.0.2.1",)}
     finally:
         source.close()
+
+
+def test_a_tcp_message_trickling_in_ends_at_its_deadline():
+    """Each byte comes well within the socket's idle timeout; the deadline still ends the read
+    (the server gives a connection TCP_LIFE_S in all)."""
+    import socket
+    import threading
+    import time
+
+    reader, writer = socket.socketpair()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        writer.sendall(b"\x00\x40")  # 64 bytes announced
+        while not stop.wait(0.02):
+            writer.send(b"x")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    reader.settimeout(1.0)
+    thread.start()
+    try:
+        with pytest.raises(TimeoutError):
+            upstream.read_tcp_message(reader, time.monotonic() + 0.2)
+    finally:
+        stop.set()
+        thread.join(5)
+        reader.close()
+        writer.close()
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"\x00\x03abc")
+        assert upstream.read_tcp_message(left, time.monotonic() + 5) == b"abc"
