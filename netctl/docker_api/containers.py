@@ -22,6 +22,8 @@ from netctl.docker_api.containers_common import (
     monitor_call,
     publish,
     signal_number,
+    stopping,
+    watched,
     watch_exit,
 )
 from netctl.docker_api.http import Empty, Json, Request, Stream, bad_request, conflict, json_line, not_found
@@ -92,8 +94,18 @@ def _stop(api, container, timeout: int | None, sig: int | None = None) -> None:
     if sig:
         request["signal"] = sig
     publish(api, container, "kill", signal=sig or 15)
-    await_links_gone(monitor_call(api, request))
-    publish(api, container, "stop")
+    stops = stopping(api)
+    stops.add(container.id)  # the watcher of its exit publishes die, then stop: dockerd's order
+    try:
+        event = monitor_call(api, request)
+    except BaseException:
+        stops.discard(container.id)
+        raise
+    await_links_gone(event)
+    if not watched(api, container.id) and container.id in stops:  # no watcher (started by netctl run)
+        stops.discard(container.id)
+        publish(api, container, "die", exitCode=event.get("code", 0))
+        publish(api, container, "stop")
 
 
 def stop(api, req: Request, ref: str) -> Empty:

@@ -94,6 +94,9 @@ def watch_exit(api, container) -> None:
             except NetctlError:
                 return
             publish(api, container, "die", exitCode=event.get("code", 0))
+            if container.id in stopping(api):  # a stop request ended it: "stop" follows "die"
+                stopping(api).discard(container.id)
+                publish(api, container, "stop")
             for tick in range(int(RESTART_WATCH_S * 10)):  # a restart policy's back-off is at most a minute
                 current = records.load(container.id)
                 if current is None:
@@ -133,6 +136,15 @@ def watch_exit(api, container) -> None:
                 active.discard(container.id)
 
     threading.Thread(target=watch_once, name=f"die-{container.id[:12]}", daemon=True).start()
+
+
+def stopping(api) -> set[str]:
+    """Containers a stop request is ending (their watcher publishes "stop" after "die")."""
+    return api.__dict__.setdefault("container_stops", set())
+
+
+def watched(api, container_id: str) -> bool:
+    return container_id in api.__dict__.get("container_watchers", set())
 
 
 def _same_run(records, container_id: str, started: str) -> bool:

@@ -220,12 +220,17 @@ def test_container_events_including_restarts(dhost):
                       == ["exited", "1"], 20)  # fmt: skip
         time.sleep(0.5)
         dhost.docker("rm", "ev")
+        dhost.docker("run", "-d", "--name", "ev2", "busybox", "sleep", "600")
+        dhost.docker("stop", "-t", "1", "ev2")
+        dhost.docker("rm", "ev2")
         time.sleep(0.5)
     finally:
         os.killpg(watcher.pid, signal.SIGTERM)  # nsenter and the docker CLI under it
         out, _ = watcher.communicate(timeout=10)
     actions = [line.split()[0] for line in out.splitlines() if line.endswith(" ev")]
     assert actions == ["create", "start", "die", "start", "die", "destroy"], out
+    actions = [line.split()[0] for line in out.splitlines() if line.endswith(" ev2")]
+    assert actions == ["create", "start", "kill", "die", "stop", "destroy"], out
 
 
 def test_monitor_restart_keeps_created_containers_and_restarts_always(dhost):
