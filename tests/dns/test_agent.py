@@ -125,3 +125,26 @@ def test_after_the_agent_is_killed_the_next_run_brings_names_back(dns_lab):
     dns_lab.run("late")
     assert dns_lab.addresses("late", "web")  # no waiting: run returned after the new agent had it
     assert dns_lab.addresses("web", "late")
+
+
+def test_the_agent_closes_the_sockets_of_removed_sandboxes_and_of_answered_forwards(dns_lab):
+    """Two sockets per sandbox, each holding its namespace alive, and one per forwarded query: after
+    the containers are removed and the forwarded queries answered, the agent holds no more
+    descriptors than before (bounded wait: the CLI's connections to the agent close on their own)."""
+    dns_lab.run("client")
+    pid = dns_lab.host.run("cat", f"{ROOT}/daemon.pid").stdout.split()[0]
+
+    def descriptors() -> int:
+        return len(dns_lab.host.run("ls", f"/proc/{pid}/fd").stdout.split())
+
+    dns_lab.stub("client", "outside.example/A")
+    baseline = descriptors()
+    names = [f"gone{i}" for i in range(4)]
+    for name in names:
+        dns_lab.run(name)
+    assert descriptors() >= baseline + 2 * len(names)
+    answers = dns_lab.stub("client", *[f"q{i}.outside.example/A" for i in range(20)], "gone0/A")
+    assert all(a.get("rcode") for a in answers), answers
+    for name in names:
+        dns_lab.netctl("rm", "-f", name)
+    wait_for(lambda: descriptors() <= baseline, what=f"the agent's descriptors back to {baseline}")
