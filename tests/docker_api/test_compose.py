@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from docker_api.test_bad_input import doctor_settled
+
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
 COMPOSE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compose")
@@ -150,4 +152,4 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
     assert set(dhost.docker("network", "ls", "--format", "{{.Name}}").stdout.split()) == networks_before
     assert netctl_names(dhost, "network") == netctl_networks_before
     assert dhost.docker("volume", "ls", "-q").stdout.split() == []
-    dhost.doctor_clean()
+    doctor_settled(dhost)

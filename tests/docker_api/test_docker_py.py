@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from docker_api.test_bad_input import doctor_settled
+
 docker = pytest.importorskip("docker", reason="docker-py missing: sudo bash scripts/bootstrap.sh")
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
@@ -31,21 +33,6 @@ def wait_until(what: str, check, timeout: float = WAIT_S):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:g}s")
         time.sleep(0.1)
-
-
-def doctor_settled(dhost, timeout: float = 10.0) -> None:
-    """`netctl doctor` clean once the kernel has caught up: a removed container's veth pair goes with its
-    namespace a moment after the API answered (deferred on purpose, runner/lifecycle.py), so ask again,
-    bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dhost.doctor_clean()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def fetch_from_host(dhost, url: str) -> str:

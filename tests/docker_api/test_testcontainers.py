@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from docker_api.test_bad_input import doctor_settled
+
 pytest.importorskip("testcontainers", reason="testcontainers missing: sudo bash scripts/bootstrap.sh")
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
@@ -63,4 +65,4 @@ def test_testcontainers_busybox_exposed_port_and_log_wait(dhost, mode):
     assert any(key.startswith("org.testcontainers") for key in result["labels"]), result["labels"]
     # leaving the `with` block removed the container (and its port mapping)
     assert dhost.docker("ps", "-aq").stdout.split() == []
-    dhost.doctor_clean()
+    doctor_settled(dhost)
