@@ -14,11 +14,9 @@ deleted sandbox's namespace is not kept alive by the agent.
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 from dataclasses import dataclass
 
-log = logging.getLogger("netctl.dns")
 ADDRESS = "127.0.0.11"  # Docker's: the address containers' resolv.conf names
 PORT = 53
 TCP_BACKLOG = 16
@@ -36,8 +34,13 @@ class Sockets:
         self.tcp.close()
 
 
-def open_in(sandbox_id: str, netns_path: str) -> Sockets | None:
-    """Both sockets inside the namespace at `netns_path`; None (logged) if they cannot be made."""
+class CannotOpen(Exception):
+    """The sockets of a sandbox could not be made (why: one line for the log). Never taken as final:
+    the indexer tries again (out of descriptors, lo not up yet in a CNI runtime's namespace...)."""
+
+
+def open_in(sandbox_id: str, netns_path: str) -> Sockets:
+    """Both sockets inside the namespace at `netns_path`. Raises CannotOpen."""
     from libnetwork import netns
     from libnetwork.errors import NetctlError
 
@@ -45,15 +48,14 @@ def open_in(sandbox_id: str, netns_path: str) -> Sockets | None:
         with netns.entered(netns_path):
             return _bind(sandbox_id)
     except NetctlError as err:
-        log.info("no name server in sandbox %s: %s", sandbox_id[:12], err.message)
+        raise CannotOpen(err.message) from None
     except OSError as err:
         hint = ""
         if err.errno == errno.EADDRNOTAVAIL:
             hint = " (is lo up in it?)"
         elif err.errno == errno.EADDRINUSE:
             hint = " (something in the container listens there already)"
-        log.warning("no name server in sandbox %s: %s:%d: %s%s", sandbox_id[:12], ADDRESS, PORT, err.strerror, hint)
-    return None
+        raise CannotOpen(f"{ADDRESS}:{PORT}: {err.strerror}{hint}") from None
 
 
 def _bind(sandbox_id: str) -> Sockets:

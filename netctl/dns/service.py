@@ -23,13 +23,16 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from netctl.dns import listeners
+from netctl.dns.index import Index
 from netctl.dns.server import Server, Update
 from netctl.dns.upstream import HostServers
 
 log = logging.getLogger("netctl.dns")
 SAFETY_POLL_S = 1.0
+RETRY_S = 1.0  # sockets that could not be made are tried again this often
 APPLY_TIMEOUT_S = 2.0
 JOIN_TIMEOUT_S = 5.0
 ACK = b"ok"
@@ -54,7 +57,11 @@ class DnsService:
             threading.Thread(target=self._index, name="netctl-dns-index", daemon=True),
         ]
         self._open: dict[str, str] = {}  # sandbox id -> netns path, as the server has them
-        self._unusable: dict[str, str] = {}  # sandbox id -> netns path whose sockets could not be made
+        # Sandboxes whose sockets could not be made: id -> (netns path, why, last try). Tried again at
+        # every rebuild and every RETRY_S between them: the causes pass (descriptors run out, lo not up
+        # yet in a runtime's namespace), and nothing in the store changes when they do.
+        self._unopened: dict[str, tuple[str, str, float]] = {}
+        self._index_now: Index | None = None  # the Index the server has, for sockets opened later
         self.rebuilds = 0
 
     def start(self) -> "DnsService":
@@ -101,6 +108,7 @@ class DnsService:
                     now_version = source.data_version()
                     host_changed = self.host.changed()
                     if waiting is None and now_version == version and not host_changed and not failed:
+                        self._retry_unopened()
                         continue
                     self._rebuild(source)
                     version = now_version
@@ -147,46 +155,66 @@ class DnsService:
         index = source.load()
         opened = []
         for sandbox_id, listener in index.listeners.items():
-            if self._open.get(sandbox_id) == listener.netns_path:
+            if sandbox_id in self._open:  # the same namespace, or a new one (closed below, then reopened)
                 continue
-            if self._unusable.get(sandbox_id) == listener.netns_path:
-                continue  # logged once; tried again if its namespace path changes
-            if sandbox_id in self._open:  # same sandbox, new namespace (a CNI runtime restarted it)
-                continue
-            sockets = listeners.open_in(sandbox_id, listener.netns_path)
-            if sockets is None:
-                self._unusable[sandbox_id] = listener.netns_path
-                continue
-            opened.append(sockets)
-            self._open[sandbox_id] = listener.netns_path
+            sockets = self._try_open(sandbox_id, listener.netns_path)
+            if sockets is not None:
+                opened.append(sockets)
         closed = [s for s, path in self._open.items()
                   if s not in index.listeners or index.listeners[s].netns_path != path]
         for sandbox_id in closed:
             del self._open[sandbox_id]
-        for sandbox_id in set(self._unusable) - set(index.listeners):
-            del self._unusable[sandbox_id]
-        done = threading.Event()
-        self.server.post(Update(index, opened, closed, self.host.servers, done))
-        done.wait(APPLY_TIMEOUT_S)
-        if closed:  # a sandbox that moved to a new namespace gets its sockets there now
-            self._reopen(source, closed, index)
+        for sandbox_id in set(self._unopened) - set(index.listeners):
+            del self._unopened[sandbox_id]
+        self._hand_over(index, opened, closed)
+        if closed:  # a sandbox that moved to a new namespace (a runtime restarted it) gets sockets there now
+            again = [self._try_open(s, index.listeners[s].netns_path) for s in closed if s in index.listeners]
+            self._hand_over(index, [s for s in again if s is not None], [])
         self.rebuilds += 1
         self._ready.set()
 
-    def _reopen(self, source, closed: list[str], index) -> None:
+    def _hand_over(self, index: Index, opened: list[listeners.Sockets], closed: list[str]) -> None:
+        """Give the server `index` with the sockets opened and the sandboxes closed; wait (bounded)."""
+        self._index_now = index
+        done = threading.Event()
+        self.server.post(Update(index, opened, closed, self.host.servers, done))
+        done.wait(APPLY_TIMEOUT_S)
+
+    def _try_open(self, sandbox_id: str, netns_path: str) -> listeners.Sockets | None:
+        """The sandbox's sockets (recorded as open), or None: recorded to be tried again, logged once
+        per cause."""
+        try:
+            sockets = listeners.open_in(sandbox_id, netns_path)
+        except listeners.CannotOpen as err:
+            why = str(err)
+            known = self._unopened.get(sandbox_id)
+            if known is None or known[:2] != (netns_path, why):
+                log.warning("no name server in sandbox %s yet: %s; tried again every %g s",
+                            sandbox_id[:12], why, RETRY_S)
+            self._unopened[sandbox_id] = (netns_path, why, time.monotonic())
+            return None
+        if self._unopened.pop(sandbox_id, None) is not None:
+            log.info("name server in sandbox %s now", sandbox_id[:12])
+        self._open[sandbox_id] = netns_path
+        return sockets
+
+    def _retry_unopened(self) -> None:
+        """Between rebuilds: try again the sandboxes whose sockets could not be made (RETRY_S apart)."""
+        index = self._index_now
+        if not self._unopened or index is None:
+            return
+        now = time.monotonic()
         opened = []
-        for sandbox_id in closed:
+        for sandbox_id, (netns_path, _, tried) in list(self._unopened.items()):
             listener = index.listeners.get(sandbox_id)
-            if listener is None:
-                continue
-            sockets = listeners.open_in(sandbox_id, listener.netns_path)
-            if sockets is not None:
-                opened.append(sockets)
-                self._open[sandbox_id] = listener.netns_path
+            if listener is None or listener.netns_path != netns_path:
+                del self._unopened[sandbox_id]  # gone, or moved: the next rebuild sees to it
+            elif now - tried >= RETRY_S:
+                sockets = self._try_open(sandbox_id, netns_path)
+                if sockets is not None:
+                    opened.append(sockets)
         if opened:
-            done = threading.Event()
-            self.server.post(Update(index, opened, [], self.host.servers, done))
-            done.wait(APPLY_TIMEOUT_S)
+            self._hand_over(index, opened, [])
 
 
 def _control_socket(path: str) -> socket.socket:

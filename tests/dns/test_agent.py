@@ -148,3 +148,25 @@ def test_the_agent_closes_the_sockets_of_removed_sandboxes_and_of_answered_forwa
     for name in names:
         dns_lab.netctl("rm", "-f", name)
     wait_for(lambda: descriptors() <= baseline, what=f"the agent's descriptors back to {baseline}")
+
+
+def test_a_sandbox_whose_sockets_could_not_be_made_gets_them_once_they_can_be(dns_lab):
+    """The agent out of descriptors (its soft limit lowered with prlimit) when a container starts: its
+    sockets cannot be made. Once descriptors are free again the name server makes them, with no
+    further change to the store (a failure is not taken for a property of the namespace)."""
+    dns_lab.run("web")
+    pid = dns_lab.host.run("cat", f"{ROOT}/daemon.pid").stdout.split()[0]
+    soft = next(line.split()[3] for line in dns_lab.host.run("cat", f"/proc/{pid}/limits").stdout.splitlines()
+                if line.startswith("Max open files"))
+    used = len(dns_lab.host.run("ls", f"/proc/{pid}/fd").stdout.split())
+    dns_lab.host.run("prlimit", f"--pid={pid}", f"--nofile={used}:")
+    try:
+        # In-process commands (the agent could not accept a connection now); run pokes the server.
+        dns_lab.netctl("run", "-d", "--name", "late", "--network", "net", "busybox", "sleep", "600", env=NO_AGENT)
+        (meanwhile,) = dns_lab.stub("late", "web/A", env=NO_AGENT)
+        assert "error" in meanwhile, meanwhile  # no sockets in late's namespace
+    finally:
+        dns_lab.host.run("prlimit", f"--pid={pid}", f"--nofile={soft}:")
+    wait_for(lambda: dns_lab.stub("late", "web/A", env=NO_AGENT)[0].get("answers"),
+             what="late's sockets once the agent has descriptors again")
+    assert "no name server in sandbox" in dns_lab.agent_log()
