@@ -34,8 +34,12 @@ def test_each_forwarded_query_leaves_from_its_own_source_port(dns_lab):
     answers = dns_lab.stub("client", *[f"{name}/A" for name in names])
     assert [a.get("rcode") for a in answers] == ["NXDOMAIN"] * 8, answers
     seen: list[str] = []
-    wait_for(lambda: seen.extend(dns_lab.upstream_queries(sources=True)) or len(seen) >= 8,
-             what="the upstream to log the eight queries")
+
+    def all_logged() -> bool:
+        seen.extend(dns_lab.upstream_queries(sources=True))
+        return len(seen) >= 8
+
+    wait_for(all_logged, what="the upstream to log the eight queries")
     ports = {line.rsplit(":", 1)[1] for line in seen if ".spoof.example." in line}
     assert len(ports) >= 6, f"forwarded queries should leave from random ports: {seen}"
 
