@@ -5,10 +5,11 @@ included (127.0.0.53 of systemd-resolved, a local dnsmasq): the agent forwards f
 network namespace, where they are reachable, which a container's namespace never was. A container
 run with --dns has its own list instead.
 
-UDP: each forwarded query goes from its own socket in the agent's namespace, connected to the
-upstream (a random source port), under a random ID; the answer, matched by socket and ID, goes back
-to the asker with its own ID, through the socket the query came in on (so from 127.0.0.11:53 inside
-the asker's namespace). An upstream that refuses, or does not answer within UPSTREAM_TIMEOUT_S,
+What goes upstream is the query rebuilt from its question and EDNS (wire.forwardable), never the
+asker's bytes. UDP: each forwarded query goes from its own socket in the agent's namespace,
+connected to the upstream (a random source port), under a random ID; the answer, matched by socket
+and ID, goes back to the asker with its own ID, through the socket the query came in on (so from
+127.0.0.11:53 inside the asker's namespace). An upstream that refuses, or does not answer within UPSTREAM_TIMEOUT_S,
 hands the query to the next; when none is left the asker gets SERVFAIL. Answers are relayed as they
 come, TC bit included: the asker's resolver then asks again over TCP, which the server forwards over
 TCP (forward_tcp).
@@ -140,7 +141,10 @@ class Forwarder:
             return wire.error(query, wire.SERVFAIL)
         if len(self.pending) >= PENDING_MAX or self.per_sandbox.get(sandbox_id, 0) >= PENDING_PER_SANDBOX:
             return wire.error(query, wire.SERVFAIL)
-        entry = Pending(reply, client, query[:2], query, servers, -1, 0.0, sandbox_id)
+        clean = wire.forwardable(query)
+        if clean is None:
+            return wire.error(query, wire.FORMERR)
+        entry = Pending(reply, client, query[:2], clean, servers, -1, 0.0, sandbox_id)
         self.per_sandbox[sandbox_id] = self.per_sandbox.get(sandbox_id, 0) + 1
         if not self._send_next(entry):
             self._forget(entry)
@@ -228,6 +232,9 @@ class Forwarder:
 
 def forward_tcp(query: bytes, servers: tuple[str, ...]) -> bytes:
     """One query over TCP to the first server that answers (blocking, bounded): for the TCP path."""
+    clean = wire.forwardable(query)
+    if clean is None:
+        return wire.error(query, wire.FORMERR)
     for server in servers:
         try:
             address = sockaddr(server)
@@ -235,7 +242,7 @@ def forward_tcp(query: bytes, servers: tuple[str, ...]) -> bytes:
             with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
                 sock.settimeout(TCP_TIMEOUT_S)
                 sock.connect(address)
-                sock.sendall(struct.pack("!H", len(query)) + query)
+                sock.sendall(struct.pack("!H", len(clean)) + clean)
                 answer = read_tcp_message(sock)
             if answer is not None:
                 return answer

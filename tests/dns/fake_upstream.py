@@ -8,8 +8,8 @@ Answers over UDP and TCP:
     anything else     NXDOMAIN
 With --forward-to it is instead a tiny forwarder (a host's 127.0.0.53 stand-in): every query is sent
 on to that server over UDP and its answer relayed. Prints "listening" once bound, then one line per
-query ("udp NAME TYPE from ADDRESS:PORT", "tcp ..." likewise) so tests can tell what reached it,
-and from which source port.
+query ("udp NAME TYPE from ADDRESS:PORT sections QD/AN/NS/AR", "tcp ..." likewise) so tests can
+tell what reached it, from which source port, and what else the query carried.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def answer(data: bytes, tcp: bool) -> bytes:
 def log(kind: str, data: bytes, client: tuple) -> None:
     source = f"from {client[0]}:{client[1]}"
     try:
-        q = DNSRecord.parse(data).q
-        print(f"{kind} {str(q.qname).lower()} {QTYPE[q.qtype]} {source}", flush=True)
+        record = DNSRecord.parse(data)
+        q, h = record.q, record.header
+        sections = f"sections {h.q}/{h.a}/{h.auth}/{h.ar}"
+        print(f"{kind} {str(q.qname).lower()} {QTYPE[q.qtype]} {source} {sections}", flush=True)
     except Exception:  # noqa: BLE001
         print(f"{kind} unparsable {source}", flush=True)
 

@@ -91,6 +91,33 @@ def test_hostile_packets_get_an_error_or_nothing_and_the_server_goes_on(dns_lab)
     assert "Traceback" not in log and "unexpected" not in log, log
 
 
+def test_a_forwarded_query_reaches_the_upstream_as_its_question_and_edns_only(dns_lab):
+    """Records in the answer and authority sections, an EDNS option and bytes past the last record:
+    the upstream (possibly the host's loopback resolver, unreachable from containers otherwise) gets
+    a query rebuilt from the question and the asker's EDNS size and DO bit, never the asker's bytes."""
+    from dnslib import EDNS0, QTYPE, RR, A, EDNSOption
+
+    from dns.conftest import wait_for
+
+    dns_lab.run("client")
+    record = DNSRecord.question("junk.example")
+    record.add_answer(RR("junk.example", QTYPE.A, rdata=A("192.0.2.1")))
+    record.add_auth(RR("junk.example", QTYPE.A, rdata=A("192.0.2.2")))
+    record.add_ar(EDNS0(udp_len=1232, flags="do", opts=[EDNSOption(65001, b"\xff" * 40)]))
+    packet = bytes(record.pack()) + b"\x00trailing bytes"
+    sock = sandbox_socket(dns_lab, "client")
+    sock.settimeout(5)
+    try:
+        sock.sendto(packet, SERVER)
+        reply = DNSRecord.parse(sock.recv(65535))
+    finally:
+        sock.close()
+    assert reply.header.id == record.header.id and reply.header.rcode == 3, reply  # the upstream's NXDOMAIN
+    (line,) = wait_for(lambda: [q for q in dns_lab.upstream_queries(sources=True) if "junk.example." in q],
+                       what="the upstream's log")
+    assert line.endswith(" sections 1/0/0/1"), line
+
+
 def test_tcp_abuse_leaves_the_server_answering(dns_lab):
     dns_lab.run("web")
     dns_lab.run("attacker")

@@ -219,3 +219,21 @@ def test_a_tcp_message_trickling_in_ends_at_its_deadline():
     with left, right:
         right.sendall(b"\x00\x03abc")
         assert upstream.read_tcp_message(left, time.monotonic() + 5) == b"abc"
+
+
+def test_what_is_forwarded_is_rebuilt_from_the_question_and_edns():
+    from dnslib import EDNS0, RR, A, EDNSOption
+
+    record = DNSRecord.question("Mixed.Example", "AAAA")
+    record.header.cd = 1
+    record.add_answer(RR("x.example", QTYPE.A, rdata=A("192.0.2.1")))
+    record.add_ar(EDNS0(udp_len=65000, flags="do", opts=[EDNSOption(65001, b"\xff" * 8)]))
+    clean = DNSRecord.parse(wire.forwardable(bytes(record.pack()) + b"junk"))
+    assert (clean.header.id, clean.header.rd, clean.header.cd) == (record.header.id, 1, 1)
+    assert str(clean.q.qname) == "Mixed.Example." and clean.q.qtype == QTYPE.AAAA  # the asker's case kept
+    assert clean.rr == [] and clean.auth == []
+    (opt,) = clean.ar
+    assert opt.rclass == wire.MAX_EDNS_PAYLOAD and opt.ttl & wire.EDNS_DO and opt.rdata == []
+    plain = DNSRecord.parse(wire.forwardable(bytes(DNSRecord.question("a.example").pack())))
+    assert plain.ar == []  # no EDNS asked, none added (a 512-byte stub must not get more)
+    assert wire.forwardable(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x01a\x00\x00\x01\x00\x01\xc0") is None
