@@ -167,17 +167,17 @@ def forwardable(query: bytes) -> bytes | None:
     forwarded queries pay it, and they wait for a network round trip anyway."""
     try:
         record = DNSRecord.parse(query)
+        if len(record.questions) != 1:
+            return None
+        old = record.header
+        clean = DNSRecord(DNSHeader(id=old.id, rd=old.rd, cd=old.cd, ad=old.ad), q=record.q)
+        opt = next((rr for rr in record.ar if rr.rtype == QTYPE.OPT), None)
+        if opt is not None:
+            size = max(512, min(opt.rclass, MAX_EDNS_PAYLOAD))
+            clean.add_ar(EDNS0(udp_len=size, flags="do" if opt.ttl & EDNS_DO else ""))
+        return bytes(clean.pack())
     except Exception:  # noqa: BLE001  dnslib's DNSError, or whatever else hostile bytes make it raise
         return None
-    if len(record.questions) != 1:
-        return None
-    old = record.header
-    clean = DNSRecord(DNSHeader(id=old.id, rd=old.rd, cd=old.cd, ad=old.ad), q=record.q)
-    opt = next((rr for rr in record.ar if rr.rtype == QTYPE.OPT), None)
-    if opt is not None:
-        size = max(512, min(opt.rclass, MAX_EDNS_PAYLOAD))
-        clean.add_ar(EDNS0(udp_len=size, flags="do" if opt.ttl & EDNS_DO else ""))
-    return bytes(clean.pack())
 
 
 def split_labels(key: bytes) -> list[bytes]:
