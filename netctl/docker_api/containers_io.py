@@ -69,6 +69,7 @@ def attach(api, req: Request, ref: str) -> Hijack:
             copier.append(thread)
 
         try:
+            wait_until_read(sock)
             if logs:
                 for record in logs_mod.records(path):
                     send(int(record.get("s", 1)), str(record.get("d", "")).encode("utf-8", "surrogateescape"))
@@ -96,6 +97,31 @@ def attach(api, req: Request, ref: str) -> Hijack:
                 sock.shutdown(2)
 
     return Hijack(run, multiplexed=not tty)
+
+
+SIOCOUTQ = 0x5411  # bytes we sent that the peer has not read yet (a Unix socket's peer's queue)
+HEADERS_READ_WAIT_S = 1.0
+
+
+def wait_until_read(sock, timeout: float = HEADERS_READ_WAIT_S) -> None:
+    """Wait (bounded) until the client has read what we sent: the reply's headers. A client that
+    reads them through a buffer and then reads the raw socket (docker-py, http.client) loses whatever
+    arrived with them; dockerd's runtime is slow enough to start a process that this never happens,
+    ours is not."""
+    import fcntl
+    import struct
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while time.monotonic() < deadline:
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return
+        if queued <= 0:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
 
 
 def _first_event(session) -> int:

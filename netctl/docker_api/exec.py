@@ -14,7 +14,7 @@ import threading
 from libnetwork.errors import InUse
 from netctl.docker_api.containers_common import ID, find, monitor_call, publish
 from netctl.docker_api.containers_config import refuse
-from netctl.docker_api.containers_io import _copy_in, _first_event
+from netctl.docker_api.containers_io import _copy_in, _first_event, wait_until_read
 from netctl.docker_api.http import Empty, Hijack, Json, Request, bad_request, conflict, frame
 
 log = logging.getLogger("netctl.docker_api")
@@ -66,32 +66,48 @@ def _record(api, exec_id: str) -> dict:
 
 
 def start(api, req: Request, exec_id: str) -> Empty | Hijack:
-    from runner import client, protocol
+    """Detached: started before the answer. Attached: the answer (101) goes out first and the process
+    starts after it, as dockerd does: a client reading the reply's headers through a buffer (docker-py)
+    would otherwise find a quick process's output in that buffer, past the headers, and lose it. What
+    can be refused is checked before: an unknown or started exec, a container not running."""
+    from runner import client
 
     body = req.json_object()
     record = _record(api, exec_id)
     container = find(api, record["container"])
+    if record.get("pid") or record.get("running"):
+        raise conflict(f"exec {exec_id[:12]} has already been started")
+    if container.state.status != "running":
+        raise conflict(f"Container {container.id} is not running")
     detach = bool(body.get("Detach"))
-    session = client.Session(api.layout, {"op": "exec_start", "id": exec_id, "detach": detach})
-    try:
-        stdin_fd = _first_event(session)
-    except InUse as err:
-        session.close()
-        raise conflict(err.message) from None
-    except BaseException:
-        session.close()
-        raise
     command = " ".join(record.get("argv", []))
-    publish(api, container, "exec_start: " + command, execID=exec_id)
     if detach:
-        session.close()
+        with client.Session(api.layout, {"op": "exec_start", "id": exec_id, "detach": True}) as session:
+            try:
+                _first_event(session)
+            except InUse as err:
+                raise conflict(err.message) from None
+        publish(api, container, "exec_start: " + command, execID=exec_id)
         _watch_die(api, container, exec_id, command)
         return Empty(200)
     tty = bool(record.get("tty"))
 
     def run(sock, rfile) -> None:
+        from libnetwork.errors import NetctlError
+        from runner import protocol
+
         code = None
+        session = None
         try:
+            try:
+                wait_until_read(sock)  # then start: its first output must not ride with the headers
+                session = client.Session(api.layout, {"op": "exec_start", "id": exec_id, "detach": False})
+                stdin_fd = _first_event(session)
+            except NetctlError as err:  # after the 101: the stream carries the error, as dockerd's
+                message = f"exec failed: {err.message}\n".encode()
+                sock.sendall(message if tty else frame(protocol.STDERR, message))
+                return
+            publish(api, container, "exec_start: " + command, execID=exec_id)
             if stdin_fd >= 0:
                 threading.Thread(target=_copy_in, args=(rfile, stdin_fd), name="exec-stdin", daemon=True).start()
             for kind, payload, fds in session.frames():
@@ -107,7 +123,8 @@ def start(api, req: Request, exec_id: str) -> Empty | Hijack:
         except OSError as err:
             log.info("exec %s stream ended: %s", exec_id[:12], err)
         finally:
-            session.close()
+            if session is not None:
+                session.close()
             with contextlib.suppress(OSError):
                 sock.shutdown(2)
             if code is not None:
