@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,14 @@ class DnsLab:
         argv = [sys.executable, STUB, *(["--tcp"] if tcp else []), *queries]
         out = self.netctl("sandbox", "exec", sandbox, "--", *argv, timeout=60, env=env or {}).stdout
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+    def socket_in(self, sandbox: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:
+        """A socket of the test process made inside the sandbox's (container's) network namespace."""
+        from libnetwork import netns
+
+        info = json.loads(self.netctl("sandbox", "inspect", sandbox).stdout)[0]
+        with netns.entered(self.host.path(info["netns_path"])):
+            return socket.socket(socket.AF_INET, kind)
 
     def addresses(self, sandbox: str, name: str, qtype: str = "A") -> list[str]:
         (answer,) = self.stub(sandbox, f"{name}/{qtype}")

@@ -25,7 +25,7 @@ def test_after_an_agent_restart_every_sandbox_resolves_again(dns_lab):
     netns = json.loads(dns_lab.netctl("sandbox", "inspect", "client").stdout)[0]["netns_path"]
     dns_lab.stop_agent()
     (down,) = dns_lab.stub("client", "web/A", env=NO_AGENT)  # (a command without it would start one)
-    assert "error" in down, down  # nothing listens: refused at once, not a stale answer
+    assert "error" in down, down  # nothing listens behind the redirect: no answer (times out), not a stale one
     # A prober in the client's namespace asks every 5 ms and prints the (machine-wide monotonic)
     # time of the first answer: how long after the agent's spawn names were back.
     prober = dns_lab.host.popen("nsenter", f"--net={netns}", "--", sys.executable, "-c", PROBER,

@@ -23,14 +23,7 @@ SERVER = ("127.0.0.11", 53)
 
 
 def sandbox_socket(lab, sandbox: str, kind: int = socket.SOCK_DGRAM) -> socket.socket:
-    """A socket of the test process made inside the sandbox's network namespace."""
-    from libnetwork import netns
-
-    import json
-
-    info = json.loads(lab.netctl("sandbox", "inspect", sandbox).stdout)[0]
-    with netns.entered(lab.host.path(info["netns_path"])):
-        return socket.socket(socket.AF_INET, kind)
+    return lab.socket_in(sandbox, kind)
 
 
 def header(qid=0x1234, flags=0x0100, qd=1, an=0, ns=0, ar=0) -> bytes:

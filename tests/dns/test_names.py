@@ -134,3 +134,32 @@ def test_an_answer_too_big_for_udp_is_truncated_and_complete_over_tcp(dns_lab):
     assert udp["tc"] and udp["answers"] == [], udp
     (tcp,) = dns_lab.stub("m0", "crowd/A", tcp=True)
     assert len(set(tcp["answers"])) == 40, tcp
+
+
+def test_a_container_can_run_its_own_name_server_on_port_53(dns_lab):
+    """dnsmasq, CoreDNS, Pi-hole in a container listen on 0.0.0.0:53 (UDP and TCP). The embedded
+    server must leave that port free (Docker's listens elsewhere and redirects 127.0.0.11:53 to it):
+    bound on 127.0.0.11:53 itself, it made their bind fail with EADDRINUSE."""
+    import socket
+
+    dns_lab.run("web")
+    dns_lab.run("dnsbox")
+    udp = dns_lab.socket_in("dnsbox")
+    tcp = dns_lab.socket_in("dnsbox", socket.SOCK_STREAM)
+    peer = dns_lab.socket_in("web")
+    try:
+        udp.bind(("0.0.0.0", 53))
+        tcp.bind(("0.0.0.0", 53))
+        tcp.listen(4)
+        # 127.0.0.11:53 is still the embedded server's, over UDP and TCP...
+        assert dns_lab.addresses("dnsbox", "web") != []
+        (over_tcp,) = dns_lab.stub("dnsbox", "web/A", tcp=True)
+        assert over_tcp.get("answers"), over_tcp
+        # ...and the container's own server gets what is sent to its address.
+        address = next(a.split("/")[0] for a in _addresses(dns_lab, "dnsbox") if ":" not in a)
+        peer.sendto(b"to the container's own server", (address, 53))
+        udp.settimeout(5)
+        assert udp.recvfrom(100)[0] == b"to the container's own server"
+    finally:
+        for sock in (udp, tcp, peer):
+            sock.close()
