@@ -43,9 +43,9 @@ def daemon(ctx, store, vtep, host_name, lease_ttl, resync_interval, group, docke
     sync) and for the CNI plugins; without it they run in-process, with the same results, and start
     one in the background for the next call (NETCTL_NO_DAEMON=1: never). Only root and members of
     --group may use it. It also serves the embedded DNS server (127.0.0.11 in every container) and
-    the Docker Engine API (ROOT/docker.sock, or --docker-socket). With a global store it also registers this host there (ROOT/global.json records
-    the choice) and keeps its overlay networks' VXLAN tables and container names in step with
-    the other hosts."""
+    the Docker Engine API (ROOT/docker.sock, or --docker-socket). With a global store it also
+    registers this host there (ROOT/global.json records the choice) and keeps its overlay networks'
+    VXLAN tables and container names in step with the other hosts."""
     import logging
 
     from netctl import daemon as daemon_module
