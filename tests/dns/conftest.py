@@ -10,12 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from containers.conftest import BUSYBOX, remove_cgroup_tree
+from containers.conftest import BUSYBOX, remove_cgroup_tree, wait_for
 from harness import Host, add_upstream, new_test_cgroup_parent
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,18 +23,6 @@ FAKE_UPSTREAM = os.path.join(HERE, "fake_upstream.py")
 UPSTREAM_DNS = "198.51.100.53"
 AGENT_LOG = "/run/agent.log"
 ROOT = "/run/netctl"
-WAIT_S = 10.0
-
-
-def wait_for(predicate, timeout: float = WAIT_S, what: str = "condition", interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class DnsLab:
