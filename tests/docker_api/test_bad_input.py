@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -21,6 +22,8 @@ import time
 from typing import Any
 
 import pytest
+
+from harness import stop_group
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
@@ -325,6 +328,15 @@ def test_client_dropping_mid_load(dhost):
         sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
     time.sleep(0.3)
     slam(sock)
+    # the docker CLI itself, killed while `docker load` streams its stdin
+    loader = dhost.docker_popen("load", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                text=False)  # fmt: skip
+    assert loader.stdin is not None
+    loader.stdin.write(archive[: len(archive) // 2])
+    loader.stdin.flush()
+    time.sleep(0.3)
+    stop_group(loader, signal.SIGKILL)
+    loader.stdin.close()
     # a complete request whose archive is cut short: refused with a message, nothing stored
     message = assert_error(call(dhost, "POST", "/images/load?quiet=1", raw=archive[: len(archive) // 2],
                                 headers={"Content-Type": "application/x-tar"}), (400, 500))  # fmt: skip
