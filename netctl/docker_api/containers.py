@@ -40,7 +40,8 @@ def create(api, req: Request) -> Json:
 
     name = (req.arg("name") or "").lstrip("/")
     body = req.json_object()
-    if (body.get("HostConfig") or {}).get("PublishAllPorts"):
+    host = body.get("HostConfig")
+    if isinstance(host, dict) and host.get("PublishAllPorts"):  # a HostConfig of another type: 400 below
         body = _with_image_ports(api, body)
     try:
         request = containers_config.run_request(body, name, set(RunRequest.__dataclass_fields__))

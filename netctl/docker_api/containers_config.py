@@ -59,7 +59,7 @@ _CONFIG_TYPES = {
     "Labels": "dict", "Hostname": "str", "Tty": "bool", "OpenStdin": "bool", "StdinOnce": "bool",
     "AttachStdin": "bool", "AttachStdout": "bool", "AttachStderr": "bool", "StopSignal": "str", "StopTimeout": "int",
     "ExposedPorts": "dict", "Healthcheck": "dict", "Volumes": "dict", "HostConfig": "dict",
-    "NetworkingConfig": "dict",
+    "NetworkingConfig": "dict", "MacAddress": "str",
 }  # fmt: skip
 _HOST_TYPES = {
     "Binds": "list", "Mounts": "list", "PortBindings": "dict", "PublishAllPorts": "bool", "NetworkMode": "str",
@@ -224,6 +224,7 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
         raise refuse("HostConfig.ExtraHosts host-gateway", "give the address")
     _limits(host, request)
     policy = host.get("RestartPolicy") or {}
+    _check_types(policy, {"Name": "str", "MaximumRetryCount": "int"}, "HostConfig.RestartPolicy.")
     name = policy.get("Name") or ""
     if name and name != "no":
         count = int(policy.get("MaximumRetryCount") or 0)
@@ -322,7 +323,10 @@ def _networking(networking: dict, body: dict, request: dict) -> None:
     for net, settings in endpoints.items():
         settings = settings or {}
         target = first if net == "default" else net
+        where = f"NetworkingConfig.EndpointsConfig[{net!r}]."
+        _check_types(settings, {"Aliases": "list", "IPAMConfig": "dict", "MacAddress": "str"}, where)
         ipam = settings.get("IPAMConfig") or {}
+        _check_types(ipam, {"IPv4Address": "str", "IPv6Address": "str"}, where + "IPAMConfig.")
         if ipam.get("IPv6Address"):
             raise refuse(f"NetworkingConfig.EndpointsConfig[{net!r}].IPAMConfig.IPv6Address")
         for key in ("Links", "LinkLocalIPs"):
@@ -330,7 +334,7 @@ def _networking(networking: dict, body: dict, request: dict) -> None:
                 raise refuse(f"NetworkingConfig.EndpointsConfig[{net!r}].{key}")
         if target in ("host", "none") and (settings.get("Aliases") or ipam.get("IPv4Address")):
             raise bad_request(f"network mode {target} takes no aliases or addresses")
-        settings_of[target] = {"aliases": [a for a in settings.get("Aliases") or [] if a],
+        settings_of[target] = {"aliases": [a for a in _list(settings.get("Aliases"), where + "Aliases") if a],
                                "ip": ipam.get("IPv4Address") or "", "mac": settings.get("MacAddress") or ""}
     if body.get("MacAddress"):  # before API 1.44: the primary network's
         settings_of.setdefault(first, {"aliases": [], "ip": "", "mac": ""})["mac"] = body["MacAddress"]

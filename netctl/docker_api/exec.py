@@ -32,7 +32,7 @@ def create(api, req: Request, ref: str) -> Json:
     argv = body.get("Cmd") or []
     if isinstance(argv, str):
         argv = [argv]
-    if not argv or not all(isinstance(a, str) for a in argv):
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise bad_request("No exec command specified")
     for key in ("User", "WorkingDir"):
         if not isinstance(body.get(key) or "", str):

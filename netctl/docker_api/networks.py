@@ -188,6 +188,10 @@ def spec_from_body(body: dict) -> NetworkSpec:
     if not isinstance(name, str) or not name:
         raise ApiError(400, "network create: Name is required")
     driver = body.get("Driver") or "bridge"
+    if not isinstance(driver, str):
+        raise ApiError(400, "network create: Driver must be a string")
+    if not isinstance(body.get("ConfigFrom") or {}, dict):
+        raise ApiError(400, "network create: ConfigFrom must be an object")
     if driver in PREDEFINED.values() and driver != "null" or name in PREDEFINED:
         raise ApiError(403, f"{name} is a pre-defined network and cannot be created" if name in PREDEFINED
                        else f"only one instance of \"{driver}\" network is allowed")
