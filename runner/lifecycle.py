@@ -31,7 +31,7 @@ from runner.paths import Layout
 from runner.process import InitSpec, ProcessSpec
 from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAttachment, RunRequest
 from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
-from runner.volumes import resolve_binds
+from runner.volumes import discard_made, resolve_binds
 
 if TYPE_CHECKING:
     from libnetwork.controller import Controller
@@ -118,7 +118,6 @@ class Runtime:
             cpus=cgroups.parse_cpus(request.cpus) if request.cpus else 0.0,
             pids=cgroups.parse_pids(request.pids_limit) if request.pids_limit else 0,
         )
-        volumes = resolve_binds(self.layout, request.volumes)  # named volumes made as Docker does
         capabilities = spec.capability_set(request.cap_add, request.cap_drop)
         user = spec.parse_user(request.user)
         workdir = spec.check_workdir(request.workdir)
@@ -135,6 +134,9 @@ class Runtime:
         undo = Undo()
         try:
             name = self._claim_name(request.name, container_id, undo)
+            # Named volumes made as Docker does, once the name is ours: a failed create removes those it made.
+            volumes = resolve_binds(self.layout, request.volumes,
+                                    made=lambda v: undo.push(lambda: discard_made(self.layout, v)))
             config = self._config(request, container_id, name, mode, attachments, limits, volumes, capabilities,
                                   user, workdir, hostname, undo)  # fmt: skip
             config.cgroup_path = f"{cgroup_parent}/{container_id}"

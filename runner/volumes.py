@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -204,16 +204,29 @@ def disk_usage(path: str) -> int:
     return total
 
 
-def resolve(layout: Layout, volume: Volume) -> Volume:
-    """A parsed -v whose source is a volume name: the volume's directory, made if missing."""
+def resolve(layout: Layout, volume: Volume, made: Callable[[str], None] | None = None) -> Volume:
+    """A parsed -v whose source is a volume name: the volume's directory, made if missing (its name
+    then given to `made`)."""
     name = volume.name
     if not name:
         return volume
-    record, _ = create(layout, name)
+    record, created = create(layout, name)
+    if created and made is not None:
+        made(name)
     volume.host = record.mountpoint
     return volume
 
 
-def resolve_binds(layout: Layout, specs: list[str]) -> list[Volume]:
-    """`-v` arguments (HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro]) as mounts, named volumes made."""
-    return [resolve(layout, parse_volume(text)) for text in specs]
+def resolve_binds(layout: Layout, specs: list[str], made: Callable[[str], None] | None = None) -> list[Volume]:
+    """`-v` arguments (HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro]) as mounts, named volumes made: all
+    parsed before any is made, and each one made named to `made` (a failed create's undo removes it)."""
+    parsed = [parse_volume(text) for text in specs]
+    return [resolve(layout, volume, made) for volume in parsed]
+
+
+def discard_made(layout: Layout, name: str) -> None:
+    """Undo of a volume a failed create made: removed unless a container uses it by now."""
+    try:
+        remove(layout, name, force=True)
+    except InUse:
+        pass
