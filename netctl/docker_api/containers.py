@@ -304,12 +304,13 @@ def list_containers(api, req: Request) -> Json:
     filters = req.filters()
     show_all = req.flag("all") or bool(filters.get("status")) or bool(filters.get("exited"))
     image_ids = _ancestors(api, filters.get("ancestor", []))
+    created_of = {ref: find(api, ref).config.created for ref in filters.get("before", []) + filters.get("since", [])}
     out = []
     containers = [c for c in Records(api.layout).all() if show_all or c.state.status == "running"]
     live = _live_views(api, [c for c in containers if c.state.status == "running"])
     for container in containers:
         networks = live.get(container.id, {})
-        if not containers_view.matches(container, filters, networks, image_ids):
+        if not containers_view.matches(container, filters, networks, image_ids, created_of):
             continue
         out.append(containers_view.list_entry(container, networks))
     limit = req.int_arg("limit", -1) or -1

@@ -282,15 +282,22 @@ def list_entry(container, networks: dict[str, dict]) -> dict:
     }
 
 
-def matches(container, filters: dict[str, list[str]], networks: dict[str, dict], image_ids: dict[str, str]) -> bool:
-    """Docker's list filters; `image_ids`: ancestor references resolved to image ids."""
+def matches(container, filters: dict[str, list[str]], networks: dict[str, dict], image_ids: dict[str, str],
+            created_of: dict[str, str] | None = None) -> bool:
+    """Docker's list filters; `image_ids`: ancestor references resolved to image ids; `created_of`: the
+    before/since references' creation times."""
+    from netctl.docker_api.http import bad_request
+
     check_filters(filters, LIST_FILTERS)
     config, state = container.config, container.state
     for value in filters.get("status", []):
         if value not in STATUSES:
-            from netctl.docker_api.http import bad_request
-
             raise bad_request(f"invalid filter 'status={value}'")
+    for value in filters.get("is-task", []):
+        if value not in ("true", "false", "1", "0"):
+            raise bad_request(f"invalid filter 'is-task={value}'")
+    created_of = created_of or {}
+    volumes = {m.get("Name") or m["Source"] for m in mounts(config)} | {m["Destination"] for m in mounts(config)}
     tests = {
         "id": lambda v: config.id.startswith(v),
         "name": lambda v: v.lstrip("/") in config.name or _regex(v.lstrip("/"), config.name),
@@ -301,6 +308,12 @@ def matches(container, filters: dict[str, list[str]], networks: dict[str, dict],
         "ancestor": lambda v: image_ids.get(v) == config.image_id or config.image == v,
         "exited": lambda v: state.status == "exited" and str(state.exit_code or 0) == v,
         "health": lambda v: health_of(container) == v,
+        "before": lambda v: config.created < created_of[v],
+        "since": lambda v: config.created > created_of[v],
+        "volume": lambda v: v in volumes,
+        "publish": lambda v: _port_in(v, [(p["port"], p["protocol"]) for p in map(parse_port, _published(networks))]),
+        "expose": lambda v: _port_in(v, _exposed(config, networks)),
+        "is-task": lambda v: v in ("false", "0"),  # no swarm tasks here
     }
     for key, values in filters.items():
         test = tests.get(key)
@@ -312,6 +325,29 @@ def matches(container, filters: dict[str, list[str]], networks: dict[str, dict],
         elif not any(test(v) for v in values):
             return False
     return True
+
+
+def _published(networks: dict[str, dict]) -> list[str]:
+    return [text for view in networks.values() for text in view.get("Ports", [])]
+
+
+def _exposed(config, networks: dict[str, dict]) -> list[tuple[int, str]]:
+    ports = [(p["port"], p["protocol"]) for p in map(parse_port, _published(networks))]
+    for key in ports_map(config, {}):
+        number, _, protocol = key.partition("/")
+        ports.append((int(number), protocol or "tcp"))
+    return ports
+
+
+def _port_in(text: str, ports: list[tuple[int, str]]) -> bool:
+    """publish/expose filters: PORT[-PORT][/PROTO] (tcp when no protocol is given), as dockerd."""
+    from netctl.docker_api.http import bad_request
+
+    span, _, protocol = text.partition("/")
+    low, _, high = span.partition("-")
+    if not low.isdigit() or (high and not high.isdigit()):
+        raise bad_request(f"invalid filter: {text!r} is not a port or a port range")
+    return any(int(low) <= port <= int(high or low) and proto == (protocol or "tcp") for port, proto in ports)
 
 
 def _label(labels: dict[str, str], text: str) -> bool:
