@@ -23,21 +23,6 @@ def _layout(ctx: click.Context):
     return Layout.of(ctx.find_root().obj["root"])
 
 
-def _signal_number(text: str) -> int:
-    import signal
-
-    name = text.upper()
-    if name.isdigit():
-        number = int(name)
-        if 1 <= number < signal.NSIG:
-            return number
-    else:
-        name = name if name.startswith("SIG") else "SIG" + name
-        if hasattr(signal.Signals, name):
-            return int(signal.Signals[name])
-    raise InvalidArgument(f"signal {text!r} is unknown; use a name like TERM, KILL, HUP or a number")
-
-
 def _ago(iso: str) -> str:
     from datetime import datetime, timezone
 
@@ -277,7 +262,9 @@ def kill(ctx, sig, refs):
     """Send a signal to containers' main process."""
     from runner import client
 
-    number = _signal_number(sig)
+    from runner.spec import parse_signal
+
+    number = parse_signal(sig)
     for ref in refs:
         client.call(_layout(ctx), {"op": "kill", "ref": ref, "signal": number})
         click.echo(ref)

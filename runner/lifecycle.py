@@ -123,6 +123,8 @@ class Runtime:
         workdir = spec.check_workdir(request.workdir)
         hostname = spec.check_hostname(request.hostname) if request.hostname else ""
         spec.parse_restart(request.restart)
+        if request.stop_signal:  # refused now, not at the first stop
+            spec.parse_signal(request.stop_signal)
         for text in request.tmpfs:
             spec.parse_tmpfs(text)
         for text in request.extra_hosts:

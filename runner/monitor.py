@@ -285,14 +285,9 @@ class Monitor(ContainerOps, HealthOps):
 
 def stop_signal_number(name: str) -> int:
     """A container's stop signal (Docker's StopSignal: SIGQUIT, QUIT or 3); SIGTERM by default."""
-    text = (name or "SIGTERM").upper()
-    if text.isdigit():
-        return int(text)
-    text = text if text.startswith("SIG") else "SIG" + text
-    try:
-        return int(signal.Signals[text])
-    except KeyError:
-        raise InvalidArgument(f"stop signal {name!r} is unknown; use a name like SIGTERM or a number") from None
+    from runner.spec import parse_signal
+
+    return parse_signal(name or "SIGTERM")
 
 
 def _raise_nofile() -> None:

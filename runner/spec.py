@@ -222,6 +222,21 @@ def parse_volume(spec: str) -> Volume:
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 
 
+def parse_signal(text: str) -> int:
+    """A signal by name (TERM, SIGTERM, any case) or number: docker kill -s, --stop-signal, STOPSIGNAL."""
+    import signal
+
+    name = text.strip().upper()
+    if name.isdigit():
+        if 1 <= int(name) < signal.NSIG:
+            return int(name)
+    else:
+        name = name if name.startswith("SIG") else "SIG" + name
+        if name in signal.Signals.__members__:
+            return int(signal.Signals[name])
+    raise InvalidArgument(f"signal {text!r} is unknown; use a name like TERM, KILL, HUP or a number")
+
+
 def parse_restart(text: str) -> tuple[str, int]:
     """--restart no|always|unless-stopped|on-failure[:N] -> (policy, maximum retries; 0: unbounded)."""
     name, _, count = (text or "no").partition(":")

@@ -3,7 +3,6 @@ the monitor request, finding a container as Docker does, its live endpoints, its
 
 from __future__ import annotations
 
-import signal
 import threading
 from typing import Any
 
@@ -153,15 +152,12 @@ def _same_run(records, container_id: str, started: str) -> bool:
 
 
 def signal_number(text: str | None, default: int) -> int:
+    from libnetwork.errors import InvalidArgument
+    from runner.spec import parse_signal
+
     if not text:
         return default
-    name = text.upper()
-    if name.isdigit():
-        number = int(name)
-        if 1 <= number < signal.NSIG:
-            return number
-    else:
-        name = name if name.startswith("SIG") else "SIG" + name
-        if hasattr(signal.Signals, name):
-            return int(signal.Signals[name])
-    raise bad_request(f"invalid signal: {text}")
+    try:
+        return parse_signal(text)
+    except InvalidArgument:
+        raise bad_request(f"invalid signal: {text}") from None

@@ -31,3 +31,17 @@ def test_a_failed_create_leaves_no_volume_it_made(dhost):
     assert _volumes(dhost) == before
     dhost.docker("rm", "taken")
     dhost.docker("volume", "rm", "kept")
+
+
+def test_an_unknown_stop_signal_is_refused_at_create(dhost):
+    """It was accepted and then made every `docker stop` of the container fail."""
+    result = dhost.docker("run", "-d", "--name", "sig", "--stop-signal", "NOPE", "busybox", "sleep", "600",
+                          check=False)  # fmt: skip
+    assert result.returncode != 0 and "'NOPE' is unknown" in result.stderr, result.stderr
+    assert dhost.docker("ps", "-aq").stdout.strip() == ""
+    dhost.docker("run", "-d", "--name", "sig", "--stop-signal", "usr1", "busybox", "sleep", "600")
+    dhost.docker("stop", "-t", "1", "sig")  # USR1 (PID 1 ignores it), then KILL
+    assert dhost.docker("inspect", "-f", "{{.State.ExitCode}}", "sig").stdout.strip() == "137"
+    result = dhost.docker("kill", "-s", "NOPE", "sig", check=False)
+    assert result.returncode != 0 and "invalid signal: NOPE" in result.stderr, result.stderr
+    dhost.docker("rm", "sig")
