@@ -182,17 +182,19 @@ def remove(api, req: Request, ref: str) -> Empty:
 
 
 def prune(api, req: Request) -> Json:
+    from netctl.docker_api.filters import label_filter, until_filter
     from runner.state import Records
 
     filters = req.filters()
     from netctl.docker_api.http import check_filters
 
     check_filters(filters, {"label", "label!", "until"})
+    labels_wanted, older = label_filter(filters), until_filter(filters)
     deleted = []
     for container in Records(api.layout).all():
         if container.state.status not in ("exited", "created", "dead"):
             continue
-        if not _prune_match(container, filters):
+        if not (labels_wanted(container.config.labels) and older(container.config.created)):
             continue
         try:
             monitor_call(api, {"op": "rm", "ref": container.id})
@@ -202,36 +204,6 @@ def prune(api, req: Request) -> Json:
         publish(api, container, "destroy")
         deleted.append(container.id)
     return Json({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
-
-
-def _prune_match(container, filters: dict[str, list[str]]) -> bool:
-    labels = container.config.labels
-    for text in filters.get("label", []):
-        key, eq, value = text.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    for text in filters.get("label!", []):
-        key, eq, value = text.partition("=")
-        if key in labels and (not eq or labels[key] == value):
-            return False
-    for text in filters.get("until", []):
-        limit = _timestamp(text)
-        if containers_view.unix_time(container.config.created) >= limit:
-            return False
-    return True
-
-
-def _timestamp(text: str) -> float:
-    import time
-
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    units = {"s": 1, "m": 60, "h": 3600}
-    if text and text[-1] in units and text[:-1].isdigit():
-        return time.time() - int(text[:-1]) * units[text[-1]]
-    raise bad_request(f"invalid until filter {text!r}: give a Unix time or a duration such as 10m")
 
 
 # --- wait -----------------------------------------------------------------------------------------------

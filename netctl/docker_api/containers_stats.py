@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from netctl.docker_api.containers_common import find
 from netctl.docker_api.http import Json, Request, Stream, bad_request, conflict, json_line
+from netctl.docker_api.system import mem_total
 
 INTERVAL_S = 1.0  # dockerd's collection interval
 NEVER = "0001-01-01T00:00:00Z"
@@ -29,17 +30,6 @@ def _cgroup(container):
     if not (config.cgroup_path and config.cgroup):
         return None
     return Cgroup(Hierarchy.from_dict(config.cgroup), config.cgroup_path)
-
-
-def _host_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def sample(container) -> dict:
@@ -62,7 +52,7 @@ def sample(container) -> dict:
     if running:
         memory = {"usage": usage.get("memory_usage", 0), "max_usage": usage.get("memory_max_usage", 0),
                   "stats": usage.get("memory_stat", {}),
-                  "limit": usage.get("memory_limit") or _host_memory()}  # fmt: skip
+                  "limit": usage.get("memory_limit") or mem_total()}  # fmt: skip
     pids = {"current": usage.get("pids_current", 0)} if running else {}
     if usage.get("pids_limit"):
         pids["limit"] = usage["pids_limit"]

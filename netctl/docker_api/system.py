@@ -73,7 +73,7 @@ def _image_count(api: Api) -> int:
     return len(image_store(api).list())
 
 
-def _mem_total() -> int:
+def mem_total() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -117,7 +117,7 @@ def info(api: Api, req: Request) -> Json:
         "OSType": "linux", "Architecture": uname.machine, "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": [], "AllowNondistributableArtifactsHostnames": [],
                            "InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": []},
-        "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(), "GenericResources": None,
+        "NCPU": os.cpu_count() or 1, "MemTotal": mem_total(), "GenericResources": None,
         "DockerRootDir": api.root, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "", "Name": socket.gethostname(),
         "Labels": [], "ExperimentalBuild": False, "ServerVersion": ENGINE_VERSION,
         "Runtimes": {"runc": {"path": "netctl"}}, "DefaultRuntime": "runc",

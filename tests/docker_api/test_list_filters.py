@@ -38,3 +38,17 @@ def test_ps_before_since_volume_publish_expose_is_task(dhost, api_version):
     assert result.returncode != 0 and "eighty" in result.stderr, result.stderr
     dhost.docker("rm", "-f", "first", "second", "third")
     dhost.docker("volume", "rm", "vol1")
+
+
+def test_container_prune_filters(dhost):
+    dhost.docker("create", "--name", "p1", "--label", "keep=no", "busybox", "true")
+    dhost.docker("create", "--name", "p2", "--label", "keep=yes", "busybox", "true")
+    dhost.docker("create", "--name", "p3", "busybox", "true")
+    dhost.docker("container", "prune", "-f", "--filter", "until=2000-01-01T00:00:00Z")  # older ones only: none
+    assert _ps(dhost) == ["p1", "p2", "p3"]
+    dhost.docker("container", "prune", "-f", "--filter", "label=keep=no")
+    assert _ps(dhost) == ["p2", "p3"]
+    dhost.docker("container", "prune", "-f", "--filter", "label!=keep")
+    assert _ps(dhost) == ["p2"]
+    dhost.docker("container", "prune", "-f", "--filter", f"until={4102444800}")  # before 2100
+    assert _ps(dhost) == []
