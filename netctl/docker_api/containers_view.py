@@ -115,16 +115,18 @@ def list_ports(networks: dict[str, dict]) -> list[dict]:
     return out
 
 
-def network_entry(view: dict, short_id: str = "") -> dict:
+def network_entry(view: dict, short_id: str = "", static_ip: str = "") -> dict:
     """One network of a container; on a user network its short id is an alias too, as dockerd shows
-    (compose 1.29 reads it to tell a container it connected itself)."""
+    (compose 1.29 reads it to tell a container it connected itself). `static_ip`: the address asked
+    for (--ip, EndpointsConfig IPAMConfig), shown in IPAMConfig as dockerd does."""
     if short_id:
         view = {**view, "Aliases": list(view.get("Aliases") or []) + [short_id]}
     address = view.get("IPv4Address", "")
     ip, _, prefix = address.partition("/")
     ip6, _, prefix6 = view.get("IPv6Address", "").partition("/")
     return {
-        "IPAMConfig": None, "Links": None, "Aliases": view.get("Aliases") or None,
+        "IPAMConfig": {"IPv4Address": static_ip} if static_ip else None, "Links": None,
+        "Aliases": view.get("Aliases") or None,
         "MacAddress": view.get("MacAddress", ""), "DriverOpts": None,
         "NetworkID": view.get("NetworkID", ""), "EndpointID": view.get("EndpointID", ""),
         "Gateway": view.get("Gateway", ""), "IPAddress": ip, "IPPrefixLen": int(prefix or 0),
@@ -204,7 +206,9 @@ def container_config(config) -> dict:
 def inspect(container, networks: dict[str, dict], directory: str) -> dict:
     config, state = container.config, container.state
     shown = networks or _planned_networks(config)
-    entries = {name: network_entry(view, config.id[:12] if name != "bridge" else "") for name, view in shown.items()}
+    static = {a.network: a.ip for a in config.networks if a.ip}
+    entries = {name: network_entry(view, config.id[:12] if name != "bridge" else "", static.get(name, ""))
+               for name, view in shown.items()}  # fmt: skip
     first = next(iter(entries.values()), {})
     return {
         "Id": config.id,

@@ -1,0 +1,29 @@
+"""`docker inspect` templates that read state a user set: the static address of each network in
+NetworkSettings.Networks.N.IPAMConfig (it was null whatever --ip said)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
+
+
+@pytest.mark.parametrize("api_version", [None, "1.41"])
+def test_ipam_config_shows_the_static_addresses(dhost, api_version):
+    v = {"api_version": api_version}
+    dhost.docker("network", "create", "--subnet", "10.91.0.0/24", "n1", **v)
+    dhost.docker("network", "create", "--subnet", "10.92.0.0/24", "n2", **v)
+    dhost.docker("run", "-d", "--name", "c", "--network", "n1", "--ip", "10.91.0.50", "busybox", "sleep", "600", **v)
+    dhost.docker("network", "connect", "--ip", "10.92.0.60", "n2", "c", **v)
+    dhost.docker("run", "-d", "--name", "d", "--network", "n1", "busybox", "sleep", "600", **v)
+
+    def show(template: str, name: str = "c") -> str:
+        return dhost.docker("inspect", "-f", template, name, **v).stdout.strip()
+
+    assert show("{{.NetworkSettings.Networks.n1.IPAMConfig.IPv4Address}}") == "10.91.0.50"
+    assert show("{{.NetworkSettings.Networks.n1.IPAddress}}") == "10.91.0.50"
+    assert show("{{.NetworkSettings.Networks.n2.IPAMConfig.IPv4Address}}") == "10.92.0.60"
+    assert show("{{.NetworkSettings.Networks.n2.IPAddress}}") == "10.92.0.60"
+    assert show("{{json .NetworkSettings.Networks.n1.IPAMConfig}}", "d") == "null"  # none asked: dockerd's null
+    dhost.docker("rm", "-f", "c", "d", **v)
+    dhost.docker("network", "rm", "n1", "n2", **v)
