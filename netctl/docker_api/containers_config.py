@@ -191,6 +191,7 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
         volumes.append(bind)
     tmpfs = [f"{path}:{options}" if options else path for path, options in (host.get("Tmpfs") or {}).items()]
     for mount in host.get("Mounts") or []:
+        _check_mount(mount)
         kind, target = mount.get("Type", "volume"), mount.get("Target", "")
         read_only = ":ro" if mount.get("ReadOnly") else ""
         if kind == "bind":
@@ -258,6 +259,38 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
     if mode.startswith("container:"):
         raise refuse(f"HostConfig.NetworkMode={mode!r}", "join a network instead")
     request["networks"] = ["bridge" if mode == "default" else mode]
+
+
+_MOUNT_KNOWN = {"Type", "Source", "Target", "ReadOnly", "Consistency", "BindOptions", "VolumeOptions", "TmpfsOptions"}
+
+
+def _check_mount(mount: Any) -> None:
+    """A HostConfig.Mounts entry's options that would change what is mounted: refused by name (only the
+    defaults pass: private propagation, a local volume without a subpath)."""
+    if not isinstance(mount, dict):
+        raise bad_request("invalid HostConfig.Mounts: expected a list of objects")
+    for key, value in mount.items():
+        if key not in _MOUNT_KNOWN and value not in (None, "", 0, False, [], {}):
+            raise refuse(f"HostConfig.Mounts {key}")
+    _check_types(mount, {"Type": "str", "Source": "str", "Target": "str", "ReadOnly": "bool", "BindOptions": "dict",
+                         "VolumeOptions": "dict", "TmpfsOptions": "dict"}, "HostConfig.Mounts ")  # fmt: skip
+    bind = mount.get("BindOptions") or {}
+    if bind.get("Propagation") not in (None, "", "rprivate", "private"):
+        raise refuse(f"HostConfig.Mounts BindOptions.Propagation={bind['Propagation']!r}", "mounts are private")
+    for key, value in bind.items():
+        if key != "Propagation" and value:  # NonRecursive, CreateMountpoint, ReadOnlyNonRecursive...
+            raise refuse(f"HostConfig.Mounts BindOptions.{key}")
+    volume = mount.get("VolumeOptions") or {}
+    driver = volume.get("DriverConfig") or {}
+    if not isinstance(driver, dict) or driver.get("Name") not in (None, "", "local") or driver.get("Options"):
+        raise refuse("HostConfig.Mounts VolumeOptions.DriverConfig", "volumes are local directories")
+    for key, value in volume.items():
+        if key not in ("DriverConfig", "NoCopy") and value:  # Subpath, Labels (of a volume it would make)...
+            raise refuse(f"HostConfig.Mounts VolumeOptions.{key}")
+    tmpfs = mount.get("TmpfsOptions") or {}
+    for key, value in tmpfs.items():
+        if key not in ("SizeBytes", "Mode") and value:
+            raise refuse(f"HostConfig.Mounts TmpfsOptions.{key}")
 
 
 def _limits(host: dict, request: dict) -> None:

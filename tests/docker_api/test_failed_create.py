@@ -45,3 +45,23 @@ def test_an_unknown_stop_signal_is_refused_at_create(dhost):
     result = dhost.docker("kill", "-s", "NOPE", "sig", check=False)
     assert result.returncode != 0 and "invalid signal: NOPE" in result.stderr, result.stderr
     dhost.docker("rm", "sig")
+
+
+def test_mount_options_that_change_the_mount_are_refused_by_name(dhost):
+    """`--mount` options netctl does not carry out were dropped silently (a volume subpath mounted the
+    whole volume)."""
+    refused = [
+        ("type=volume,src=v1,dst=/d,volume-subpath=sub", "VolumeOptions.Subpath"),
+        ("type=volume,src=v1,dst=/d,volume-driver=nfs", "VolumeOptions.DriverConfig"),
+        ("type=volume,src=v1,dst=/d,volume-label=a=b", "VolumeOptions.Labels"),
+        ("type=bind,src=/tmp,dst=/d,bind-propagation=rshared", "BindOptions.Propagation"),
+        ("type=bind,src=/tmp,dst=/d,bind-nonrecursive", "BindOptions.NonRecursive"),
+    ]
+    for mount, field in refused:
+        result = dhost.docker("create", "--mount", mount, "busybox", "true", check=False)
+        assert result.returncode != 0 and field in result.stderr, (mount, result.stderr)
+    assert dhost.docker("ps", "-aq").stdout.strip() == ""
+    assert dhost.docker("volume", "ls", "-q").stdout.strip() == ""
+    dhost.docker("run", "--rm", "--mount", "type=bind,src=/tmp,dst=/d,readonly,bind-propagation=rprivate",
+                 "--mount", "type=volume,src=v2,dst=/v,volume-nocopy", "busybox", "true")  # fmt: skip
+    dhost.docker("volume", "rm", "v2")
