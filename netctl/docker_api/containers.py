@@ -21,6 +21,7 @@ from netctl.docker_api.containers_common import (
     live_networks,
     monitor_call,
     publish,
+    removing,
     signal_number,
     stopping,
     watched,
@@ -170,10 +171,16 @@ def remove(api, req: Request, ref: str) -> Empty:
     if req.flag("link"):
         raise containers_config.refuse("link removal")
     running = container.state.status == "running"
+    if running and watched(api, container.id):
+        removing(api).add(container.id)  # kill, die, destroy in that order: from here, not its watcher
     try:
         await_links_gone(monitor_call(api, {"op": "rm", "ref": container.id, "force": force}))
     except NotFound:
+        removing(api).discard(container.id)
         raise not_found(f"No such container: {ref}") from None
+    except BaseException:
+        removing(api).discard(container.id)
+        raise
     if running:
         publish(api, container, "kill", signal=9)
         publish(api, container, "die", exitCode=137)

@@ -92,6 +92,9 @@ def watch_exit(api, container) -> None:
                 event = monitor_call(api, {"op": "wait", "ref": container.id, "condition": "not-running"})
             except NetctlError:
                 return
+            if container.id in removing(api):  # docker rm -f: the request publishes kill, die, destroy
+                removing(api).discard(container.id)
+                return
             publish(api, container, "die", exitCode=event.get("code", 0))
             if container.id in stopping(api):  # a stop request ended it: "stop" follows "die"
                 stopping(api).discard(container.id)
@@ -99,6 +102,8 @@ def watch_exit(api, container) -> None:
             for tick in range(int(RESTART_WATCH_S * 10)):  # a restart policy's back-off is at most a minute
                 current = records.load(container.id)
                 if current is None:
+                    if container.config.auto_remove:  # --rm: the monitor removed it
+                        publish(api, container, "destroy")
                     return
                 if current.state.started != last_start:
                     # started again: by the policy (its count grows: publish; it may have exited again
@@ -140,6 +145,11 @@ def watch_exit(api, container) -> None:
 def stopping(api) -> set[str]:
     """Containers a stop request is ending (their watcher publishes "stop" after "die")."""
     return api.__dict__.setdefault("container_stops", set())
+
+
+def removing(api) -> set[str]:
+    """Watched containers a remove request is ending (their watcher publishes nothing more)."""
+    return api.__dict__.setdefault("container_removals", set())
 
 
 def watched(api, container_id: str) -> bool:
