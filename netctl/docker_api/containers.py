@@ -270,8 +270,10 @@ def wait(api, req: Request, ref: str) -> Stream:
 
 def inspect(api, req: Request, ref: str) -> Json:
     container = find(api, ref)
-    view = containers_view.inspect(container, live_networks(api, container),
-                                   api.layout.container(container.id))  # fmt: skip
+    from libnetwork import rootdir
+
+    view = containers_view.inspect(container, live_networks(api, container), api.layout.container(container.id),
+                                   rootdir.path(api.root, rootdir.NETNS))  # fmt: skip
     if req.flag("size"):
         view["SizeRw"], view["SizeRootFs"] = 0, 0
     return Json(view)

@@ -203,8 +203,10 @@ def container_config(config) -> dict:
     return out
 
 
-def inspect(container, networks: dict[str, dict], directory: str) -> dict:
+def inspect(container, networks: dict[str, dict], directory: str, netns_dir: str = "") -> dict:
+    """`netns_dir`: where the library keeps sandboxes' namespaces (SandboxKey is the running one's)."""
     config, state = container.config, container.state
+    running = state.status == "running" and bool(config.sandbox_id)
     shown = networks or _planned_networks(config)
     static = {a.network: a.ip for a in config.networks if a.ip}
     entries = {name: network_entry(view, config.id[:12] if name != "bridge" else "", static.get(name, ""))
@@ -238,8 +240,9 @@ def inspect(container, networks: dict[str, dict], directory: str) -> dict:
         "Mounts": mounts(config),
         "Config": container_config(config),
         "NetworkSettings": {
-            "Bridge": "", "SandboxID": config.sandbox_id if state.status == "running" else "",
-            "SandboxKey": "", "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Bridge": "", "SandboxID": config.sandbox_id if running else "",
+            "SandboxKey": os.path.join(netns_dir, config.sandbox_id) if running and netns_dir else "",
+            "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
             "Ports": ports_map(config, networks),
             "EndpointID": first.get("EndpointID", ""), "Gateway": first.get("Gateway", ""),
             "GlobalIPv6Address": first.get("GlobalIPv6Address", ""), "GlobalIPv6PrefixLen": 0,

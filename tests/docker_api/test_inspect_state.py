@@ -1,5 +1,5 @@
 """`docker inspect` templates that read state a user set: the static address of each network in
-NetworkSettings.Networks.N.IPAMConfig (it was null whatever --ip said)."""
+NetworkSettings.Networks.N.IPAMConfig (it was null whatever --ip said), and SandboxKey (it was "")."""
 
 from __future__ import annotations
 
@@ -25,5 +25,9 @@ def test_ipam_config_shows_the_static_addresses(dhost, api_version):
     assert show("{{.NetworkSettings.Networks.n2.IPAMConfig.IPv4Address}}") == "10.92.0.60"
     assert show("{{.NetworkSettings.Networks.n2.IPAddress}}") == "10.92.0.60"
     assert show("{{json .NetworkSettings.Networks.n1.IPAMConfig}}", "d") == "null"  # none asked: dockerd's null
+    # SandboxKey: the container's network namespace, which nsenter --net= enters (it was "")
+    key = show("{{.NetworkSettings.SandboxKey}}")
+    seen = dhost.run("nsenter", f"--net={key}", "ip", "-o", "-4", "addr", "show").stdout
+    assert "10.91.0.50/24" in seen and "10.92.0.60/24" in seen, seen
     dhost.docker("rm", "-f", "c", "d", **v)
     dhost.docker("network", "rm", "n1", "n2", **v)
