@@ -199,6 +199,8 @@ class ConnectionHandler(BaseHTTPRequestHandler):
         server: DockerApiServer = self.server
         reader = self._body_reader()
         try:
+            if self._bad_length:
+                raise ApiError(400, f"invalid Content-Length header: {self.headers.get('Content-Length')!r}")
             split = urllib.parse.urlsplit(self.path)
             raw_path = urllib.parse.unquote(split.path)
             if not self.authorized:
@@ -231,10 +233,15 @@ class ConnectionHandler(BaseHTTPRequestHandler):
     def _body_reader(self) -> BodyReader:
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         length = self.headers.get("Content-Length")
+        self._bad_length = False
         try:
             size = int(length) if length is not None and not chunked else None
         except ValueError:
             size = None
+        if length is not None and not chunked and (size is None or size < 0):
+            # neither a length nor a chunked body: a reader would wait for the client's close (-1 reads
+            # to the end); refused, and the connection closed (where the next request starts is unknown)
+            size, self._bad_length = None, True
             self.close_connection = True
         return BodyReader(self.rfile, size, chunked)
 
