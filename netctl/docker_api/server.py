@@ -204,6 +204,7 @@ class ConnectionHandler(BaseHTTPRequestHandler):
             split = urllib.parse.urlsplit(self.path)
             raw_path = urllib.parse.unquote(split.path)
             if not self.authorized:
+                self.close_connection = True  # one answer, then the connection (and its slot) goes
                 _, uid, _ = ipc.peer_credentials(self.connection)
                 log.warning("Docker API refused a client with uid %d: neither root nor in the agent's group", uid)
                 raise ApiError(403, "permission denied: the netctl Docker API serves root and the members of its "

@@ -200,3 +200,31 @@ def test_a_bad_content_length_is_400_at_once(dhost, length):
     assert reply.startswith(b"HTTP/1.1 400 "), reply
     assert b"invalid Content-Length header" in reply, reply
     assert "cl" not in dhost.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+
+
+STRANGER_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+ping = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"
+s.sendall(ping)
+first = s.recv(65536)
+try:
+    s.sendall(ping)
+    second = s.recv(65536)
+except OSError:
+    second = b""
+print(first.split(b"\r\n")[0].decode(), "|", second.split(b"\r\n")[0].decode() or "closed")
+"""
+
+
+def test_a_refused_client_gets_one_answer_and_the_connection_closes(dhost):
+    """A client past the socket's mode but refused by the peer check could keep its connection (and a
+    connection slot of the 128) open for more 403s."""
+    import sys
+
+    dhost.run("chmod", "666", dhost.socket)
+    out = dhost.run("setpriv", "--reuid", "4712", "--regid", "4712", "--clear-groups", sys.executable, "-c",
+                    STRANGER_CLIENT, dhost.socket).stdout.strip()  # fmt: skip
+    assert out == "HTTP/1.1 403 Forbidden | closed", out
