@@ -15,7 +15,7 @@ def _events(dhost, since: str, name: str) -> list[str]:
     until = str(time.time() + 0.5)
     out = dhost.docker("events", "--since", since, "--until", until, "--filter", f"container={name}",
                        "--format", "{{.Action}}").stdout  # fmt: skip
-    return out.split()
+    return out.splitlines()
 
 
 def test_run_rm_and_rm_force_events(dhost):
@@ -32,3 +32,18 @@ def test_run_rm_and_rm_force_events(dhost):
     dhost.docker("rm", "-f", "y")
     time.sleep(0.5)  # a watcher's late die would come now
     assert _events(dhost, since, "y") == ["kill", "die", "destroy"]
+
+
+def test_detached_exec_events(dhost):
+    dhost.docker("run", "-d", "--name", "ex", "busybox", "sleep", "600")
+    since = str(time.time())
+    dhost.docker("exec", "-d", "ex", "sh", "-c", "sleep 3; exit 3")
+    deadline = time.monotonic() + 20
+    while not any(a.startswith("exec_die") for a in _events(dhost, since, "ex")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    actions = _events(dhost, since, "ex")
+    assert [a.split(":")[0] for a in actions] == ["exec_create", "exec_start", "exec_die"], actions
+    out = dhost.docker("events", "--since", since, "--until", str(time.time()), "--filter", "event=exec_die",
+                       "--format", "{{.Actor.Attributes.exitCode}}").stdout.split()  # fmt: skip
+    assert out == ["3"], out
+    dhost.docker("rm", "-f", "ex")
