@@ -37,7 +37,7 @@ _HOST_KNOWN = {
 # Zero or Docker's default: accepted; anything else names the field in a 400.
 _HOST_DEFAULTS: dict[str, tuple] = {
     "IpcMode": ("", "private", "shareable"), "PidMode": ("",), "UTSMode": ("",), "UsernsMode": ("", "host"),
-    "CgroupnsMode": ("", "private", "host"), "Runtime": ("", "runc"), "Isolation": ("", "default"),
+    "CgroupnsMode": ("", "private"), "Runtime": ("", "runc"), "Isolation": ("", "default"),
     "VolumeDriver": ("", "local"), "Cgroup": ("",), "ContainerIDFile": ("",),
 }  # fmt: skip
 _HOST_MUST_BE_EMPTY = (

@@ -62,6 +62,9 @@ def test_mount_options_that_change_the_mount_are_refused_by_name(dhost):
         assert result.returncode != 0 and field in result.stderr, (mount, result.stderr)
     assert dhost.docker("ps", "-aq").stdout.strip() == ""
     assert dhost.docker("volume", "ls", "-q").stdout.strip() == ""
+    # every container has a cgroup namespace of its own: the host's one was accepted and not given
+    result = dhost.docker("create", "--cgroupns", "host", "busybox", "true", check=False)
+    assert result.returncode != 0 and "CgroupnsMode='host'" in result.stderr, result.stderr
     dhost.docker("run", "--rm", "--mount", "type=bind,src=/tmp,dst=/d,readonly,bind-propagation=rprivate",
                  "--mount", "type=volume,src=v2,dst=/v,volume-nocopy", "busybox", "true")  # fmt: skip
     dhost.docker("volume", "rm", "v2")
