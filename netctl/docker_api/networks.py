@@ -273,59 +273,64 @@ def _endpoint_config(body: dict) -> tuple[str, str, list[str], str]:
     return ipam.get("IPv4Address") or "", ipam.get("IPv6Address") or "", aliases, config.get("MacAddress") or ""
 
 
-def connect(api: Api, req: Request, ref: str) -> Empty:
+def _container_ref(body: dict, what: str) -> str:
+    container_ref = body.get("Container")
+    if not isinstance(container_ref, str) or not container_ref:
+        raise ApiError(400, f"network {what}: Container is required")
+    return container_ref
+
+
+def _with_container(api: Api, ref: str, container_ref: str, action: str, call) -> Empty:
+    """connect/disconnect: `call(ctl, network)` -> (container, network) under the API's mutation lock,
+    Docker's 404s for the network and the container, then the network event."""
     from libnetwork.errors import NotFound
+
+    with api.mutation(), api.controller() as ctl:
+        try:
+            network = ctl.resolve_network(ref)
+        except NotFound as err:
+            raise _not_found(err, ref) from None
+        try:
+            container, network = call(ctl, network)
+        except NotFound as err:
+            if err.message.startswith("container") and "not found" in err.message:
+                raise not_found(f"No such container: {container_ref}") from None
+            raise
+    api.events.publish("network", action, network.id,
+                       {"container": container.id, "name": network.name, "type": network.driver})
+    return Empty(200)
+
+
+def connect(api: Api, req: Request, ref: str) -> Empty:
     from runner.container_networks import connect_container
 
     body = req.json_object()
-    container_ref = body.get("Container")
-    if not isinstance(container_ref, str) or not container_ref:
-        raise ApiError(400, "network connect: Container is required")
+    container_ref = _container_ref(body, "connect")
     ip, ip6, aliases, mac = _endpoint_config(body)
     if ref in PREDEFINED:
         raise ApiError(400, f"container cannot be connected to network {ref}: it is a network mode; give it "
                             "when the container is created")
-    with api.mutation(), api.controller() as ctl:
-        try:
-            network = ctl.resolve_network(ref)
-        except NotFound as err:
-            raise _not_found(err, ref) from None
-        try:
-            container, network, _ = connect_container(ctl, api.layout, container_ref, network.id, ip=ip, ip6=ip6,
-                                                      aliases=aliases, mac=mac)
-        except NotFound as err:
-            if err.message.startswith("container") and "not found" in err.message:
-                raise not_found(f"No such container: {container_ref}") from None
-            raise
-    api.events.publish("network", "connect", network.id,
-                       {"container": container.id, "name": network.name, "type": network.driver})
-    return Empty(200)
+
+    def call(ctl, network):
+        container, network, _ = connect_container(ctl, api.layout, container_ref, network.id, ip=ip, ip6=ip6,
+                                                  aliases=aliases, mac=mac)
+        return container, network
+
+    return _with_container(api, ref, container_ref, "connect", call)
 
 
 def disconnect(api: Api, req: Request, ref: str) -> Empty:
-    from libnetwork.errors import NotFound
     from runner.container_networks import disconnect_container
 
     body = req.json_object()
-    container_ref = body.get("Container")
-    if not isinstance(container_ref, str) or not container_ref:
-        raise ApiError(400, "network disconnect: Container is required")
+    container_ref = _container_ref(body, "disconnect")
     force = _bool(body, "Force")
-    with api.mutation(), api.controller() as ctl:
-        try:
-            network = ctl.resolve_network(ref)
-        except NotFound as err:
-            raise _not_found(err, ref) from None
-        try:
-            container, network = disconnect_container(ctl, api.layout, container_ref, network.id, force=force,
-                                                      remove_links=api.remove_links)
-        except NotFound as err:
-            if err.message.startswith("container") and "not found" in err.message:
-                raise not_found(f"No such container: {container_ref}") from None
-            raise
-    api.events.publish("network", "disconnect", network.id,
-                       {"container": container.id, "name": network.name, "type": network.driver})
-    return Empty(200)
+
+    def call(ctl, network):
+        return disconnect_container(ctl, api.layout, container_ref, network.id, force=force,
+                                    remove_links=api.remove_links)
+
+    return _with_container(api, ref, container_ref, "disconnect", call)
 
 
 def prune(api: Api, req: Request) -> Json:
