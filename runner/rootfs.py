@@ -130,6 +130,8 @@ def prepare(
         bind(source, target, recursive=False)
     for volume in volumes:
         target = secure_join(rootfs, volume.container)
+        if getattr(volume, "name", "") and not getattr(volume, "nocopy", False):
+            populate(target, volume.host)
         _ensure(target, directory=os.path.isdir(volume.host))
         bind(volume.host, target, read_only=volume.read_only)
     for path, options in tmpfs:
@@ -141,6 +143,29 @@ def prepare(
     _ensure(proc, directory=True)
     linux.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _build_dev(secure_join(rootfs, "/dev"), console, shm_size)
+
+
+def populate(source: str, volume: str) -> None:
+    """An empty named volume gets what the image has at its mount point (files, links, modes, owners),
+    as Docker fills a volume on its first use unless told nocopy; one with anything in it is left."""
+    import shutil
+
+    if not os.path.isdir(source) or os.path.islink(source) or os.listdir(volume):
+        return
+    def specials(directory: str, names: list[str]) -> set[str]:  # fifos, sockets, devices: not data
+        kept = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)
+        return {n for n in names if not any(k(os.lstat(os.path.join(directory, n)).st_mode) for k in kept)}
+
+    shutil.copytree(source, volume, symlinks=True, dirs_exist_ok=True, ignore=specials)
+    for directory, dirs, files in os.walk(source):
+        for name in ["", *dirs, *files]:
+            path = os.path.join(directory, name) if name else directory
+            copy = os.path.join(volume, os.path.relpath(path, source))
+            if os.path.lexists(copy):
+                info = os.lstat(path)
+                os.lchown(copy, info.st_uid, info.st_gid)
+    info = os.stat(source)
+    os.chmod(volume, stat.S_IMODE(info.st_mode))
 
 
 def tmpfs_options(options: str) -> tuple[int, str]:

@@ -30,8 +30,9 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (
     (("-w", "--workdir"), "workdir", VALUE, "DIR", "Working directory inside (absolute)."),
     (("-u", "--user"), "user", VALUE, "UID[:GID]", "User (and group) to run as; names from the image's /etc/passwd."),
     (("--read-only",), "read_only", FLAG, "", "Mount the container's root file system read-only."),
-    (("-v", "--volume"), "volumes", MULTI, "HOST|NAME:CONT[:ro]",
-     "Bind-mount a host path, or a named volume (made if missing)."),
+    (("-v", "--volume"), "volumes", MULTI, "HOST|NAME:CONT[:OPTS]",
+     "Bind-mount a host path, or a named volume (made if missing; filled with the image's files at CONT "
+     "while empty). OPTS: ro or rw, nocopy (leave a volume empty)."),
     (("--cap-add",), "cap_add", MULTI, "CAP", "Add a capability to Docker's default set (or ALL)."),
     (("--cap-drop",), "cap_drop", MULTI, "CAP", "Drop a capability from it (or ALL)."),
     (("-m", "--memory"), "memory", VALUE, "SIZE", "Memory limit, e.g. 16m, 1g."),

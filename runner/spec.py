@@ -41,9 +41,11 @@ class Volume:
     container: str
     read_only: bool = False
     name: str = ""  # a named volume (runner/volumes.py); host is then its directory, filled at create
+    nocopy: bool = False  # a named volume found empty is not filled with the image's files at the path
 
     def __str__(self) -> str:
-        return f"{self.name or self.host}:{self.container}" + (":ro" if self.read_only else "")
+        options = ",".join(o for o, on in (("ro", self.read_only), ("nocopy", self.nocopy)) if on)
+        return f"{self.name or self.host}:{self.container}" + (f":{options}" if options else "")
 
 
 @dataclass
@@ -202,9 +204,12 @@ def parse_volume(spec: str) -> Volume:
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise InvalidArgument(f"-v {spec!r} must have the form HOST:CONTAINER[:ro]")
     host, container = parts[0], parts[1]
-    mode = parts[2] if len(parts) == 3 else "rw"
-    if mode not in ("ro", "rw"):
-        raise InvalidArgument(f"-v {spec!r}: mode must be ro or rw, not {mode!r}")
+    options = parts[2].split(",") if len(parts) == 3 else ["rw"]
+    if any(o not in ("ro", "rw", "nocopy") for o in options) or ("ro" in options and "rw" in options):
+        raise InvalidArgument(f"-v {spec!r}: options are ro or rw, and nocopy for a named volume")
+    mode = "ro" if "ro" in options else "rw"
+    if "nocopy" in options and host.startswith(("/", ".")):
+        raise InvalidArgument(f"-v {spec!r}: nocopy is for a named volume, not a host path")
     if not host.startswith("/") and host.startswith("."):
         raise InvalidArgument(f"-v {spec!r}: the host path must be absolute, or a volume name")
     if not container.startswith("/") or ".." in container.split("/"):
@@ -213,7 +218,7 @@ def parse_volume(spec: str) -> Volume:
         raise InvalidArgument(f"-v {spec!r}: cannot mount over the container's root")
     if not host.startswith("/"):  # a named volume: its directory is runner/volumes.py's, made at create
         return Volume(host="", container=os.path.normpath(container), read_only=mode == "ro",
-                      name=check_volume_name(host))
+                      name=check_volume_name(host), nocopy="nocopy" in options)
     if not os.path.exists(host):
         raise InvalidArgument(f"-v {spec!r}: host path {host} does not exist")
     return Volume(host=os.path.realpath(host), container=os.path.normpath(container), read_only=mode == "ro")

@@ -48,7 +48,7 @@ _HOST_MUST_BE_EMPTY = (
     "BlkioDeviceWriteIOps", "IOMaximumIOps", "IOMaximumBandwidth", "StorageOpt", "OomKillDisable",
     "Privileged",
 )  # fmt: skip
-_BIND_OPTIONS_IGNORED = ("z", "Z", "rprivate", "private", "nocopy", "consistent", "cached", "delegated")
+_BIND_OPTIONS_IGNORED = ("z", "Z", "rprivate", "private", "consistent", "cached", "delegated")
 
 
 _TYPES = {
@@ -184,10 +184,10 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
         parts = bind.split(":")
         if len(parts) >= 3:
             options = [o for o in parts[2].split(",") if o and o not in _BIND_OPTIONS_IGNORED]
-            if any(o not in ("ro", "rw") for o in options):
-                raise refuse(f"HostConfig.Binds option {parts[2]!r}", "use ro or rw")
+            if any(o not in ("ro", "rw", "nocopy") for o in options):
+                raise refuse(f"HostConfig.Binds option {parts[2]!r}", "use ro, rw or nocopy")
             mode = "ro" if "ro" in options else "rw"
-            bind = f"{parts[0]}:{parts[1]}:{mode}"
+            bind = f"{parts[0]}:{parts[1]}:{mode}" + (",nocopy" if "nocopy" in options else "")
         volumes.append(bind)
     tmpfs = [f"{path}:{options}" if options else path for path, options in (host.get("Tmpfs") or {}).items()]
     for mount in host.get("Mounts") or []:
@@ -199,7 +199,8 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
         elif kind == "volume":
             if not mount.get("Source"):
                 raise refuse("HostConfig.Mounts volume without a Source (anonymous volume)", "name the volume")
-            volumes.append(f"{mount['Source']}:{target}{read_only}")
+            nocopy = ",nocopy" if (mount.get("VolumeOptions") or {}).get("NoCopy") else ""
+            volumes.append(f"{mount['Source']}:{target}{read_only or ':rw'}{nocopy}")
         elif kind == "tmpfs":
             tmpfs_options = mount.get("TmpfsOptions") or {}
             parts = []
