@@ -341,14 +341,17 @@ def prune(api: Api, req: Request) -> Json:
     keep_labels = label_filter(filters)
     older = until_filter(filters)
 
+    seen: dict[str, Network] = {}
+
     def keep(network: Network) -> bool:
+        seen[network.name] = network
         return (network.name == DEFAULT_BRIDGE or not keep_labels(network.labels)
                 or not older(network.created))
 
     with api.mutation(), api.controller() as ctl:
         removed = ctl.prune_networks(keep=keep)
-    for name in removed:
-        api.events.publish("network", "destroy", name, {"name": name})
+    for name in removed:  # the event's actor is the network's id, as for network rm
+        api.events.publish("network", "destroy", seen[name].id, {"name": name, "type": seen[name].driver})
     return Json({"NetworksDeleted": removed})
 
 

@@ -47,3 +47,14 @@ def test_detached_exec_events(dhost):
                        "--format", "{{.Actor.Attributes.exitCode}}").stdout.split()  # fmt: skip
     assert out == ["3"], out
     dhost.docker("rm", "-f", "ex")
+
+
+def test_network_prune_events_name_the_network_by_id(dhost):
+    """They named it by its name, where network rm's (and dockerd's) give its id."""
+    network_id = dhost.docker("network", "create", "gone").stdout.strip()
+    since = str(time.time())
+    dhost.docker("network", "prune", "-f")
+    out = dhost.docker("events", "--since", since, "--until", str(time.time() + 0.5), "--filter", "type=network",
+                       "--format", "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}} {{.Actor.Attributes.type}}"
+                       ).stdout.splitlines()  # fmt: skip
+    assert out == [f"destroy {network_id} gone bridge"], out
