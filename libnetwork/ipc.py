@@ -239,7 +239,9 @@ def listen(path: str, *, group: str = "", nonblocking: bool = False, backlog: in
     """A listening socket at `path`. Call with the instance lock held: a file already there is then a
     stale one of a dead server, and is replaced. Mode 0600, or 0660 owned by `group`."""
     import os
+    import shutil
     import socket
+    import tempfile
 
     gid = group_id(group) if group else -1
     try:
@@ -248,17 +250,25 @@ def listen(path: str, *, group: str = "", nonblocking: bool = False, backlog: in
         pass
     flags = socket.SOCK_STREAM | socket.SOCK_CLOEXEC | (socket.SOCK_NONBLOCK if nonblocking else 0)
     sock = socket.socket(socket.AF_UNIX, flags)
-    old_umask = os.umask(0o177)  # never a moment with a wider mode than 0600
+    # Bound in a private (0700) directory beside `path`, given its mode there and renamed into place:
+    # never a moment with a wider mode than 0600/0660 at `path`, without os.umask, which is the whole
+    # process's (the agent's other threads would create their files with it meanwhile).
+    private = tempfile.mkdtemp(prefix=".", dir=os.path.dirname(os.path.abspath(path)))
     try:
-        sock.bind(path)
+        temporary = os.path.join(private, "s")
+        if len(os.fsencode(temporary)) > 107:  # longer than `path` and than AF_UNIX takes: bind in place,
+            temporary = path  # the moment before the chmod has the umask's mode (the peer check holds)
+        sock.bind(temporary)
+        if gid >= 0:
+            os.chown(temporary, 0, gid)
+        os.chmod(temporary, 0o660 if gid >= 0 else 0o600)
+        if temporary != path:
+            os.rename(temporary, path)
     except OSError:
         sock.close()
         raise
     finally:
-        os.umask(old_umask)
-    if gid >= 0:
-        os.chown(path, 0, gid)
-        os.chmod(path, 0o660)
+        shutil.rmtree(private, ignore_errors=True)
     sock.listen(backlog)
     return sock
 
