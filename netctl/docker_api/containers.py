@@ -272,8 +272,14 @@ def inspect(api, req: Request, ref: str) -> Json:
     container = find(api, ref)
     from libnetwork import rootdir
 
+    from runner.images import ImageStore
+
+    try:
+        image_run = ImageStore(api.layout).get(container.config.image_id).run_config
+    except NetctlError:
+        image_run = None  # its image is gone (netctl image rm --force): what the container recorded
     view = containers_view.inspect(container, live_networks(api, container), api.layout.container(container.id),
-                                   rootdir.path(api.root, rootdir.NETNS))  # fmt: skip
+                                   rootdir.path(api.root, rootdir.NETNS), image_run)  # fmt: skip
     if req.flag("size"):
         view["SizeRw"], view["SizeRootFs"] = 0, 0
     return Json(view)

@@ -178,7 +178,9 @@ def host_config(config) -> dict:
     return given
 
 
-def container_config(config) -> dict:
+def container_config(config, image_run: dict | None = None) -> dict:
+    """Config as dockerd shows it: what the client gave over the image's (`image_run`: its config),
+    Entrypoint and Cmd apart."""
     given = dict(config.docker.get("Config") or {})
     out = {
         "Hostname": config.hostname, "Domainname": "", "User": config.user,
@@ -192,10 +194,15 @@ def container_config(config) -> dict:
                 "Healthcheck"):
         if key in given:
             out[key] = given[key]
+    if image_run is not None and given.get("Entrypoint") is None:
+        out["Entrypoint"] = image_run.get("Entrypoint") or None
+    if image_run is not None and "ExposedPorts" not in given and image_run.get("ExposedPorts"):
+        out["ExposedPorts"] = image_run["ExposedPorts"]
+    entry = [part for part in out.get("Entrypoint") or [] if part]
     if "Cmd" in given and given["Cmd"] is not None:
         out["Cmd"] = given["Cmd"]
     elif config.docker:
-        out["Cmd"] = config.argv[len(given.get("Entrypoint") or []):] or None
+        out["Cmd"] = config.argv[len(entry):] or None
     if config.stop_signal:
         out["StopSignal"] = config.stop_signal
     if config.stop_timeout is not None:
@@ -203,8 +210,10 @@ def container_config(config) -> dict:
     return out
 
 
-def inspect(container, networks: dict[str, dict], directory: str, netns_dir: str = "") -> dict:
-    """`netns_dir`: where the library keeps sandboxes' namespaces (SandboxKey is the running one's)."""
+def inspect(container, networks: dict[str, dict], directory: str, netns_dir: str = "",
+            image_run: dict | None = None) -> dict:
+    """`netns_dir`: where the library keeps sandboxes' namespaces (SandboxKey is the running one's);
+    `image_run`: the image's config (its Entrypoint, Cmd and ExposedPorts show where not given)."""
     config, state = container.config, container.state
     running = state.status == "running" and bool(config.sandbox_id)
     shown = networks or _planned_networks(config)
@@ -238,7 +247,7 @@ def inspect(container, networks: dict[str, dict], directory: str, netns_dir: str
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(directory, "upper"),
                                                       "WorkDir": os.path.join(directory, "work")}},
         "Mounts": mounts(config),
-        "Config": container_config(config),
+        "Config": container_config(config, image_run),
         "NetworkSettings": {
             "Bridge": "", "SandboxID": config.sandbox_id if running else "",
             "SandboxKey": os.path.join(netns_dir, config.sandbox_id) if running and netns_dir else "",

@@ -31,3 +31,26 @@ def test_ipam_config_shows_the_static_addresses(dhost, api_version):
     assert "10.91.0.50/24" in seen and "10.92.0.60/24" in seen, seen
     dhost.docker("rm", "-f", "c", "d", **v)
     dhost.docker("network", "rm", "n1", "n2", **v)
+
+
+def test_config_shows_the_images_entrypoint_cmd_and_ports_apart(dhost):
+    """Config.Entrypoint was null and Config.Cmd the whole argv (entrypoint included) when the image
+    gave them; the image's ExposedPorts were missing."""
+    from containers.archives import busybox_layer, docker_save
+
+    docker_save(dhost.path("/run/entry.tar"), [busybox_layer()], "entry:1", Entrypoint=["/bin/echo", "hi"],
+                Cmd=["there"], ExposedPorts={"8080/tcp": {}})  # fmt: skip
+    dhost.docker("load", "-i", "/run/entry.tar")
+    dhost.docker("create", "--name", "plain", "entry:1")
+    dhost.docker("create", "--name", "args", "entry:1", "you")
+    dhost.docker("create", "--name", "none", "--entrypoint", "", "entry:1", "true")
+
+    def show(name: str) -> str:
+        return dhost.docker("inspect", "-f", "{{json .Config.Entrypoint}} {{json .Config.Cmd}} "
+                            "{{json .Config.ExposedPorts}}", name).stdout.strip()  # fmt: skip
+
+    assert show("plain") == '["/bin/echo","hi"] ["there"] {"8080/tcp":{}}'
+    assert show("args") == '["/bin/echo","hi"] ["you"] {"8080/tcp":{}}'
+    assert show("none").split()[1] == '["true"]'
+    assert dhost.docker("start", "-a", "args").stdout.strip() == "hi you"
+    dhost.docker("rm", "plain", "args", "none")
