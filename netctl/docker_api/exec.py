@@ -14,7 +14,13 @@ import threading
 from libnetwork.errors import InUse
 from netctl.docker_api.containers_common import ID, find, monitor_call, publish
 from netctl.docker_api.containers_config import refuse
-from netctl.docker_api.containers_io import _copy_in, _first_event, wait_until_read
+from netctl.docker_api.containers_io import (
+    DEFAULT_DETACH_KEYS,
+    _copy_in,
+    _first_event,
+    parse_detach_keys,
+    wait_until_read,
+)
 from netctl.docker_api.http import Empty, Hijack, Json, Request, bad_request, conflict, frame
 
 log = logging.getLogger("netctl.docker_api")
@@ -40,6 +46,10 @@ def create(api, req: Request, ref: str) -> Json:
     if not isinstance(body.get("Env") or [], list):
         raise bad_request("invalid Env: expected a list of strings")
     env = [e for e in body.get("Env") or [] if isinstance(e, str) and "=" in e]
+    given_keys = body.get("DetachKeys") or body.get("detachKeys") or ""  # docker-py sends detachKeys (Go
+    if not isinstance(given_keys, str):  # reads JSON names without regard to case)
+        raise bad_request("invalid DetachKeys: expected a string")
+    detach_keys = parse_detach_keys(given_keys or DEFAULT_DETACH_KEYS)
     user = spec.parse_user(body.get("User") or "") if body.get("User") else ""
     workdir = spec.check_workdir(body.get("WorkingDir") or "")
     if container.state.status != "running":
@@ -51,7 +61,22 @@ def create(api, req: Request, ref: str) -> Json:
     except InUse:
         raise conflict(f"Container {container.id} is not running") from None
     publish(api, container, "exec_create: " + " ".join(argv), execID=event["id"])
+    with _keys_lock:
+        _detach_keys_of(api)[event["id"]] = detach_keys
     return Json({"Id": event["id"]}, status=201)
+
+
+_keys_lock = threading.Lock()
+MAX_UNSTARTED = 4096  # detach keys kept for execs created and not started yet (the oldest go first)
+
+
+def _detach_keys_of(api) -> dict[str, bytes]:
+    """Exec id -> its detach keys (exec create's DetachKeys, dockerd's ctrl-p,ctrl-q by default), until
+    its start; bounded."""
+    keys: dict[str, bytes] = api.__dict__.setdefault("exec_detach_keys", {})
+    while len(keys) > MAX_UNSTARTED:
+        keys.pop(next(iter(keys)))
+    return keys
 
 
 def _record(api, exec_id: str) -> dict:
@@ -91,6 +116,8 @@ def start(api, req: Request, exec_id: str) -> Empty | Hijack:
         _watch_die(api, container, exec_id, command)
         return Empty(200)
     tty = bool(record.get("tty"))
+    with _keys_lock:
+        detach_keys = _detach_keys_of(api).pop(exec_id, parse_detach_keys(DEFAULT_DETACH_KEYS))
 
     def run(sock, rfile) -> None:
         from libnetwork.errors import NetctlError
@@ -108,8 +135,14 @@ def start(api, req: Request, exec_id: str) -> Empty | Hijack:
                 sock.sendall(message if tty else frame(protocol.STDERR, message))
                 return
             publish(api, container, "exec_start: " + command, execID=exec_id)
-            if stdin_fd >= 0:
-                threading.Thread(target=_copy_in, args=(rfile, stdin_fd), name="exec-stdin", daemon=True).start()
+            if stdin_fd >= 0:  # the detach keys end this stream; the process goes on, as with dockerd
+                def detached() -> None:
+                    for end in (session.sock, sock):
+                        with contextlib.suppress(OSError):
+                            end.shutdown(2)
+
+                threading.Thread(target=_copy_in, args=(rfile, stdin_fd, detach_keys, detached), name="exec-stdin",
+                                 daemon=True).start()  # fmt: skip
             for kind, payload, fds in session.frames():
                 for fd in fds:
                     os.close(fd)

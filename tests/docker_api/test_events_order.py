@@ -58,3 +58,37 @@ def test_network_prune_events_name_the_network_by_id(dhost):
                        "--format", "{{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}} {{.Actor.Attributes.type}}"
                        ).stdout.splitlines()  # fmt: skip
     assert out == [f"destroy {network_id} gone bridge"], out
+
+
+def test_detach_keys_end_an_exec_stream_and_leave_its_process(dhost):
+    """An exec's stream ends at its detach keys (exec create's DetachKeys, ctrl-p,ctrl-q by default) and
+    its process goes on, as dockerd does for an API client (the docker CLI also catches them itself);
+    the keys went to the process, and DetachKeys was dropped."""
+    import socket as socket_module
+
+    dhost.docker("run", "-d", "--name", "host", "busybox", "sleep", "600")
+    api = dhost.api_client()
+    for keys, sequence in ((None, b"\x10\x11"), ("ctrl-x", b"\x18")):
+        exec_id = api.exec_create("host", "sh", stdin=True, tty=True, detach_keys=keys)["Id"]
+        sock = api.exec_start(exec_id, socket=True, tty=True)._sock
+        sock.settimeout(10)
+        sock.sendall(b"echo marker > /tmp/here\n")
+        time.sleep(0.5)
+        sock.sendall(sequence)
+        ended = False
+        try:
+            for _ in range(1000):
+                if not sock.recv(4096):
+                    ended = True
+                    break
+        except socket_module.timeout:
+            pass
+        sock.close()
+        assert ended, f"the stream went on after {sequence!r}"
+        assert api.exec_inspect(exec_id)["Running"] is True
+        assert dhost.docker("exec", "host", "cat", "/tmp/here").stdout == "marker\n"
+        dhost.docker("exec", "host", "rm", "/tmp/here")
+    result = dhost.docker("exec", "--detach-keys", "ctrl-", "host", "true", check=False)
+    assert result.returncode != 0 and "invalid detach keys" in result.stderr, result.stderr
+    api.close()
+    dhost.docker("rm", "-f", "host")
