@@ -80,6 +80,7 @@ class BodyReader:
         self._left = length if length is not None else 0
         self._chunked = chunked
         self._chunk_left = 0
+        self._broken = False
         self.done = not chunked and self._left == 0
 
     def read(self, size: int = -1) -> bytes:
@@ -90,6 +91,8 @@ class BodyReader:
                 if not part:
                     return b"".join(parts)
                 parts.append(part)
+        if self._broken:  # past a malformed chunk: where the body ends is unknown
+            raise ApiError(400, "malformed chunked request body")
         if self.done or size == 0:
             return b""
         if not self._chunked:
@@ -106,7 +109,11 @@ class BodyReader:
             try:
                 self._chunk_left = int(line.split(b";")[0].strip(), 16)
             except ValueError:
+                self._broken = True
                 raise ApiError(400, "malformed chunked request body") from None
+            if self._chunk_left < 0:  # read(-n) would read to the client's close
+                self._chunk_left, self._broken = 0, True
+                raise ApiError(400, "malformed chunked request body: a negative chunk size")
             if self._chunk_left == 0:
                 # trailer lines up to the empty one
                 for _ in range(64):
@@ -123,10 +130,16 @@ class BodyReader:
         return data
 
     def drain(self, limit: int = 1 << 20) -> bool:
-        """Read what the handler left; False if more than `limit` was left (close instead)."""
+        """Read what the handler left; False if more than `limit` was left or the body is malformed
+        (close instead)."""
         read = 0
         while not self.done:
-            part = self.read(1 << 16)
+            if self._broken:
+                return False
+            try:
+                part = self.read(1 << 16)
+            except ApiError:  # answered already (the handler met it first) or not: the connection goes
+                return False
             read += len(part)
             if read > limit:
                 return False
