@@ -146,26 +146,60 @@ def prepare(
 
 
 def populate(source: str, volume: str) -> None:
-    """An empty named volume gets what the image has at its mount point (files, links, modes, owners),
-    as Docker fills a volume on its first use unless told nocopy; one with anything in it is left."""
+    """An empty named volume gets what the image has at its mount point (files, links, modes, owners,
+    times; fifos and devices are not data), as Docker fills a volume on its first use unless told
+    nocopy; one with anything in it is left. Written through directory descriptors, O_NOFOLLOW and
+    O_EXCL: another container using the volume meanwhile cannot send a write out of it by a symlink
+    (the copy stops at the first name it finds taken)."""
+    if not os.path.isdir(source) or os.path.islink(source):
+        return
+    top = os.open(volume, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.listdir(top):
+            return
+        try:
+            _copy_into(source, top)
+        except FileExistsError:
+            return
+        _own(top, os.lstat(source))
+    finally:
+        os.close(top)
+
+
+def _own(fd: int, info: os.stat_result) -> None:
+    os.fchown(fd, info.st_uid, info.st_gid)
+    os.fchmod(fd, stat.S_IMODE(info.st_mode))  # after the chown, which clears set-id bits
+    os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def _copy_into(source: str, dir_fd: int, depth: int = 0) -> None:
     import shutil
 
-    if not os.path.isdir(source) or os.path.islink(source) or os.listdir(volume):
+    if depth > 128:  # deeper than any image's tree: stop
         return
-    def specials(directory: str, names: list[str]) -> set[str]:  # fifos, sockets, devices: not data
-        kept = (stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK)
-        return {n for n in names if not any(k(os.lstat(os.path.join(directory, n)).st_mode) for k in kept)}
-
-    shutil.copytree(source, volume, symlinks=True, dirs_exist_ok=True, ignore=specials)
-    for directory, dirs, files in os.walk(source):
-        for name in ["", *dirs, *files]:
-            path = os.path.join(directory, name) if name else directory
-            copy = os.path.join(volume, os.path.relpath(path, source))
-            if os.path.lexists(copy):
-                info = os.lstat(path)
-                os.lchown(copy, info.st_uid, info.st_gid)
-    info = os.stat(source)
-    os.chmod(volume, stat.S_IMODE(info.st_mode))
+    opened = os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.scandir(source) as entries:
+        for entry in entries:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                os.mkdir(entry.name, 0o700, dir_fd=dir_fd)
+                fd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | opened, dir_fd=dir_fd)
+                try:
+                    _copy_into(entry.path, fd, depth + 1)
+                    _own(fd, info)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(entry.path), entry.name, dir_fd=dir_fd)
+                os.chown(entry.name, info.st_uid, info.st_gid, dir_fd=dir_fd, follow_symlinks=False)
+            elif stat.S_ISREG(info.st_mode):
+                fd = os.open(entry.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | opened, 0o600, dir_fd=dir_fd)
+                try:
+                    with open(entry.path, "rb") as src, open(fd, "wb", closefd=False) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    _own(fd, info)
+                finally:
+                    os.close(fd)
 
 
 def tmpfs_options(options: str) -> tuple[int, str]:
