@@ -242,6 +242,8 @@ def _host_config(host: dict, request: dict, body: dict, runner_fields: set[str])
     log_config = host.get("LogConfig") or {}
     if log_config.get("Type") not in (None, "", "json-file", "local"):
         raise refuse(f"HostConfig.LogConfig.Type={log_config.get('Type')!r}", "netctl keeps logs itself")
+    for option in log_config.get("Config") or {}:  # max-size, max-file...: they would bound the log
+        raise refuse(f"HostConfig.LogConfig.Config {option!r}", "netctl keeps a container's whole log, unrotated")
     if host.get("CgroupParent"):
         request["cgroup_parent"] = host["CgroupParent"]
     ulimits = {}

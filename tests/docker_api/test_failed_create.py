@@ -62,6 +62,9 @@ def test_mount_options_that_change_the_mount_are_refused_by_name(dhost):
         assert result.returncode != 0 and field in result.stderr, (mount, result.stderr)
     assert dhost.docker("ps", "-aq").stdout.strip() == ""
     assert dhost.docker("volume", "ls", "-q").stdout.strip() == ""
+    # log options were accepted and dropped: the log grew past a max-size
+    result = dhost.docker("create", "--log-opt", "max-size=1m", "busybox", "true", check=False)
+    assert result.returncode != 0 and "LogConfig.Config 'max-size'" in result.stderr, result.stderr
     # every container has a cgroup namespace of its own: the host's one was accepted and not given
     result = dhost.docker("create", "--cgroupns", "host", "busybox", "true", check=False)
     assert result.returncode != 0 and "CgroupnsMode='host'" in result.stderr, result.stderr
