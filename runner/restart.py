@@ -1,9 +1,12 @@
 """Restart policies (Docker's `--restart`): whether a container that exited starts again, and when.
 
     no               never
-    always           always, until stopped by hand (stop, kill); also when the monitor starts
-    unless-stopped   the same while the monitor runs; left alone when the monitor starts
+    always           always, until stopped by hand (stop, kill)
+    unless-stopped   the same (netctl keeps no daemon-restart case apart: see below)
     on-failure[:N]   after a non-zero exit code, at most N times (0: no bound)
+
+A new monitor starts again the containers that ended while no monitor watched them (a reboot, a
+killed monitor), by the same rule (runner/monitor_adopt.py), with the exit code lost (255).
 
 Back-off as dockerd's restart manager: 100 ms before the first restart, doubled for each one after,
 at most a minute; reset when the container ran for 10 s or more. Pure, so unit-tested directly.
@@ -33,7 +36,3 @@ def next_delay(previous: float, ran_for: float) -> float:
         return BACKOFF_START_S
     return min(previous * 2, BACKOFF_MAX_S)
 
-
-def starts_with_monitor(policy: str, manually_stopped: bool) -> bool:
-    """`always` containers start again when a new monitor finds them exited (a reboot, a crash)."""
-    return parse_restart(policy)[0] == "always" and not manually_stopped

@@ -136,7 +136,8 @@ def test_restart_policies_and_back_off():
         delays.append(restart.next_delay(delays[-1], 0.5))
     assert delays[1:4] == [0.1, 0.2, 0.4] and delays[-1] == restart.BACKOFF_MAX_S
     assert restart.next_delay(6.4, 11.0) == 0.1  # it ran 10 s or more: start over
-    assert restart.starts_with_monitor("always", False) and not restart.starts_with_monitor("unless-stopped", False)
+    assert restart.should_restart("unless-stopped", 255, 0, False)  # ended unwatched: a new monitor starts it
+    assert not restart.should_restart("always", 255, 0, True)  # stopped by hand stays stopped
 
 
 def test_log_selection_tail_since_until(tmp_path):
