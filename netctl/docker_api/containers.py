@@ -289,6 +289,7 @@ def list_containers(api, req: Request) -> Json:
     from runner.state import Records
 
     filters = req.filters()
+    containers_view.check_list_filters(filters)
     show_all = req.flag("all") or bool(filters.get("status")) or bool(filters.get("exited"))
     image_ids = _ancestors(api, filters.get("ancestor", []))
     created_of = {ref: find(api, ref).config.created for ref in filters.get("before", []) + filters.get("since", [])}

@@ -298,20 +298,28 @@ def list_entry(container, networks: dict[str, dict]) -> dict:
     }
 
 
+def check_list_filters(filters: dict[str, list[str]]) -> None:
+    """400 for a filter dockerd does not know or a value not of its kind, whatever the containers."""
+    from netctl.docker_api.http import bad_request
+
+    check_filters(filters, LIST_FILTERS)
+    for value in filters.get("status", []):
+        if value not in STATUSES:
+            raise bad_request(f"invalid filter 'status={value}'")
+    for value in filters.get("exited", []):
+        if not value.lstrip("-").isdigit():
+            raise bad_request(f"invalid filter 'exited={value}'")
+    for value in filters.get("is-task", []):
+        if value not in ("true", "false", "1", "0"):
+            raise bad_request(f"invalid filter 'is-task={value}'")
+
+
 def matches(container, filters: dict[str, list[str]], networks: dict[str, dict], image_ids: dict[str, str],
             created_of: dict[str, str] | None = None) -> bool:
     """Docker's list filters; `image_ids`: ancestor references resolved to image ids; `created_of`: the
     before/since references' creation times."""
-    from netctl.docker_api.http import bad_request
-
-    check_filters(filters, LIST_FILTERS)
+    check_list_filters(filters)
     config, state = container.config, container.state
-    for value in filters.get("status", []):
-        if value not in STATUSES:
-            raise bad_request(f"invalid filter 'status={value}'")
-    for value in filters.get("is-task", []):
-        if value not in ("true", "false", "1", "0"):
-            raise bad_request(f"invalid filter 'is-task={value}'")
     created_of = created_of or {}
     volumes = {m.get("Name") or m["Source"] for m in mounts(config)} | {m["Destination"] for m in mounts(config)}
     tests = {

@@ -87,14 +87,11 @@ def image_summaries(api: Api, filters: dict[str, list[str]], *, legacy: bool = T
             except NotFound:
                 raise not_found(f"No such image: {ref}") from None
     out = []
+    dangling = _dangling(filters)
     for image in images:
         if filters.get("reference") and not any(_reference_matches(image, p) for p in filters["reference"]):
             continue
-        dangling = filters.get("dangling", [])
-        for value in dangling:
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ApiError(400, f"invalid filter 'dangling={value}'")
-        if dangling and (not image.tags) != (dangling[-1].lower() in ("true", "1")):
+        if dangling is not None and (not image.tags) != dangling:
             continue
         if not labels_match(_labels(image), filters.get("label", [])):
             continue
@@ -255,12 +252,21 @@ def _removal_report(api: Api, image: Image, done: list[str]) -> list[dict[str, s
     return report
 
 
+def _dangling(filters: dict[str, list[str]]) -> bool | None:
+    """The `dangling` filter's value (the last one given), None when not given; 400 if not a boolean."""
+    values = filters.get("dangling", [])
+    for value in values:
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ApiError(400, f"invalid filter 'dangling={value}'")
+    return values[-1].lower() in ("true", "1") if values else None
+
+
 def prune(api: Api, req: Request) -> Json:
     from netctl.docker_api.filters import label_filter, until_filter
 
     filters = req.filters()
     check_filters(filters, PRUNE_FILTERS)
-    dangling_only = all(v.lower() in ("true", "1") for v in filters.get("dangling", ["true"]))
+    dangling_only = _dangling(filters) is not False  # dockerd: dangling ones only unless dangling=false (-a)
     matches, older = label_filter(filters), until_filter(filters)
     store = image_store(api)
     used = _containers_using(api)

@@ -234,3 +234,13 @@ def test_a_refused_client_gets_one_answer_and_the_connection_closes(dhost):
     out = dhost.run("setpriv", "--reuid", "4712", "--regid", "4712", "--clear-groups", sys.executable, "-c",
                     STRANGER_CLIENT, dhost.socket).stdout.strip()  # fmt: skip
     assert out == "HTTP/1.1 403 Forbidden | closed", out
+
+
+def test_filter_values_that_are_not_of_their_kind_are_400(dhost):
+    """exited=x listed nothing and dangling=maybe pruned as if true: dockerd answers 400."""
+    for method, url in [("GET", "/containers/json?all=1&filters={\"exited\":[\"x\"]}"),
+                        ("POST", "/images/prune?filters={\"dangling\":[\"maybe\"]}"),
+                        ("GET", "/images/json?filters={\"dangling\":[\"maybe\"]}")]:  # fmt: skip
+        status, reply = _call(dhost, method, url, {} if method == "POST" else None)
+        assert status == 400 and "invalid filter" in reply["message"], (url, status, reply)
+    assert dhost.docker("images", "-q", "busybox").stdout.strip()  # nothing pruned
