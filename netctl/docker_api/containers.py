@@ -16,6 +16,7 @@ from libnetwork.errors import AlreadyExists, InUse, NetctlError, NotFound
 from netctl.docker_api import containers_config, containers_io, containers_stats, containers_view
 from netctl.docker_api.containers_common import (
     ID,
+    arm_exit_watch,
     await_links_gone,
     find,
     live_networks,
@@ -24,6 +25,7 @@ from netctl.docker_api.containers_common import (
     removing,
     signal_number,
     stopping,
+    monitor_events,
     watched,
     watch_exit,
 )
@@ -83,11 +85,19 @@ def _with_image_ports(api, body: dict) -> dict:
 
 def start(api, req: Request, ref: str) -> Empty:
     container = find(api, ref)
-    event = monitor_call(api, {"op": "start", "ref": container.id})
+    armed = arm_exit_watch(api, container)
+    try:
+        event = monitor_call(api, {"op": "start", "ref": container.id})
+    except BaseException:
+        if armed is not None:
+            armed.close()
+        raise
     if event.get("already"):
+        if armed is not None:
+            armed.close()
         return Empty(304)
     publish(api, container, "start")
-    watch_exit(api, container)
+    watch_exit(api, container, armed)
     return Empty(204)
 
 
@@ -137,10 +147,16 @@ def restart(api, req: Request, ref: str) -> Empty:
     container = find(api, ref)
     if container.state.status in ("running", "restarting"):
         _stop(api, container, req.int_arg("t", req.int_arg("timeout")))
-    monitor_call(api, {"op": "start", "ref": container.id})
+    armed = arm_exit_watch(api, container)
+    try:
+        monitor_call(api, {"op": "start", "ref": container.id})
+    except BaseException:
+        if armed is not None:
+            armed.close()
+        raise
     publish(api, container, "start")
     publish(api, container, "restart")
-    watch_exit(api, container)
+    watch_exit(api, container, armed)
     return Empty(204)
 
 
@@ -216,17 +232,6 @@ def prune(api, req: Request) -> Json:
 # --- wait -----------------------------------------------------------------------------------------------
 
 
-def _events(session):
-    """The JSON events of a monitor session (output frames and descriptors dropped)."""
-    from runner import protocol
-
-    for kind, payload, fds in session.frames():
-        for fd in fds:
-            os.close(fd)
-        if kind == protocol.JSON:
-            yield protocol.loads(payload)
-
-
 def wait(api, req: Request, ref: str) -> Stream:
     """The reply's headers go out at once, the body when the condition is met (as dockerd: the docker
     CLI sends this before start). The monitor has the waiter registered before this returns."""
@@ -237,7 +242,7 @@ def wait(api, req: Request, ref: str) -> Stream:
     if condition not in ("not-running", "next-exit", "removed"):
         raise bad_request(f"invalid condition: {condition!r}")
     session = client.Session(api.layout, {"op": "wait", "ref": container.id, "condition": condition, "ack": True})
-    events = _events(session)
+    events = monitor_events(session)
     try:
         first = next(events, None)  # "waiting" (registered: the client may start it now) or the exit
     except BaseException:

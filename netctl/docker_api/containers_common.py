@@ -3,6 +3,7 @@ the monitor request, finding a container as Docker does, its live endpoints, its
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -74,10 +75,59 @@ def publish(api, container, action: str, **extra: Any) -> None:
     api.events.publish("container", action, container.id, attributes(container, **extra))
 
 
-def watch_exit(api, container) -> None:
+def monitor_events(session):
+    """The JSON events of a monitor session (output frames and descriptors dropped)."""
+    from runner import protocol
+
+    for kind, payload, fds in session.frames():
+        for fd in fds:
+            os.close(fd)
+        if kind == protocol.JSON:
+            yield protocol.loads(payload)
+
+
+def arm_exit_watch(api, container):
+    """A `next-exit` wait registered with the monitor before a start (the monitor acks it), for the
+    start's watch_exit: a container that exits at once (`run --rm ... true`), and is auto-removed, before
+    a waiter registered after the start could ask, would otherwise end with no die and no destroy.
+    None when a watcher already follows the container (it follows this start too)."""
+    from runner import client, protocol
+
+    if watched(api, container.id):
+        return None
+    session = client.Session(api.layout, {"op": "wait", "ref": container.id, "condition": "next-exit", "ack": True})
+    try:
+        first = next(monitor_events(session), None)
+        if first is None or first.get("event") != "waiting":
+            if first is not None and first.get("event") == "error":
+                protocol.raise_error(first)
+            raise NetctlError("the container monitor did not register the wait; see its log")
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def _armed_exit(session) -> dict:
+    """The exit an armed wait (arm_exit_watch) reports; errors raised as NetctlError."""
+    from runner import protocol
+
+    try:
+        for event in monitor_events(session):
+            if event.get("event") == "error":
+                protocol.raise_error(event)
+            if event.get("event") != "waiting":
+                return event
+        raise NetctlError("the container monitor closed the connection without answering; see its log")
+    finally:
+        session.close()
+
+
+def watch_exit(api, container, armed=None) -> None:
     """Publish `die` (with the exit code) when a container the API started exits, and, while its
     restart policy starts it again, `start` and the next `die`: a thread per container waiting on the
-    monitor, ended by an exit for good, its removal or the agent stopping."""
+    monitor, ended by an exit for good, its removal or the agent stopping. `armed`: the start's wait
+    from arm_exit_watch, registered before the start (its first exit is read from there)."""
 
     def watch() -> None:
         from runner.state import Records
@@ -89,7 +139,10 @@ def watch_exit(api, container) -> None:
         policy = container.config.restart not in ("", "no")
         for _ in range(10_000):  # bounded: a container restarted this often has long back-offs
             try:
-                event = monitor_call(api, {"op": "wait", "ref": container.id, "condition": "not-running"})
+                if first_exit:  # the start's own exit, from the wait armed before it
+                    event = _armed_exit(first_exit.pop())
+                else:
+                    event = monitor_call(api, {"op": "wait", "ref": container.id, "condition": "not-running"})
             except NetctlError:
                 return
             if container.id in removing(api):  # docker rm -f: the request publishes kill, die, destroy
@@ -129,8 +182,11 @@ def watch_exit(api, container) -> None:
     lock: threading.Lock = api.__dict__.setdefault("container_watchers_lock", threading.Lock())
     with lock:
         if container.id in active:
+            if armed is not None:
+                armed.close()
             return  # one watcher per container: it follows this start too
         active.add(container.id)
+    first_exit = [armed] if armed is not None else []
 
     def watch_once() -> None:
         try:
