@@ -36,19 +36,6 @@ PTY_DRIVER = (
 )
 
 
-def _doctor_clean(dhost, timeout: float = 10.0) -> None:
-    """`netctl doctor` finds nothing; a removed container's veth pair may take the kernel a moment to go
-    (the runner lets the kernel delete it with the namespace, runner/lifecycle.py), so ask again."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dhost.doctor_clean()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
 
 def _on_pty(dhost, *docker_args: str) -> str:
     import shutil
@@ -164,7 +151,7 @@ def test_docker_py_container_models_and_low_level_calls(dhost):
         pruned = api.prune_containers()
         assert created["Id"] in pruned["ContainersDeleted"]
     assert dhost.docker("ps", "-aq").stdout == ""
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
 
 
 def test_a_client_dropping_mid_attach_leaves_no_trace(dhost):
@@ -184,7 +171,7 @@ def test_a_client_dropping_mid_attach_leaves_no_trace(dhost):
     events = json.loads(dhost.docker("inspect", "noisy").stdout)[0]
     assert events["State"]["Status"] == "running"
     dhost.docker("rm", "-f", "noisy")
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
     dhost.assert_no_traceback()
 
 

@@ -28,22 +28,6 @@ from harness import stop_group
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
 
-def doctor_settled(dhost, timeout: float = 30.0) -> None:
-    """`netctl doctor` clean once the kernel has caught up: a removed container's veth pair goes with its
-    namespace after the API answered (deferred on purpose, runner/lifecycle.py), and the kernel frees
-    namespaces one after the other for the whole machine: while other tests churn namespaces that took
-    more than 10 s here. So ask again, bounded. (test_compose, test_docker_py, test_testcontainers
-    import it from here.)"""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dhost.doctor_clean()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float = 30):
@@ -102,7 +86,7 @@ def state(dhost) -> dict[str, Any]:
 
 def assert_unchanged(dhost, before: dict[str, Any]) -> None:
     assert state(dhost) == before
-    doctor_settled(dhost)
+    dhost.doctor_clean()
 
 
 def test_malformed_json_and_wrong_types(dhost):
@@ -188,7 +172,7 @@ def test_port_already_published(dhost):
     for leftover in dhost.docker("ps", "-aq").stdout.split():  # the CLI's failed run, created not started
         dhost.docker("rm", "-f", leftover)
     dhost.docker("network", "rm", "pubnet")
-    doctor_settled(dhost)
+    dhost.doctor_clean()
 
 
 def test_invalid_ipam(dhost):
@@ -292,7 +276,7 @@ def test_client_dropping_mid_attach_and_mid_logs(dhost):
     dhost.docker("rm", "-f", "talker")
     assert agent_serves(dhost)
     assert dhost.docker("ps", "-aq").stdout.split() == []
-    doctor_settled(dhost)
+    dhost.doctor_clean()
 
 
 def image_archive(dhost) -> bytes:
@@ -352,7 +336,7 @@ def test_client_dropping_mid_load(dhost):
                         headers={"Content-Type": "application/x-tar"})
     assert status == 200, body
     assert dhost.docker("run", "--rm", "busybox", "echo", "back").stdout == "back\n"
-    doctor_settled(dhost)
+    dhost.doctor_clean()
 
 
 # ---- who may connect --------------------------------------------------------------------------------
@@ -386,4 +370,4 @@ def test_non_root_non_group_client_refused(dhost):
     stranger = dhost.run(*NOBODY, "--clear-groups", "docker", "network", "ls", env=env, check=False)
     assert stranger.returncode != 0 and "permission denied" in stranger.stderr.lower(), stranger.stderr
     assert len(stranger.stderr.strip().splitlines()) == 1, stranger.stderr
-    doctor_settled(dhost)
+    dhost.doctor_clean()

@@ -17,7 +17,6 @@ import time
 
 import pytest
 
-from docker_api.test_bad_input import doctor_settled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -152,4 +151,4 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
     assert set(dhost.docker("network", "ls", "--format", "{{.Name}}").stdout.split()) == networks_before
     assert netctl_names(dhost, "network") == netctl_networks_before
     assert dhost.docker("volume", "ls", "-q").stdout.split() == []
-    doctor_settled(dhost)
+    dhost.doctor_clean()

@@ -23,19 +23,6 @@ def _monitor_log_clean(dhost) -> None:
     assert "Traceback" not in log, log
 
 
-def _doctor_clean(dhost, timeout: float = 10.0) -> None:
-    """`netctl doctor` finds nothing; a removed container's veth pair may take the kernel a moment to go
-    (the runner lets the kernel delete it with the namespace, runner/lifecycle.py), so ask again."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dhost.doctor_clean()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
 
 def _until(check, timeout: float = 20.0, step: float = 0.1):
     deadline = time.monotonic() + timeout
@@ -76,7 +63,7 @@ def test_run_detached_with_options_on_a_user_network(dhost, api_version):
     assert d("ps", "-q", "--filter", "ancestor=busybox").stdout.strip() == cid[:12]
     d("rm", "-f", "web")
     assert d("ps", "-aq").stdout == ""
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
 
 
 def test_foreground_run_output_exit_code_and_auto_remove(dhost):
@@ -92,7 +79,7 @@ def test_foreground_run_output_exit_code_and_auto_remove(dhost):
     line = dhost.docker("ps", "-a", "--filter", "exited=4", "--format", "{{.Names}} {{.Status}}").stdout
     assert line.startswith("kept Exited (4) ")
     dhost.docker("rm", "kept")
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
 
 
 def test_stop_kill_start_restart_wait_rename(dhost):
@@ -119,7 +106,7 @@ def test_stop_kill_start_restart_wait_rename(dhost):
     refused = d("kill", "dozer", check=False)
     assert refused.returncode != 0 and "is not running" in refused.stderr
     d("rm", "dozer")
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
 
 
 def test_stats_and_top(dhost):
@@ -170,7 +157,7 @@ def test_restart_policies(dhost):
     time.sleep(0.5)
     assert d("inspect", "-f", "{{.State.Status}}", "always").stdout.strip() == "exited"
     d("rm", "flaky", "always")
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
 
 
 def test_bad_input_is_refused_with_one_message_and_nothing_made(dhost):
@@ -202,7 +189,7 @@ def test_bad_input_is_refused_with_one_message_and_nothing_made(dhost):
     left = set(d("ps", "-a", "--format", "{{.Names}}").stdout.split())
     assert left <= {"one", "two"}
     d("rm", "-f", *left)
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
     dhost.assert_no_traceback()
     _monitor_log_clean(dhost)
 
@@ -252,7 +239,7 @@ def test_monitor_restart_keeps_created_containers_and_restarts_always(dhost):
     d("start", "-a", "made")
     assert d("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "made").stdout.split() == ["exited", "0"]
     d("rm", "-f", "keeper", "made")
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
 
 
 @pytest.mark.parametrize("api_version", [None, "1.41"])
@@ -294,7 +281,7 @@ def test_healthcheck_runs_in_the_monitor(dhost):
     assert _until(lambda: slow() == "unhealthy", 15), slow()
     assert "exceeded timeout" in dhost.json("inspect", "slow")[0]["State"]["Health"]["Log"][-1]["Output"]
     d("rm", "-f", "checked", "slow")
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
     _monitor_log_clean(dhost)
 
 
@@ -333,7 +320,7 @@ def test_rename_of_a_running_container_renames_it_on_its_networks(dhost):
 
     assert _until(lambda: resolves("after"), 10) and not resolves("before")
     d("rm", "-f", "after", "peer")
-    _doctor_clean(dhost)
+    dhost.doctor_clean()
 
 
 def test_sysctls_and_dns_options(dhost):

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from docker_api.test_bad_input import doctor_settled
 
 docker = pytest.importorskip("docker", reason="docker-py missing: sudo bash scripts/bootstrap.sh")
 
@@ -119,7 +118,7 @@ def test_api_client_networks_containers_exec_logs(dhost):
         assert api.networks(names=["pynet"]) == []
     finally:
         api.close()
-    doctor_settled(dhost)
+    dhost.doctor_clean()
 
 
 def test_docker_client_models(dhost):
@@ -183,7 +182,7 @@ def test_docker_client_models(dhost):
             client.images.get("nothing-here:latest")
     finally:
         client.close()
-    doctor_settled(dhost)
+    dhost.doctor_clean()
 
 
 def test_images_list_inspect_tag_save_load_remove(dhost):
@@ -222,7 +221,7 @@ def test_images_list_inspect_tag_save_load_remove(dhost):
     finally:
         client.close()
         api.close()
-    doctor_settled(dhost)
+    dhost.doctor_clean()
 
 
 def test_volumes_events_stats_attach_and_life_cycle_calls(dhost):
@@ -279,4 +278,4 @@ def test_volumes_events_stats_attach_and_life_cycle_calls(dhost):
     finally:
         client.close()
         api.close()
-    doctor_settled(dhost)
+    dhost.doctor_clean()

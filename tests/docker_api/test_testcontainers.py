@@ -15,7 +15,6 @@ import sys
 
 import pytest
 
-from docker_api.test_bad_input import doctor_settled
 
 pytest.importorskip("testcontainers", reason="testcontainers missing: sudo bash scripts/bootstrap.sh")
 
@@ -65,4 +64,4 @@ def test_testcontainers_busybox_exposed_port_and_log_wait(dhost, mode):
     assert any(key.startswith("org.testcontainers") for key in result["labels"]), result["labels"]
     # leaving the `with` block removed the container (and its port mapping)
     assert dhost.docker("ps", "-aq").stdout.split() == []
-    doctor_settled(dhost)
+    dhost.doctor_clean()
