@@ -24,19 +24,27 @@ import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from libnetwork.errors import InvalidArgument, NetctlError
+from libnetwork.errors import NetctlError
 from runner import cgroups, hosts, spec
+from runner.container_plan import (
+    DEFAULT_NETWORK,
+    caller_hard_nofile,
+    default_path,
+    init_spec,
+    network_plan,
+    unshare_flags,
+    write_etc_files,
+)
 from runner.images import ImageStore
 from runner.paths import Layout
-from runner.process import InitSpec, ProcessSpec
-from runner.spec import NETWORK_HOST, NETWORK_NONE, ContainerConfig, NetworkAttachment, RunRequest
+from runner.process import InitSpec
+from runner.spec import NETWORK_HOST, ContainerConfig, RunRequest
 from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
 from runner.volumes import discard_made, resolve_binds
 
 if TYPE_CHECKING:
     from libnetwork.controller import Controller
 
-DEFAULT_NETWORK = "bridge"  # Docker's default; created on first use like Docker's
 SANDBOX_LABEL = "netctl.container"
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nimble", "proud", "quiet", "rapid", "sharp", "tidy", "vivid", "witty", "young", "zesty")  # fmt: skip
@@ -112,7 +120,7 @@ class Runtime:
     def create(self, request: RunRequest) -> ContainerConfig:
         """The container's records, no process and no kernel object (Docker's `create`): see the
         module doc. Raises NetctlError, leaving nothing. prepare() and attach_network() start it."""
-        mode, attachments = self._network_plan(request)
+        mode, attachments = network_plan(request)
         limits = cgroups.Limits(
             memory=cgroups.parse_memory(request.memory) if request.memory else 0,
             cpus=cgroups.parse_cpus(request.cpus) if request.cpus else 0.0,
@@ -143,7 +151,7 @@ class Runtime:
                                   user, workdir, hostname, undo)  # fmt: skip
             config.cgroup_path = f"{cgroup_parent}/{container_id}"
             config.cgroup = self.hierarchy.to_dict()
-            self._etc_files(config)
+            write_etc_files(self.records.directory(container_id), config)
             self.records.write_config(config)
             directory = self.records.directory(container_id)
             for sub in ("upper", "work", "rootfs"):
@@ -159,11 +167,11 @@ class Runtime:
         cgroup = cgroups.Cgroup(cgroups.Hierarchy.from_dict(config.cgroup), config.cgroup_path)
         cgroup.create(config.limits)
         try:
-            init = self._init_spec(config)
+            init = init_spec(self.layout, self.records.directory(config.id), config)
         except BaseException:
             cgroup.remove()
             raise
-        return Prepared(config=config, init=init, cgroup=cgroup, unshare_flags=_unshare_flags(config.network_mode))
+        return Prepared(config=config, init=init, cgroup=cgroup, unshare_flags=unshare_flags(config.network_mode))
 
     def attach_network(self, prepared: Prepared) -> None:
         """The sandbox, its endpoints and the hosts entries they bring (this container's and its peers'),
@@ -200,28 +208,6 @@ class Runtime:
 
         await_in_service(self.controller, sandbox_id, netns_path)
 
-    def _network_plan(self, request: RunRequest) -> tuple[str, list[NetworkAttachment]]:
-        names = list(dict.fromkeys(request.networks)) or [DEFAULT_NETWORK]
-        special = [n for n in names if n in (NETWORK_NONE, NETWORK_HOST)]
-        if special and len(names) > 1:
-            raise InvalidArgument(f"--network {special[0]} cannot be combined with other networks")
-        if special:
-            if request.ip or request.publish or request.network_aliases:
-                raise InvalidArgument(f"--ip, -p and --network-alias need a netctl network, not --network {special[0]}")
-            return special[0], []
-        attachments = [NetworkAttachment(network=n, aliases=list(request.network_aliases)) for n in names]
-        attachments[0].ip = request.ip
-        attachments[0].ports = [dict(p) for p in request.publish]  # parsed by the CLI into PortMapping dicts
-        for attachment in attachments:  # the Docker API's EndpointsConfig: per network
-            settings = request.endpoints.get(attachment.network) or {}
-            attachment.aliases = list(dict.fromkeys(attachment.aliases + list(settings.get("aliases") or [])))
-            attachment.ip = settings.get("ip") or attachment.ip
-            if settings.get("mac"):
-                from libnetwork.records import check_mac
-
-                attachment.mac = check_mac(settings["mac"])
-        return "bridge", attachments
-
     def _claim_name(self, wanted: str, container_id: str, undo: Undo) -> str:
         if wanted:
             name = check_name(wanted)
@@ -254,7 +240,7 @@ class Runtime:
                 hostname = hostname or socket.gethostname()
             hostname = hostname or container_id[:12]
             env = spec.merge_env(
-                [f"PATH={_default_path()}"], run.get("Env") or [], [f"HOSTNAME={hostname}"], request.env
+                [f"PATH={default_path()}"], run.get("Env") or [], [f"HOSTNAME={hostname}"], request.env
             )
             if request.tty:
                 env = spec.merge_env(["TERM=xterm"], env)
@@ -279,7 +265,7 @@ class Runtime:
                 limits=limits,
                 network_mode=mode,
                 networks=attachments,
-                nofile=spec.nofile_limit(_caller_hard_nofile(request)),
+                nofile=spec.nofile_limit(caller_hard_nofile(request)),
                 labels=dict(request.labels),
                 restart=request.restart,
                 stop_signal=request.stop_signal or run.get("StopSignal") or "",  # the image's STOPSIGNAL too
@@ -355,55 +341,6 @@ class Runtime:
         self.controller.delete_sandbox(sandbox_id, force=True)
         if networks:
             hosts.refresh(self.controller, self.layout, networks=networks)
-
-    def _etc_files(self, config: ContainerConfig) -> None:
-        """The files the init binds on /etc: its hosts file gets its entries from attach_network, in
-        place (a bind mount pins the inode)."""
-        directory = self.records.directory(config.id)
-        with open(os.path.join(directory, "hostname"), "w") as f:
-            f.write(config.hostname + "\n")
-        extra = "".join(f"{address}\t{name}\n" for name, address in map(spec.parse_extra_host, config.extra_hosts))
-        if extra:
-            with open(os.path.join(directory, hosts.EXTRA_HOSTS), "w") as f:
-                f.write(extra)
-        if config.network_mode == NETWORK_HOST:
-            shutil.copyfile("/etc/hosts", os.path.join(directory, "hosts"))
-            shutil.copyfile("/etc/resolv.conf", os.path.join(directory, "resolv.conf"))
-            with open(os.path.join(directory, "hosts"), "a") as f:
-                f.write(extra)
-            return
-        with open(os.path.join(directory, "hosts"), "w") as f:
-            f.write(hosts.HOSTS_HEADER + extra)
-        with open(os.path.join(directory, "resolv.conf"), "w") as f:  # names: the agent's server (runner/hosts.py)
-            f.write(hosts.resolv_conf() if config.network_mode == NETWORK_NONE
-                    else hosts.container_resolv_conf(config.dns_search, config.dns_options))
-
-    def _init_spec(self, config: ContainerConfig) -> InitSpec:
-        directory = self.records.directory(config.id)
-        lowerdirs = [self.layout.layer_diff(d) for d in reversed(config.layers)]
-        return InitSpec(
-            process=ProcessSpec(
-                argv=config.argv,
-                env=config.env,
-                workdir=config.workdir,
-                user=config.user,
-                capabilities=config.capabilities,
-                nofile=config.nofile,
-                rlimits=dict(config.ulimits),
-                tty=config.tty,
-            ),
-            rootfs=os.path.join(directory, "rootfs"),
-            lowerdirs=lowerdirs,
-            upper=os.path.join(directory, "upper"),
-            work=os.path.join(directory, "work"),
-            etc_files={name: os.path.join(directory, name) for name in ("hostname", "hosts", "resolv.conf")},
-            volumes=config.volumes,
-            tmpfs=[spec.parse_tmpfs(t) for t in config.tmpfs],
-            sysctls=dict(config.sysctls),
-            shm_size=config.shm_size,
-            hostname="" if config.network_mode == NETWORK_HOST else config.hostname,
-            read_only=config.read_only,
-        )
 
     def network_views(self, config: ContainerConfig) -> dict[str, dict]:
         """{network name: endpoint facts} for inspect, read once the container runs."""
@@ -495,25 +432,3 @@ class Runtime:
         state.monitor_pid = os.getpid()
         state.networks = networks
         self.records.write_state(container_id, state)
-
-
-def _unshare_flags(mode: str) -> int:
-    from runner import linux
-
-    flags = linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID | linux.CLONE_NEWCGROUP
-    if mode != NETWORK_HOST:
-        flags |= linux.CLONE_NEWUTS  # with the host's network, the host's name too (as Docker does)
-    return flags
-
-
-def _default_path() -> str:
-    from runner.images import DEFAULT_PATH
-
-    return DEFAULT_PATH
-
-
-def _caller_hard_nofile(request: RunRequest) -> int:
-    """The CLI sends its hard RLIMIT_NOFILE (the monitor's may differ); default to ours."""
-    import resource
-
-    return request.caller_nofile or resource.getrlimit(resource.RLIMIT_NOFILE)[1]
