@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
 
 from e2e.conftest import command_pid
 from containers.conftest import wait_for
+
+PTY_SESSION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "pty_session.py")
 
 pytestmark = pytest.mark.kernel
 
@@ -272,32 +275,10 @@ def test_network_none_and_host(rhost):
 
 def test_interactive_terminal(rhost):
     """-it: the container gets a terminal; what we type reaches it, its exit code comes back."""
-    code = (
-        "import os, pty, sys, select, time\n"
-        "pid, fd = pty.fork()\n"
-        "if pid == 0:\n"
-        "    os.execvp(sys.executable, [sys.executable, '-m', 'netctl', 'run', '-it', '--rm', '--network', 'none', 'busybox', 'sh'])\n"
-        "out = b''\n"
-        "deadline = time.monotonic() + 20\n"
-        "sent = False\n"
-        "while time.monotonic() < deadline:\n"
-        "    r, _, _ = select.select([fd], [], [], 0.2)\n"
-        "    if r:\n"
-        "        try:\n"
-        "            data = os.read(fd, 4096)\n"
-        "        except OSError:\n"
-        "            break\n"
-        "        if not data:\n"
-        "            break\n"
-        "        out += data\n"
-        "    if not sent and b'#' in out:\n"
-        "        os.write(fd, b'tty; echo sum=$((40+2)); exit 5\\r')\n"
-        "        sent = True\n"
-        "_, status = os.waitpid(pid, 0)\n"
-        "print(repr(out.decode(errors='replace')))\n"
-        "print('exit', os.waitstatus_to_exitcode(status))\n"
-    )
-    result = rhost.host.py(code, env=rhost.env, timeout=40)
+    result = rhost.host.run(sys.executable, PTY_SESSION, "--timeout", "20",
+                            "--type", "tty; echo sum=$((40+2)); exit 5\\r",
+                            "--", sys.executable, "-m", "netctl", "run", "-it", "--rm", "--network", "none", "busybox", "sh",
+                            env=rhost.env, timeout=40)  # fmt: skip
     assert "sum=42" in result.stdout
     assert "/dev/" in result.stdout  # tty prints a terminal's name
     assert result.stdout.strip().endswith("exit 5")

@@ -5,44 +5,20 @@ exec through the CLI and docker-py (exit codes, inspect), and a client dropping 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
-PTY_DRIVER = (
-    "import os, pty, sys, select, time\n"
-    "argv = sys.argv[1:]\n"
-    "pid, fd = pty.fork()\n"
-    "if pid == 0:\n"
-    "    os.execvp(argv[0], argv)\n"
-    "out = b''\n"
-    "deadline = time.monotonic() + 30\n"
-    "sent = False\n"
-    "while time.monotonic() < deadline:\n"
-    "    r, _, _ = select.select([fd], [], [], 0.2)\n"
-    "    if r:\n"
-    "        try:\n"
-    "            data = os.read(fd, 4096)\n"
-    "        except OSError:\n"
-    "            break\n"
-    "        if not data:\n"
-    "            break\n"
-    "        out += data\n"
-    "    if not sent and b'#' in out:\n"
-    "        os.write(fd, b'tty; echo sum=$((40+2)); exit 5\\r')\n"
-    "        sent = True\n"
-    "_, status = os.waitpid(pid, 0)\n"
-    "print(repr(out.decode(errors='replace')))\n"
-    "print('exit', os.waitstatus_to_exitcode(status))\n"
-)
-
+PTY_SESSION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "pty_session.py")
+SUM_AND_EXIT_5 = "tty; echo sum=$((40+2)); exit 5\\r"
 
 
 def _on_pty(dhost, *docker_args: str) -> str:
     import shutil
     import sys
 
-    result = dhost.run(sys.executable, "-c", PTY_DRIVER, shutil.which("docker"), *docker_args,
-                       env=dhost.docker_env(), timeout=60)  # fmt: skip
+    result = dhost.run(sys.executable, PTY_SESSION, "--type", SUM_AND_EXIT_5, "--", shutil.which("docker"),
+                       *docker_args, env=dhost.docker_env(), timeout=60)  # fmt: skip
     return result.stdout
 
 
@@ -175,41 +151,14 @@ def test_a_client_dropping_mid_attach_leaves_no_trace(dhost):
     dhost.assert_no_traceback()
 
 
-DETACH_DRIVER = (
-    "import os, pty, sys, select, time\n"
-    "argv = sys.argv[1:]\n"
-    "pid, fd = pty.fork()\n"
-    "if pid == 0:\n"
-    "    os.execvp(argv[0], argv)\n"
-    "out = b''\n"
-    "deadline = time.monotonic() + 30\n"
-    "sent = False\n"
-    "while time.monotonic() < deadline:\n"
-    "    r, _, _ = select.select([fd], [], [], 0.2)\n"
-    "    if r:\n"
-    "        try:\n"
-    "            data = os.read(fd, 4096)\n"
-    "        except OSError:\n"
-    "            break\n"
-    "        if not data:\n"
-    "            break\n"
-    "        out += data\n"
-    "    if not sent and b'#' in out:\n"
-    "        os.write(fd, b'echo marker > /tmp/here\\r')\n"
-    "        time.sleep(0.5)\n"
-    "        os.write(fd, b'\\x10\\x11')\n"
-    "        sent = True\n"
-    "_, status = os.waitpid(pid, 0)\n"
-    "print('exit', os.waitstatus_to_exitcode(status))\n"
-)
-
-
 def test_detach_keys_leave_the_container_running(dhost):
     import shutil
     import sys
 
-    result = dhost.run(sys.executable, "-c", DETACH_DRIVER, shutil.which("docker"), "run", "-it", "--name", "stays",
-                       "busybox", "sh", env=dhost.docker_env(), timeout=60)  # fmt: skip
+    # ctrl-p ctrl-q after a command: the client detaches, the container goes on
+    result = dhost.run(sys.executable, PTY_SESSION, "--type", "echo marker > /tmp/here\\r", "--type", "\\x10\\x11",
+                       "--", shutil.which("docker"), "run", "-it", "--name", "stays", "busybox", "sh",
+                       env=dhost.docker_env(), timeout=60)  # fmt: skip
     assert result.stdout.strip().endswith("exit 0"), result.stdout
     assert dhost.docker("inspect", "-f", "{{.State.Running}}", "stays").stdout.strip() == "true"
     assert dhost.docker("exec", "stays", "cat", "/tmp/here").stdout == "marker\n"
