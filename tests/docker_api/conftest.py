@@ -161,6 +161,11 @@ class DockerHost:
             assert time.monotonic() < deadline, result.stdout + result.stderr
             time.sleep(0.2)
 
+    def fetch(self, url: str) -> str:
+        """GET `url` from the host's own namespace (a published port, as a user on the host reaches it)."""
+        code = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode(), end='')"
+        return self.host.py(code, timeout=20).stdout
+
     def assert_no_traceback(self) -> None:
         log = self.agent_log()
         assert "Traceback" not in log, f"the agent logged a traceback:\n{log}"

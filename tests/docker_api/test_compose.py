@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 
 import pytest
+
+from containers.conftest import wait_for
 
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(600)]
@@ -40,17 +41,6 @@ def compose(dhost, *args: str, env: dict[str, str] | None = None, **kw):
     return dhost.run(*argv, env=dhost.docker_env(env=env), **kw)
 
 
-def wait_for(what: str, check, timeout: float = WAIT_S, interval: float = 0.3):
-    """Poll check() (bounded) until it returns something true; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(interval)
-
 
 def client_lines(dhost) -> int:
     return compose(dhost, "logs", "--no-color", "client").stdout.count(CLIENT_LINE)
@@ -60,10 +50,6 @@ def netctl_names(dhost, *what: str) -> set[str]:
     out = dhost.netctl(*what, "ls", "--format", "json").stdout
     return {item.get("Name") or item.get("name") for item in json.loads(out or "[]")}
 
-
-def fetch_from_host(dhost, url: str) -> str:
-    code = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode(), end='')"
-    return dhost.host.py(code, timeout=20).stdout
 
 
 def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
@@ -75,7 +61,8 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
 
         # depends_on ordered the start; the client retried until both answered by service name:
         # `web` over the default network, `store` over front (its only network).
-        wait_for("the client reaching web and store by name", lambda: client_lines(dhost) >= 1)
+        wait_for(lambda: client_lines(dhost) >= 1,
+                 WAIT_S, what="the client reaching web and store by name", interval=0.3)
 
         # ps: three services up, the published port shown
         ps = compose(dhost, "ps", env={"COLUMNS": "250"}).stdout  # compose wraps its table to the terminal
@@ -118,7 +105,7 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
         # the published port, from the host through the default network's gateway
         default = dhost.json("network", "inspect", f"{PROJECT}_default")[0]
         gateway = default["IPAM"]["Config"][0]["Gateway"]
-        assert fetch_from_host(dhost, f"http://{gateway}:8080/index.html") == "served by web\n"
+        assert dhost.fetch(f"http://{gateway}:8080/index.html") == "served by web\n"
 
         # the named volume holds what store wrote from its environment
         volume = dhost.json("volume", "inspect", f"{PROJECT}_data")[0]
@@ -127,16 +114,18 @@ def test_compose_project_up_reach_ps_logs_exec_restart_down(dhost):
 
         # restart: on-failure brings the client back after it exits 3
         compose(dhost, "exec", "-T", "client", "touch", "/tmp/crash")
-        wait_for("restart: on-failure restarting the client",
-                 lambda: dhost.json("inspect", f"{PROJECT}_client_1")[0]["RestartCount"] >= 1)
-        wait_for("the restarted client reaching both again", lambda: client_lines(dhost) >= 2)
+        wait_for(lambda: dhost.json("inspect", f"{PROJECT}_client_1")[0]["RestartCount"] >= 1,
+                 WAIT_S, what="restart: on-failure restarting the client", interval=0.3)
+        wait_for(lambda: client_lines(dhost) >= 2,
+                 WAIT_S, what="the restarted client reaching both again", interval=0.3)
         state = dhost.json("inspect", f"{PROJECT}_client_1")[0]["State"]
         assert state["Running"], state
 
         # compose restart: all three again, the volume's value kept
         restarted = compose(dhost, "restart", check=False)
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-        wait_for("the client after `restart`", lambda: client_lines(dhost) >= 3)
+        wait_for(lambda: client_lines(dhost) >= 3,
+                 WAIT_S, what="the client after `restart`", interval=0.3)
         assert compose(dhost, "exec", "-T", "client", "wget", "-q", "-O", "-", "http://store:8000/value").stdout == \
             "hello-from-store\n"
 

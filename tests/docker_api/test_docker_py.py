@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from containers.conftest import wait_for
+
 
 docker = pytest.importorskip("docker", reason="docker-py missing: sudo bash scripts/bootstrap.sh")
 
@@ -23,20 +25,6 @@ pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 WAIT_S = 30.0
 
 
-def wait_until(what: str, check, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.1)
-
-
-def fetch_from_host(dhost, url: str) -> str:
-    code = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode(), end='')"
-    return dhost.host.py(code, timeout=20).stdout
 
 
 def test_api_client_networks_containers_exec_logs(dhost):
@@ -67,7 +55,8 @@ def test_api_client_networks_containers_exec_logs(dhost):
             ports=[80], host_config=host_config, networking_config=networking,
         )["Id"]  # fmt: skip
         api.start(server)
-        wait_until("the server's log line", lambda: b"ready" in api.logs(server))
+        wait_for(lambda: b"ready" in api.logs(server),
+                 WAIT_S, what="the server's log line")
         info = api.inspect_container(server)
         assert info["State"]["Running"] and info["Name"] == "/server"
         assert info["Config"]["Labels"]["role"] == "server"
@@ -76,7 +65,7 @@ def test_api_client_networks_containers_exec_logs(dhost):
         assert address.startswith("10.124.0.")
         assert "files" in info["NetworkSettings"]["Networks"]["pynet"]["Aliases"]
         assert info["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"] == "8093"
-        assert fetch_from_host(dhost, "http://10.124.0.1:8093/") == "hi from docker-py\n"
+        assert dhost.fetch("http://10.124.0.1:8093/") == "hi from docker-py\n"
         assert [c["Id"] for c in api.containers(filters={"label": "role=server"})] == [server]
 
         # exec: exit code, stdout and stderr apart, a name lookup by alias on the user network
