@@ -12,7 +12,6 @@ store within a second: netctl/dns/source.py).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,14 +33,9 @@ def keep_hosts_files_current(controller: "Controller", *, on_changed=None) -> No
 
 
 def refresh_hosts_files(controller: "Controller", event: "Event") -> int:
-    """The own hosts files of containers on event.network_ids (None: every container) and of the
-    sandboxes it names, then sync_names. Costs one stat and one datagram when no container runs."""
+    """The own hosts files of the sandboxes the event names (their endpoints changed), then
+    sync_names. A remote peer's change (event.sandbox_ids empty) costs one datagram."""
     from runner import hosts
     from runner.paths import Layout
 
-    layout = Layout.of(controller.root)
-    if not os.path.isdir(layout.containers):
-        hosts.sync_names(controller.root)
-        return 0
-    networks = set(event.network_ids) if event.network_ids is not None else None
-    return hosts.refresh(controller, layout, networks=networks, sandboxes=sorted(event.sandbox_ids))
+    return hosts.refresh(controller, Layout.of(controller.root), sandboxes=sorted(event.sandbox_ids))

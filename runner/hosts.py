@@ -7,8 +7,9 @@ with its addresses, and its --add-host lines (EXTRA_HOSTS beside it). So a conta
 own name even while no agent runs, and nothing else then (README, "Names").
 
 The files are bind-mounted on the container's /etc, so they are rewritten in place (a rename would not
-be seen): once when the container's endpoints exist, and again when its own endpoints change
-(connect/disconnect of that container), from the committed state under the store's write lock.
+be seen): once when the container's endpoints exist, and again when its own endpoints or name change
+(connect/disconnect/rename of that container), from the committed state under the store's write lock.
+Peers' changes never touch them: those are the name server's.
 
 sync_names() tells the agent's name server that names changed (libnetwork/name_server.py).
 """
@@ -63,35 +64,27 @@ def plan(sandboxes, endpoints, containers: set[str]) -> dict[str, str]:
     return result
 
 
-def refresh(controller, layout: Layout, *, networks: Iterable[str] | None = None, sandboxes: Iterable[str] = (),
-            start_agent: bool = False) -> int:
-    """Rewrite the hosts files of the containers in `sandboxes` and of those on `networks` (ids; None:
-    every container) under the store's write lock, then tell the agent's name server (sync_names;
-    start_agent: start one if none runs). Returns how many files changed. Cheap when the host runs
-    no container."""
-    changed = 0
-    if os.path.isdir(layout.containers):
-        changed = _rewrite(controller, layout, set(networks) if networks is not None else None, set(sandboxes))
+def refresh(controller, layout: Layout, *, sandboxes: Iterable[str] = (), start_agent: bool = False) -> int:
+    """Rewrite the hosts files of the containers in `sandboxes` (those whose own endpoints changed:
+    a file holds only its container's names, so a peer's change never alters it) under the store's
+    write lock, then tell the agent's name server (sync_names; start_agent: start one if none runs).
+    Returns how many files changed. No store read when `sandboxes` is empty."""
+    wanted = set(sandboxes)
+    changed = _rewrite(controller, layout, wanted) if wanted and os.path.isdir(layout.containers) else 0
     sync_names(controller.root, start_agent=start_agent)
     return changed
 
 
-def _rewrite(controller, layout: Layout, wanted: set[str] | None, also: set[str]) -> int:
+def _rewrite(controller, layout: Layout, wanted: set[str]) -> int:
     changed = 0
     with controller.store.transaction() as tx:
-        records = tx.list_sandboxes()
-        endpoints = tx.list_endpoints()
-        containers = set()
-        for sandbox in records:
-            if not sandbox.container_id or not os.path.exists(_hosts_path(layout, sandbox.container_id)):
-                continue
-            if wanted is not None and sandbox.id not in also and not any(
-                e.sandbox_id == sandbox.id and e.network_id in wanted for e in endpoints
-            ):
-                continue
-            containers.add(sandbox.id)
+        records = [s for s in tx.list_sandboxes() if s.id in wanted and s.container_id
+                   and os.path.exists(_hosts_path(layout, s.container_id))]  # fmt: skip
+        if not records:
+            return 0
+        endpoints = [e for e in tx.list_endpoints() if e.sandbox_id in wanted]
         by_id = {s.id: s for s in records}
-        for sandbox_id, content in plan(records, endpoints, containers).items():
+        for sandbox_id, content in plan(records, endpoints, set(by_id)).items():
             path = _hosts_path(layout, by_id[sandbox_id].container_id)
             if write_in_place(path, content + extra_hosts(path)):
                 changed += 1

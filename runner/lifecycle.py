@@ -183,7 +183,7 @@ class Runtime:
             self.records.write_config(config)
             networks = hosts.networks_of(self.controller, config.sandbox_id) if config.sandbox_id else set()
             if networks:  # its own hosts entries; the name server serves its namespace before it starts
-                hosts.refresh(self.controller, self.layout, networks=networks, start_agent=True)
+                hosts.refresh(self.controller, self.layout, sandboxes=[config.sandbox_id], start_agent=True)
             if config.sandbox_id:
                 self._await_links_in_service(config.sandbox_id, prepared.netns_path)
         except BaseException:
@@ -199,9 +199,7 @@ class Runtime:
             self.controller.rename_sandbox(sandbox_id, name)
         except NotFound:
             return  # it stopped meanwhile: the next start makes the sandbox with the new name
-        networks = hosts.networks_of(self.controller, sandbox_id)
-        if networks:
-            hosts.refresh(self.controller, self.layout, networks=networks)
+        hosts.refresh(self.controller, self.layout, sandboxes=[sandbox_id])
 
     def _await_links_in_service(self, sandbox_id: str, netns_path: str) -> None:
         from runner.links import await_in_service
@@ -339,8 +337,8 @@ class Runtime:
             if sandbox is not None and not sandbox.external:
                 netns.delete(sandbox.netns_path)
         self.controller.delete_sandbox(sandbox_id, force=True)
-        if networks:
-            hosts.refresh(self.controller, self.layout, networks=networks)
+        if networks:  # its peers' files hold no trace of it: only the name server is told
+            hosts.sync_names(self.controller.root)
 
     def network_views(self, config: ContainerConfig) -> dict[str, dict]:
         """{network name: endpoint facts} for inspect, read once the container runs."""

@@ -305,8 +305,8 @@ class NetctlLab:
 
     def reconcile(self, host: Host, network: str = "") -> dict:
         """What the daemon's loop does after a change: Controller.reconcile_overlay() on `host`
-        (for one network, by name or id, or for every network built there), then the containers'
-        hosts files of those networks (runner.hosts.refresh). Returns {network id: ReconcileResult
+        (for one network, by name or id, or for every network built there), then the name server
+        told (runner.hosts.refresh). Returns {network id: ReconcileResult
         as a dict}."""
         code = (
             "import dataclasses, json, sys\n"
@@ -317,7 +317,7 @@ class NetctlLab:
             "    ref = sys.argv[1]\n"
             "    nid = c.resolve_network(ref).id if ref else None\n"
             "    results = c.reconcile_overlay(nid)\n"
-            "    hosts.refresh(c, Layout.of(c.root), networks=set(results))\n"
+            "    hosts.refresh(c, Layout.of(c.root))\n"
             "    print(json.dumps({k: dataclasses.asdict(v) for k, v in results.items()}))\n"
         )
         return json.loads(host.run(sys.executable, "-c", code, network, env=self.env(host)).stdout)
