@@ -344,17 +344,23 @@ class SQLiteStore:
         if version == SCHEMA_VERSION:
             return
         self._refuse_newer(version)
-        if version == 0:
-            # Persistent in the file, so only the creator sets it; it cannot run inside a transaction.
-            self._run("PRAGMA journal_mode = WAL")
-        with self._txn("BEGIN IMMEDIATE") as conn:
-            # Another process may have migrated while we waited for the lock.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # Creators and migrators take turns under the writers' flock. Without it, 20 processes opening
+        # a fresh store at once failed now and then with "database is locked": SQLite's switch to WAL
+        # takes its exclusive lock without calling the busy handler, so a racing creator got SQLITE_BUSY
+        # at once instead of waiting (reproduced under CPU load; the flock is how writers wait anyway).
+        with self._writer_turn():
+            version = self._read_version()  # another process may have created or migrated meanwhile
+            if version == SCHEMA_VERSION:
+                return
             self._refuse_newer(version)
-            for step in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[step]:
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version == 0:
+                # Persistent in the file, so only the creator sets it; it cannot run inside a transaction.
+                self._run("PRAGMA journal_mode = WAL")
+            with self._txn("BEGIN IMMEDIATE") as conn:
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[step]:
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _read_version(self) -> int:
         return self._run("PRAGMA user_version").fetchone()[0]
