@@ -268,9 +268,15 @@ class ConnectionHandler(BaseHTTPRequestHandler):
                    extra: dict[str, str] | None = None) -> None:
         self._headers(status, content_type, extra)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        if self.command == "HEAD" or not hasattr(self, "_headers_buffer"):  # (no buffer: an HTTP/0.9 line)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return
+        # Headers and body in one write (http.server's own buffer, as its end_headers fills it): two
+        # writes let a client's single read see the headers alone, and cost a syscall per answer.
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
 
     def _send_reply(self, reply: Any) -> None:
         if isinstance(reply, Json):
