@@ -40,7 +40,11 @@ class Fabric:
         netns.create(self.switch)
         with Netlink(self.switch) as switch:
             for underlay in topology.underlays.values():
-                index = switch.add_bridge(underlay.bridge, mtu=underlay.mtu)
+                # A fixed MAC (02:42 + the switch address): otherwise the kernel gives the bridge the
+                # lowest MAC of its ports, and the hosts' ARP entry for the switch address (their route
+                # to other underlays, etcd's address) goes stale whenever a host's port comes or goes.
+                mac = "02:42:" + ":".join(f"{int(o):02x}" for o in underlay.switch_address.split("."))
+                index = switch.add_bridge(underlay.bridge, mtu=underlay.mtu, mac=mac)
                 switch.add_addr(index, f"{underlay.switch_address}/{underlay.prefixlen}")
         if len(topology.underlays) > 1:
             sysctl.write("net.ipv4.ip_forward", "1", netns_path=self.switch)

@@ -176,6 +176,12 @@ def test_two_underlays_routed_by_the_switch(lab_host, tmp_path):
         mtu = lab_host.host.run("nsenter", "--net=/run/netctl/labs/routed/netns/host-h2", "--", "env",
                                 "NETCTL_ROOT=/run/netctl/labs/routed/hosts/h2", *lab_netctl(), "network", "inspect", "blue")
         assert json.loads(mtu.stdout)[0]["MTU"] == 1350
+        # The switch bridges keep a fixed MAC (02:42 + the switch address), not their lowest port's, which
+        # would change under the hosts' ARP entries as hosts' ports come and go.
+        for underlay, mac in (("a", "02:42:c6:12:01:fe"), ("b", "02:42:c6:12:02:fe")):
+            link = lab_host.host.run("nsenter", "--net=/run/netctl/labs/routed/netns/switch", "--", "ip", "-j", "link",
+                                     "show", f"ul-{underlay}")
+            assert json.loads(link.stdout)[0]["address"] == mac
     finally:
         lab_host.lab("down", path)
     assert_same(lab_host, before)

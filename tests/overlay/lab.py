@@ -54,7 +54,11 @@ def mac_for(address: str) -> str:
 def build_underlay(switch: Host, hosts: list[Host], mtu: int = 1500, *, switch_address: str = "") -> dict[str, str]:
     """Bridge `ul` in the switch, one veth per host (eth0 198.18.0.N/24 inside host N). Returns {host
     name: VTEP address}. `switch_address` also puts that address on the bridge (where etcd listens)."""
-    switch.run("ip", "link", "add", SWITCH_BRIDGE, "type", "bridge")
+    # A fixed MAC: otherwise the bridge takes its lowest port's MAC, and a host rebooted onto a new port
+    # (test_reboot) could change it under the other hosts' ARP entry for etcd's address: their etcd
+    # calls went unanswered until the entry was probed again (a CI flake).
+    bridge_mac = mac_for(switch_address or f"{UNDERLAY_PREFIX}254")
+    switch.run("ip", "link", "add", SWITCH_BRIDGE, "address", bridge_mac, "type", "bridge")
     switch.run("ip", "link", "set", SWITCH_BRIDGE, "mtu", str(mtu), "up")
     if switch_address:
         switch.run("ip", "addr", "add", f"{switch_address}/24", "dev", SWITCH_BRIDGE)
