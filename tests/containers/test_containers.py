@@ -73,19 +73,28 @@ def test_pids_limit_contains_a_fork_bomb(rhost):
 
 
 def test_cpus_limit_is_measured(rhost):
-    """--cpus 0.5: a busy loop gets 50 % of a CPU (cgroup usage over a wall-clock window), +-20 %."""
+    """--cpus 0.5: a busy loop gets 50 % of a CPU (cgroup usage over a wall-clock window), +-20 %.
+
+    The limit must hold in every window; reaching it needs a free half CPU, which a loaded CI machine
+    (2 CPUs, two test workers) does not always leave in one window: up to three windows are measured."""
     cid = rhost.start("spin", "--cpus", "0.5", network="none", command=("sh", "-c", "while :; do :; done"))
+    quota, period = (int(rhost.cgroup_file("cpu", cid, name)) for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+    assert quota / period == 0.5
     time.sleep(0.5)  # past start-up
 
     def usage_ns() -> int:
         return int(rhost.cgroup_file("cpuacct", cid, "cpuacct.usage"))
 
-    start_usage, start = usage_ns(), time.monotonic()
-    time.sleep(2.0)
-    used = (usage_ns() - start_usage) / 1e9
-    share = used / (time.monotonic() - start)
+    shares = []
+    for _ in range(3):
+        start_usage, start = usage_ns(), time.monotonic()
+        time.sleep(2.0)
+        shares.append((usage_ns() - start_usage) / 1e9 / (time.monotonic() - start))
+        assert shares[-1] <= 0.6, f"measured {shares[-1]:.2f} CPUs: over the limit"
+        if shares[-1] >= 0.4:
+            break
     rhost.netctl("rm", "-f", "spin")
-    assert 0.4 <= share <= 0.6, f"measured {share:.2f} CPUs"
+    assert shares[-1] >= 0.4, f"measured {[round(s, 2) for s in shares]} CPUs: never reached the limit"
 
 
 def test_exec_joins_every_namespace_and_the_cgroup(rhost):
@@ -107,7 +116,9 @@ def test_stop_escalates_to_sigkill_within_timeout(rhost):
     start = time.monotonic()
     rhost.netctl("stop", "-t", "2", "stubborn")
     elapsed = time.monotonic() - start
-    assert elapsed < 3.0, f"stop took {elapsed:.2f}s"
+    # It waited the 2 s it was given, then killed (the loop ignores TERM: without the KILL it never ends);
+    # 2 s of slack for a loaded machine.
+    assert 2.0 <= elapsed < 4.0, f"stop took {elapsed:.2f}s"
     state = rhost.inspect("stubborn")["State"]
     assert state["Status"] == "exited" and state["ExitCode"] == 137
 
