@@ -34,7 +34,36 @@ def _starters() -> list[tuple[str, Starter]]:
     from netctl.docker_api import server as docker_api_server
 
     starters.append(("Docker Engine API", docker_api_server.start))
+    starters.append(("containers left running", settle_left_containers))
     return starters
+
+
+def settle_left_containers(root: str, options: Any, stopping: threading.Event) -> None:
+    """Like dockerd at its start: containers an earlier boot (or a killed monitor) left "running" are
+    settled by the container monitor (runner/monitor_adopt.py): dead ones marked exited (255) and torn
+    down, the ones whose restart policy says so (always, unless-stopped, on-failure) started again.
+    Before, they waited for the first container command after a reboot, and `netctl ps` showed them
+    Up meanwhile. The monitor is started only when such a record exists and none runs; an agent
+    started on first use leaves it to that first use (its command is often a container's)."""
+    if getattr(options, "auto", False):
+        return None
+    from libnetwork import ipc
+    from runner import client
+    from runner.paths import Layout
+    from runner.state import RESTARTING, RUNNING, Records
+
+    layout = Layout(root)
+    left = [c.name for c in Records(layout).all() if c.state.status in (RUNNING, RESTARTING)]
+    if not left:
+        return None
+    monitor = ipc.try_connect(layout.monitor_socket)
+    if monitor is not None:  # it runs (the agent alone was restarted): it watches them already
+        monitor.close()
+        return None
+    client.spawn_monitor(layout)
+    log.info("containers left running by an earlier boot (%s): the container monitor was started to settle "
+             "them and apply their restart policies", ", ".join(sorted(left)))
+    return None
 
 
 def start_all(root: str, options: Any, stopping: threading.Event) -> list[Service]:

@@ -46,6 +46,8 @@ def _status_text(state) -> str:
     if state.status == "exited":
         oom = " (OOM)" if state.oom_killed else ""
         return f"Exited ({state.exit_code}){oom} {_ago(state.finished)} ago"
+    if state.status == "restarting":  # exited, its policy's next start is due (Docker's wording)
+        return f"Restarting ({state.exit_code}) {_ago(state.finished)} ago"
     return state.status.capitalize()
 
 
@@ -142,6 +144,13 @@ def ps(ctx, show_all, quiet, fmt):
         print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NETWORKS", "NAMES"], rows)
 
 
+def _restart_policy(text: str) -> dict:
+    from runner.spec import parse_restart
+
+    name, maximum = parse_restart(text)
+    return {"Name": name, "MaximumRetryCount": maximum}
+
+
 def _inspect_view(container) -> dict:
     """`docker inspect`'s shape for the fields netctl has."""
     config, state = container.config, container.state
@@ -161,6 +170,7 @@ def _inspect_view(container) -> dict:
             "StartedAt": state.started,
             "FinishedAt": state.finished,
         },
+        "RestartCount": state.restart_count,
         "Image": config.image_id,
         "ImageName": config.image,
         "Config": {
@@ -183,6 +193,7 @@ def _inspect_view(container) -> dict:
             "CapAdd": [],
             "Capabilities": config.capabilities,
             "AutoRemove": config.auto_remove,
+            "RestartPolicy": _restart_policy(config.restart),
             "CgroupParent": config.cgroup_path.rpartition("/")[0],
             "Ulimits": [{"Name": "nofile", "Soft": config.nofile, "Hard": config.nofile}],
         },

@@ -29,7 +29,7 @@ def connect(layout: Layout, *, start: bool = True) -> _socket.socket:
         if sock is None:
             raise NetctlError(f"no monitor runs for {layout.root}")
         return sock
-    _spawn(layout)
+    spawn_monitor(layout)
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     delay = 0.002
     while time.monotonic() < deadline:
@@ -50,7 +50,9 @@ def _try_connect(path: str) -> _socket.socket | None:
         raise NetctlError(f"cannot reach the container monitor at {path}: {err.strerror}; run netctl as root") from None
 
 
-def _spawn(layout: Layout) -> None:
+def spawn_monitor(layout: Layout) -> None:
+    """Start the host's monitor, detached; it answers on layout.monitor_socket once up (a second one
+    started meanwhile leaves: one monitor per root)."""
     import subprocess
 
     os.makedirs(layout.root, mode=0o700, exist_ok=True)

@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from libnetwork.errors import NetctlError
+from libnetwork.errors import InvalidArgument, NetctlError
 from runner import cgroups, hosts, spec
 from runner.container_plan import (
     DEFAULT_NETWORK,
@@ -130,7 +130,9 @@ class Runtime:
         user = spec.parse_user(request.user)
         workdir = spec.check_workdir(request.workdir)
         hostname = spec.check_hostname(request.hostname) if request.hostname else ""
-        spec.parse_restart(request.restart)
+        if spec.parse_restart(request.restart)[0] != "no" and request.auto_remove:
+            raise InvalidArgument(f"--restart {request.restart} and --rm conflict: a container removed when it "
+                                  "exits cannot be started again; drop one of them")
         if request.stop_signal:  # refused now, not at the first stop
             spec.parse_signal(request.stop_signal)
         for text in request.tmpfs:

@@ -6,7 +6,8 @@
     on-failure[:N]   after a non-zero exit code, at most N times (0: no bound)
 
 A new monitor starts again the containers that ended while no monitor watched them (a reboot, a
-killed monitor), by the same rule (runner/monitor_adopt.py), with the exit code lost (255).
+killed monitor), by the same rule (runner/monitor_adopt.py), with the exit code lost (255). After a
+reboot the host agent started by hand starts the monitor for that (netctl/agent_services.py).
 
 Back-off as dockerd's restart manager: 100 ms before the first restart, doubled for each one after,
 at most a minute; reset when the container ran for 10 s or more. Pure, so unit-tested directly.

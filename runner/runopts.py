@@ -50,6 +50,9 @@ RUN_OPTIONS: tuple[tuple[tuple[str, ...], str, str, str, str], ...] = (
     (("-i", "--interactive"), "interactive", FLAG, "", "Keep stdin open (pass ours to the container)."),
     (("-d", "--detach"), "detach", FLAG, "", "Start it in the background and print its id."),
     (("--rm",), "auto_remove", FLAG, "", "Remove the container when it exits."),
+    (("--restart",), "restart", VALUE, "POLICY",
+     "Start it again when it exits: no (default), always, unless-stopped, on-failure[:N] (Docker's back-off). "
+     "A host agent started by hand starts the ones left running again after a reboot."),
     (("--entrypoint",), "entrypoint", VALUE, "CMD", "Replace the image's entrypoint."),
     (("--pull",), "pull", VALUE, "missing|always|never",
      "Pull the image from its registry: when missing (default), always, or never."),

@@ -256,3 +256,40 @@ def test_repair_of_a_running_host_rebuilds_what_was_removed_under_live_sandboxes
     m.host.run("ip", "link", "del", other)
     assert m.host.py(REPAIR).stdout == f"network other: bridge {other} recreated (10.76.0.1/24)\n"
     assert m.netctl("doctor").stdout == "no problems found\n"
+
+
+def test_reboot_starts_the_containers_whose_restart_policy_says_so(machine, tmp_path):
+    """As dockerd at its start: the agent has the monitor settle what the earlier boot left running.
+    always, unless-stopped and on-failure containers run again on their network; one without a policy
+    is shown exited (255, its status lost), not Up; one stopped by hand stays stopped."""
+    m = machine
+    m.netctl("image", "build-busybox")
+    m.netctl("network", "create", "--subnet", "10.81.0.0/24", "web")
+    policies = {"always": "always", "unless": "unless-stopped", "failing": "on-failure:3", "plain": "no",
+                "stopped": "unless-stopped"}
+    for name, policy in policies.items():
+        m.netctl("run", "-d", "--name", name, "--restart", policy, "--network", "web", "busybox", "sleep", "600")
+    m.netctl("stop", "-t", "1", "stopped")
+    m.reboot()
+
+    agent = Agent(m.host, str(tmp_path / "agent.log"), m.env)
+    try:
+        def state(name: str) -> dict:
+            return json.loads(m.netctl("inspect", name).stdout)[0]["State"]
+
+        def settled() -> bool:
+            return all(state(name)["Status"] == "running" for name in ("always", "unless", "failing")) and \
+                state("plain")["Status"] == "exited"
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not settled():
+            assert time.monotonic() < deadline, (agent.log(), m.netctl("ps", "-a").stdout)
+            time.sleep(0.1)
+        assert "containers left running by an earlier boot (always, failing, plain, unless)" in agent.log()
+        assert state("plain")["ExitCode"] == 255 and state("stopped")["Status"] == "exited"
+        for name in ("always", "unless", "failing"):  # on their network again: the gateway answers
+            m.netctl("exec", name, "ping", "-c", "1", "-W", "5", "10.81.0.1")
+        m.netctl("rm", "-f", *policies)
+        assert json.loads(m.netctl("network", "inspect", "web").stdout)[0]["Containers"] == {}
+    finally:
+        agent.stop()
