@@ -19,7 +19,7 @@ from netctl.docker_api.http import ApiError, version_tuple
 MAX_VERSION = "1.47"
 MIN_VERSION = "1.24"
 
-MODULES = ("system", "networks", "volumes", "images", "images_transfer", "containers", "exec")
+MODULES = ("system", "networks", "volumes", "images", "images_transfer", "containers", "archive", "exec")
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 
