@@ -290,17 +290,21 @@ class ConnectionHandler(BaseHTTPRequestHandler):
             self._send_body(reply.status, reply.data, reply.content_type, reply.headers)
         elif isinstance(reply, (Stream, Raw)):
             chunks = reply.chunks if isinstance(reply, Stream) else _chunks_of(reply.data)
-            self._send_chunked(reply.status, reply.content_type, chunks, reply.headers)
+            self._send_chunked(reply.status, reply.content_type, chunks, reply.headers,
+                               owner=None if isinstance(reply, Stream) else reply.data)
         elif isinstance(reply, Hijack):
             self._hijack(reply)
         else:
             raise TypeError(f"a Docker API handler returned {type(reply).__name__}")
 
-    def _send_chunked(self, status: int, content_type: str, chunks: Any, extra: dict[str, str]) -> None:
-        self._headers(status, content_type, {**extra, "Transfer-Encoding": "chunked"})
-        self.end_headers()
-        self.connection.settimeout(None)  # a stream lasts as long as its producer (events, logs -f)
+    def _send_chunked(self, status: int, content_type: str, chunks: Any, extra: dict[str, str],
+                      owner: Any = None) -> None:
+        """`owner`: what `chunks` reads (a Raw reply's file or stream), closed here too: a client gone
+        before the first chunk leaves a generator unstarted, and closing that runs none of its code."""
         try:
+            self._headers(status, content_type, {**extra, "Transfer-Encoding": "chunked"})
+            self.end_headers()
+            self.connection.settimeout(None)  # a stream lasts as long as its producer (events, logs -f)
             self.wfile.flush()
             for chunk in chunks:
                 if chunk and self.command != "HEAD":
@@ -314,10 +318,11 @@ class ConnectionHandler(BaseHTTPRequestHandler):
             log.exception("Docker API stream of %s %s failed", self.command, self.path)
             self.close_connection = True
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+            for producer in (chunks, owner):
+                close = getattr(producer, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        close()
             self.connection.settimeout(IDLE_TIMEOUT_S)
 
     def _hijack(self, reply: Hijack) -> None:
