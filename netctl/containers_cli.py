@@ -42,7 +42,7 @@ def _ago(iso: str) -> str:
 
 def _status_text(state) -> str:
     if state.status == "running":
-        return f"Up {_ago(state.started)}"
+        return f"Up {_ago(state.started)}" + (" (Paused)" if state.paused else "")
     if state.status == "exited":
         oom = " (OOM)" if state.oom_killed else ""
         return f"Exited ({state.exit_code}){oom} {_ago(state.finished)} ago"
@@ -56,7 +56,7 @@ def _status_text(state) -> str:
 
 def register(cli: click.Group) -> None:
     """Add the container runner's commands to the `netctl` group."""
-    for command in (run, ps, stop, kill, rm, logs, exec_, inspect, wait, image, monitor_stats):
+    for command in (run, ps, stop, kill, rm, logs, exec_, inspect, wait, pause, unpause, image, monitor_stats):
         cli.add_command(command)
     from netctl import images_cli
 
@@ -161,8 +161,9 @@ def _inspect_view(container) -> dict:
         "Path": config.argv[0],
         "Args": config.argv[1:],
         "State": {
-            "Status": state.status,
+            "Status": "paused" if state.paused else state.status,
             "Running": state.running,
+            "Paused": state.paused,
             "Pid": state.pid,
             "ExitCode": state.exit_code,
             "OOMKilled": state.oom_killed,
@@ -291,6 +292,30 @@ def rm(ctx, force, refs):
 
     for ref in refs:
         client.call(_layout(ctx), {"op": "rm", "ref": ref, "force": force})
+        click.echo(ref)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, metavar="CONTAINER...")
+@click.pass_context
+def pause(ctx, refs):
+    """Freeze every process of running containers (their cgroup's freezer); unpause thaws them."""
+    from runner import client
+
+    for ref in refs:
+        client.call(_layout(ctx), {"op": "pause", "ref": ref})
+        click.echo(ref)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, metavar="CONTAINER...")
+@click.pass_context
+def unpause(ctx, refs):
+    """Thaw paused containers."""
+    from runner import client
+
+    for ref in refs:
+        client.call(_layout(ctx), {"op": "unpause", "ref": ref})
         click.echo(ref)
 
 

@@ -31,9 +31,10 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = "netctl"
 PARENT_ENV = "NETCTL_CGROUP_PARENT"
 CONTROLLERS = ("memory", "pids", "cpu")
-V1_EXTRA = ("cpuacct",)  # joined when present: CPU usage for inspect/tests
+V1_EXTRA = ("cpuacct", "freezer")  # joined when present: CPU usage for inspect/tests; pause (freezer.state)
 CFS_PERIOD_US = 100_000
 REMOVE_TIMEOUT_S = 5.0  # rmdir waits this long for the last (killed) tasks to leave
+FREEZE_TIMEOUT_S = 5.0  # a task in an uninterruptible sleep holds a freeze back until it wakes
 
 
 @dataclass
@@ -241,9 +242,50 @@ class Cgroup:
             except ProcessLookupError:
                 pass
 
+    def freeze(self, frozen: bool, timeout: float = FREEZE_TIMEOUT_S) -> None:
+        """Freeze (`pause`) or thaw every process of the cgroup; returns once the kernel says it is
+        done (v1 freezer.state FROZEN/THAWED, v2 cgroup.events "frozen 0|1")."""
+        if self.hierarchy.version == 2:
+            directory = self.directories()["unified"]
+            control, value = os.path.join(directory, "cgroup.freeze"), "1" if frozen else "0"
+            events = os.path.join(directory, "cgroup.events")
+            want = f"frozen {value}"
+
+            def done() -> bool:
+                return want in _read(events).splitlines()
+        else:
+            found = self.directory("freezer")
+            if found is None:
+                raise InvalidArgument("the freezer cgroup controller is not mounted on this host (cgroup v1), "
+                                      "or was not when the container was created; pause needs it")
+            control, value = os.path.join(found, "freezer.state"), "FROZEN" if frozen else "THAWED"
+
+            def done() -> bool:
+                return _read(control).strip() == value
+
+        _write(control, value)
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise KernelError(f"cgroup {os.path.dirname(control)} did not become {value} within {timeout:g} s "
+                                  "(a process stuck in the kernel?); try again")
+            time.sleep(0.002)
+
+    def frozen(self) -> bool:
+        try:
+            if self.hierarchy.version == 2:
+                return "frozen 1" in _read(os.path.join(self.directories()["unified"], "cgroup.events")).splitlines()
+            found = self.directory("freezer")
+            return found is not None and _read(os.path.join(found, "freezer.state")).strip() != "THAWED"
+        except KernelError:
+            return False
+
     def remove(self, timeout: float = REMOVE_TIMEOUT_S) -> None:
         """Remove every directory (idempotent); retries while killed tasks are still leaving, then the
-        parent directories that became empty."""
+        parent directories that became empty. A frozen cgroup is thawed first: its killed tasks could
+        not leave it otherwise."""
+        if self.frozen():
+            self.freeze(False)
         deadline = time.monotonic() + timeout
         for directory in self.directories().values():
             while True:

@@ -91,6 +91,8 @@ def plan(container: Container, argv: list[str], *, env: list[str], user: str = "
     config, state = container.config, container.state
     if not state.running or not is_alive(state):
         raise InUse(f"container {config.name!r} is not running; start it first")
+    if state.paused:  # its processes are frozen: the exec'd one would be frozen as it joins the cgroup
+        raise InUse(f"container {config.name!r} is paused; unpause it before exec")
     spec = process.ProcessSpec(
         argv=argv,
         env=merge_env(config.env, env),

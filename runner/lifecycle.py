@@ -382,6 +382,12 @@ class Runtime:
             return None
         return cgroups.Cgroup(cgroups.Hierarchy.from_dict(config.cgroup), config.cgroup_path)
 
+    def freeze(self, config: ContainerConfig, frozen: bool) -> None:
+        cgroup = self._cgroup(config)
+        if cgroup is None:
+            raise InvalidArgument(f"container {config.name!r} has no cgroup of its own to freeze")
+        cgroup.freeze(frozen)
+
     def oom_killed(self, config: ContainerConfig) -> bool:
         """Read before teardown: the OOM counter goes with the cgroup."""
         cgroup = self._cgroup(config)
@@ -412,6 +418,7 @@ class Runtime:
 
     def record_exit(self, container_id: str, state: ContainerState, code: int, oom: bool, error: str = "") -> None:
         state.status = EXITED
+        state.paused = False
         state.exit_code = code
         state.oom_killed = oom
         state.finished = now()
@@ -422,6 +429,7 @@ class Runtime:
     def record_running(self, container_id: str, state: ContainerState, pid: int, pid_start: int,
                        networks: dict, *, health: bool = False) -> None:
         state.status = RUNNING
+        state.paused = False
         state.manually_stopped = False
         state.health = {"Status": "starting", "FailingStreak": 0, "Log": []} if health else {}
         state.error = ""

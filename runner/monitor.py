@@ -49,7 +49,7 @@ from runner.monitor_adopt import adopt_or_finish_all
 from runner.monitor_clients import Client
 from runner.monitor_health import HealthOps
 from runner.monitor_launch import StartFailed, launch
-from runner.monitor_ops import ContainerOps
+from runner.monitor_pause import PauseOps
 from runner.monitor_watch import Live
 from runner.paths import Layout
 from runner.spec import RunRequest
@@ -58,11 +58,12 @@ from runner.state import Container
 log = logging.getLogger("netctl.monitor")
 
 
-CONTAINER_OPS = ("kill", "stop", "wait", "rm", "start", "attach", "rename", "resize", "exec_create")
+CONTAINER_OPS = ("kill", "stop", "wait", "rm", "start", "attach", "rename", "resize", "exec_create", "pause",
+                 "unpause")
 EXEC_OPS = ("exec_start", "exec_inspect", "exec_resize")
 
 
-class Monitor(ContainerOps, HealthOps):
+class Monitor(PauseOps, HealthOps):
     """The monitor of one root: serves requests (hello, run, signal, kill, stop, wait, rm, stats; and
     Docker's create, start, attach, rename, resize, exec_*: runner/monitor_ops.py, monitor_exec.py) on
     ROOT/monitor.sock over the layers below it."""
@@ -210,6 +211,7 @@ class Monitor(ContainerOps, HealthOps):
                 os.kill(live.pid, number)  # our unreaped child: the pid cannot have been reused
         except ProcessLookupError:
             pass
+        self._thaw_after_signal(live)  # a paused container gets it once thawed, as with dockerd
 
     def _op_kill(self, client: Client, container: Container, request: dict) -> None:
         live = self.live.get(container.id)

@@ -80,6 +80,8 @@ class ExecOps(ContainerWatcher):
         live = self.live.get(container.id)
         if live is None or live.status is not None:
             raise InUse(f"container {container.name!r} is not running; start it first")
+        if live.container.state.paused:
+            raise InUse(f"container {container.name!r} is paused; unpause it before exec")
         record = Exec(id=secrets.token_hex(32), container_id=container.id, argv=list(request["argv"]),
                       env=list(request.get("env") or []), user=str(request.get("user") or ""),
                       workdir=str(request.get("workdir") or ""), tty=bool(request.get("tty")),

@@ -62,6 +62,9 @@ class HealthOps(ExecOps):
         if self.live.get(live.container.id) is not live or live.status is not None:
             return  # it exited (a restart has a Live of its own, and probes of its own)
         config = settings(live.container.config.healthcheck)
+        if live.container.state.paused:  # as dockerd: no probe (it would hang) while paused, the next later
+            self.later(config["interval"], lambda: self._probe(live))
+            return
         begun = _now()
 
         def done(record: Exec) -> None:

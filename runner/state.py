@@ -43,6 +43,7 @@ class ContainerState:
     restart_count: int = 0  # starts made by the restart policy since the last start by hand
     manually_stopped: bool = False  # stop/kill by a client: always and unless-stopped leave it stopped
     health: dict[str, Any] = field(default_factory=dict)  # Docker's State.Health while a healthcheck runs
+    paused: bool = False  # running, its cgroup frozen (pause); status stays RUNNING, views show "paused"
 
     @property
     def running(self) -> bool:

@@ -160,6 +160,29 @@ def restart(api, req: Request, ref: str) -> Empty:
     return Empty(204)
 
 
+def pause(api, req: Request, ref: str) -> Empty:
+    return _freeze(api, ref, "pause")
+
+
+def unpause(api, req: Request, ref: str) -> Empty:
+    return _freeze(api, ref, "unpause")
+
+
+def _freeze(api, ref: str, op: str) -> Empty:
+    """The monitor freezes or thaws the container's cgroup (runner/monitor_pause.py); dockerd's 409s."""
+    container = find(api, ref)
+    if container.state.status != "running":
+        raise conflict(f"Container {container.id} is not running")
+    if container.state.paused == (op == "pause"):
+        raise conflict(f"Container {container.id} is {'already paused' if op == 'pause' else 'not paused'}")
+    try:
+        monitor_call(api, {"op": op, "ref": container.id})
+    except InUse as err:
+        raise conflict(err.message) from None
+    publish(api, container, op)
+    return Empty(204)
+
+
 def rename(api, req: Request, ref: str) -> Empty:
     container = find(api, ref)
     new = req.arg("name") or ""
@@ -182,8 +205,9 @@ def remove(api, req: Request, ref: str) -> Empty:
     container = find(api, ref)
     force = req.flag("force")
     if container.state.status in ("running", "restarting") and not force:
-        raise conflict(f"You cannot remove a {container.state.status} container {container.id}. Stop the "
-                       "container before attempting removal or force remove")
+        status = containers_view.docker_status(container.state)
+        raise conflict(f"You cannot remove a {status} container {container.id}. Stop the container before "
+                       "attempting removal or force remove")
     if req.flag("link"):
         raise containers_config.refuse("link removal")
     running = container.state.status == "running"
@@ -352,6 +376,8 @@ ROUTES = [
     ("POST", f"/containers/{ID}/kill", kill),
     ("POST", f"/containers/{ID}/restart", restart),
     ("POST", f"/containers/{ID}/rename", rename),
+    ("POST", f"/containers/{ID}/pause", pause),
+    ("POST", f"/containers/{ID}/unpause", unpause),
     ("POST", f"/containers/{ID}/resize", resize),
     ("POST", f"/containers/{ID}/wait", wait),
     ("DELETE", f"/containers/{ID}", remove),

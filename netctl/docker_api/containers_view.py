@@ -70,11 +70,17 @@ def _since(iso: str) -> float:
         return 0.0
 
 
+def docker_status(state) -> str:
+    """Docker's State.Status: a paused container is "paused" (netctl's record keeps it running)."""
+    return "paused" if state.paused and state.status == "running" else state.status
+
+
 def status_text(state) -> str:
     if state.status == "running":
         health = (state.health or {}).get("Status")
         suffix = {"starting": " (health: starting)", "healthy": " (healthy)", "unhealthy": " (unhealthy)"}
-        return f"Up {human_duration(_since(state.started))}{suffix.get(health or '', '')}"
+        paused = " (Paused)" if state.paused else ""
+        return f"Up {human_duration(_since(state.started))}{paused}{suffix.get(health or '', '')}"
     if state.status == "restarting":
         return f"Restarting ({state.exit_code or 0}) {human_duration(_since(state.finished))} ago"
     if state.status == "exited":
@@ -227,7 +233,7 @@ def inspect(container, networks: dict[str, dict], directory: str, netns_dir: str
         "Path": config.argv[0] if config.argv else "",
         "Args": config.argv[1:],
         "State": {
-            "Status": state.status, "Running": state.status == "running", "Paused": False,
+            "Status": docker_status(state), "Running": state.status == "running", "Paused": state.paused,
             "Restarting": state.status == "restarting", "OOMKilled": state.oom_killed, "Dead": False,
             "Pid": state.pid, "ExitCode": state.exit_code or 0, "Error": state.error,
             "StartedAt": rfc3339(state.started), "FinishedAt": rfc3339(state.finished),
@@ -290,7 +296,7 @@ def list_entry(container, networks: dict[str, dict]) -> dict:
         "Created": unix_time(config.created),
         "Ports": list_ports(networks),
         "Labels": dict(config.labels),
-        "State": state.status,
+        "State": docker_status(state),
         "Status": status_text(state),
         "HostConfig": {"NetworkMode": mode},
         "NetworkSettings": {"Networks": {name: network_entry(view) for name, view in shown.items()}},
@@ -325,7 +331,7 @@ def matches(container, filters: dict[str, list[str]], networks: dict[str, dict],
     tests = {
         "id": lambda v: config.id.startswith(v),
         "name": lambda v: v.lstrip("/") in config.name or _regex(v.lstrip("/"), config.name),
-        "status": lambda v: state.status == v,
+        "status": lambda v: docker_status(state) == v,
         "label": lambda v: _label(config.labels, v),
         "network": lambda v: v in (networks or _planned_networks(config)) or any(
             view.get("NetworkID", "").startswith(v) for view in networks.values()),

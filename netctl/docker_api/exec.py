@@ -54,12 +54,15 @@ def create(api, req: Request, ref: str) -> Json:
     workdir = spec.check_workdir(body.get("WorkingDir") or "")
     if container.state.status != "running":
         raise conflict(f"Container {container.id} is not running")
+    if container.state.paused:
+        raise conflict(f"Container {container.id} is paused, unpause the container before exec")
     try:
         event = monitor_call(api, {"op": "exec_create", "ref": container.id, "argv": argv, "env": env, "user": user,
                                    "workdir": workdir, "tty": bool(body.get("Tty")),
                                    "stdin": bool(body.get("AttachStdin"))})  # fmt: skip
-    except InUse:
-        raise conflict(f"Container {container.id} is not running") from None
+    except InUse as err:
+        raise conflict(err.message if "paused" in err.message else f"Container {container.id} is not running") \
+            from None
     publish(api, container, "exec_create: " + " ".join(argv), execID=event["id"])
     with _keys_lock:
         _detach_keys_of(api)[event["id"]] = detach_keys

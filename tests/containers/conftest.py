@@ -24,15 +24,25 @@ BUSYBOX = "/bin/busybox"
 
 
 def remove_cgroup_tree(parent: str, timeout: float = 10.0) -> list[str]:
-    """rmdir PARENT (bottom-up) in every hierarchy under /sys/fs/cgroup; returns what could not go."""
+    """rmdir PARENT (bottom-up) in every hierarchy under /sys/fs/cgroup; returns what could not go.
+    Frozen cgroups (a paused container) are thawed first, in every hierarchy before any rmdir: their
+    killed processes die only once thawed, and until then hold the other hierarchies' cgroups too."""
     left = []
     deadline = time.monotonic() + timeout
     tops = [os.path.join(CGROUP_ROOT, d) for d in os.listdir(CGROUP_ROOT)] + [CGROUP_ROOT]
-    for top in tops:
-        base = os.path.join(top, parent)
-        if not os.path.isdir(base):
-            continue
-        for dirpath, _, _ in sorted(os.walk(base), key=lambda e: -e[0].count("/")):
+    trees = [sorted(os.walk(os.path.join(top, parent)), key=lambda e: -e[0].count("/")) for top in tops
+             if os.path.isdir(os.path.join(top, parent))]  # fmt: skip
+    for walked in trees:
+        for dirpath, _, files in walked:
+            for name, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+                if name in files:
+                    try:
+                        with open(os.path.join(dirpath, name), "w") as f:
+                            f.write(thawed)
+                    except OSError:
+                        pass
+    for walked in trees:
+        for dirpath, _, _ in walked:
             while True:
                 try:
                     os.rmdir(dirpath)
