@@ -61,8 +61,8 @@ def settle_left_containers(root: str, options: Any, stopping: threading.Event) -
         monitor.close()
         return None
     client.spawn_monitor(layout)
-    log.info("containers left running by an earlier boot (%s): the container monitor was started to settle "
-             "them and apply their restart policies", ", ".join(sorted(left)))
+    log.info("containers left running by an earlier boot or a monitor that was killed (%s): the container "
+             "monitor was started to settle them and apply their restart policies", ", ".join(sorted(left)))
     return None
 
 

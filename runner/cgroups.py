@@ -267,6 +267,8 @@ class Cgroup:
         deadline = time.monotonic() + timeout
         while not done():
             if time.monotonic() > deadline:
+                if frozen:  # half-frozen (v1 FREEZING) is worse than either: back to thawed
+                    _write(control, "0" if self.hierarchy.version == 2 else "THAWED")
                 raise KernelError(f"cgroup {os.path.dirname(control)} did not become {value} within {timeout:g} s "
                                   "(a process stuck in the kernel?); try again")
             time.sleep(0.002)

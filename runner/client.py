@@ -52,12 +52,14 @@ def _try_connect(path: str) -> _socket.socket | None:
 
 def spawn_monitor(layout: Layout) -> None:
     """Start the host's monitor, detached; it answers on layout.monitor_socket once up (a second one
-    started meanwhile leaves: one monitor per root)."""
+    started meanwhile leaves: one monitor per root). A thread waits for it: in a long-lived caller
+    (the agent, whose Docker API starts it on first use) its end would otherwise leave a zombie."""
     import subprocess
+    import threading
 
     os.makedirs(layout.root, mode=0o700, exist_ok=True)
     with open(layout.monitor_log, "ab") as log:
-        subprocess.Popen(
+        monitor = subprocess.Popen(
             [sys.executable, "-m", "runner.monitor", layout.root],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -66,6 +68,7 @@ def spawn_monitor(layout: Layout) -> None:
             start_new_session=True,  # not in our session or process group: our ^C is not its
             cwd="/",
         )
+    threading.Thread(target=monitor.wait, name="monitor-reaper", daemon=True).start()
 
 
 class Session:

@@ -388,6 +388,10 @@ class Runtime:
             raise InvalidArgument(f"container {config.name!r} has no cgroup of its own to freeze")
         cgroup.freeze(frozen)
 
+    def frozen(self, config: ContainerConfig) -> bool:
+        cgroup = self._cgroup(config)
+        return cgroup is not None and cgroup.frozen()
+
     def oom_killed(self, config: ContainerConfig) -> bool:
         """Read before teardown: the OOM counter goes with the cgroup."""
         cgroup = self._cgroup(config)

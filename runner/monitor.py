@@ -201,7 +201,7 @@ class Monitor(PauseOps, HealthOps):
             self.by_pid.pop(live.pid, None)
             self._exited(container_id, status)
 
-    def _signal(self, live: Live, number: int) -> None:
+    def _signal(self, live: Live, number: int, thaw: bool | None = None) -> None:
         if live.status is not None:
             return
         try:
@@ -211,7 +211,12 @@ class Monitor(PauseOps, HealthOps):
                 os.kill(live.pid, number)  # our unreaped child: the pid cannot have been reused
         except ProcessLookupError:
             pass
-        self._thaw_after_signal(live)  # a paused container gets it once thawed, as with dockerd
+        if number == signal.SIGKILL:
+            live.killed = True
+        if thaw is None:  # as dockerd (kill.go): SIGKILL and the stop signal thaw, others wait for unpause
+            thaw = number in (signal.SIGKILL, stop_signal_number(live.container.config.stop_signal))
+        if thaw:
+            self._thaw_after_signal(live)
 
     def _op_kill(self, client: Client, container: Container, request: dict) -> None:
         live = self.live.get(container.id)
@@ -242,7 +247,7 @@ class Monitor(PauseOps, HealthOps):
             timeout = request.get("timeout")
             timeout = max(0.0, float(default_timeout if timeout is None else timeout))
             number = request.get("signal") or stop_signal_number(config.stop_signal)
-            self._signal(live, int(number))
+            self._signal(live, int(number), thaw=True)  # stop's signal, whichever it is
             self.later(timeout, lambda: self._signal(live, signal.SIGKILL))
 
     def _op_rm(self, client: Client, container: Container, request: dict) -> None:

@@ -38,6 +38,10 @@ def adopt_or_finish_all(runtime: Runtime, call_soon: Callable[[Callable[[], None
             except OSError:
                 pidfd = -1
             if pidfd >= 0:
+                paused = runtime.frozen(container.config)  # paused or unpaused while no monitor ran
+                if paused != state.paused:
+                    state.paused = paused
+                    safely(functools.partial(runtime.records.write_state, container.id, state))
                 call_soon(functools.partial(adopt, container, pidfd))
                 continue
         if state.status == RUNNING:

@@ -62,12 +62,17 @@ class HealthOps(ExecOps):
         if self.live.get(live.container.id) is not live or live.status is not None:
             return  # it exited (a restart has a Live of its own, and probes of its own)
         config = settings(live.container.config.healthcheck)
-        if live.container.state.paused:  # as dockerd: no probe (it would hang) while paused, the next later
+        if live.container.state.paused or live.pause_wanted:  # as dockerd: no probe (it would hang) while paused
             self.later(config["interval"], lambda: self._probe(live))
             return
         begun = _now()
+        pauses = live.pauses
 
         def done(record: Exec) -> None:
+            if live.pauses != pauses or live.container.state.paused:  # frozen mid-probe: its time says nothing
+                if self.live.get(live.container.id) is live and live.status is None:
+                    self.later(config["interval"], lambda: self._probe(live))
+                return
             output = bytes(record.capture or b"").decode(errors="replace") or record.output_error
             code = record.exit_code if record.exit_code is not None else -1
             if timed_out[0]:

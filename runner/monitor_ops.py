@@ -60,19 +60,21 @@ class ContainerOps(ContainerWatcher):
         self._send(client, event)
         self._close_after_flush(client)
 
-    def _on_worker(self, client: Client, job, answer) -> None:
-        """Run job() on the worker; answer(result) on the main thread, or the error to the client."""
+    def _on_worker(self, client: Client, job, answer, failed=None) -> None:
+        """Run job() on the worker; answer(result) on the main thread, or failed(error) there (by
+        default: the error to the client)."""
+        failed = failed or functools.partial(self._error, client)
 
         def work() -> None:
             try:
                 result = job()
             except NetctlError as err:
-                self.call_soon(functools.partial(self._error, client, err))
+                self.call_soon(functools.partial(failed, err))
                 return
             except Exception as err:  # noqa: BLE001 - a bug: still one line for the client
                 log.exception("request failed")
                 failure = NetctlError(f"internal error in the monitor: {type(err).__name__}: {err}")
-                self.call_soon(functools.partial(self._error, client, failure))
+                self.call_soon(functools.partial(failed, failure))
                 return
             self.call_soon(lambda: answer(result))
 

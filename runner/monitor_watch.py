@@ -48,6 +48,9 @@ class Live:
     exit_event: dict | None = None
     stdin_w: int = -1  # OpenStdin without a terminal: the writing end of the container's stdin
     since: float = field(default_factory=time.monotonic)  # for the restart back-off
+    pause_wanted: bool | None = None  # what the last accepted pause/unpause asked, until its job is done
+    killed: bool = False  # SIGKILL sent: a pause from here on could only hold the kill back
+    pauses: int = 0  # pause requests accepted: a health probe that saw one is not judged
 
 
 class ContainerWatcher(ClientServer):

@@ -29,7 +29,7 @@ from netctl.docker_api.containers_common import (
     watched,
     watch_exit,
 )
-from netctl.docker_api.http import Empty, Json, Request, Stream, bad_request, conflict, json_line, not_found
+from netctl.docker_api.http import ApiError, Empty, Json, Request, Stream, bad_request, conflict, json_line, not_found
 
 log = logging.getLogger("netctl.docker_api")
 
@@ -171,14 +171,20 @@ def unpause(api, req: Request, ref: str) -> Empty:
 def _freeze(api, ref: str, op: str) -> Empty:
     """The monitor freezes or thaws the container's cgroup (runner/monitor_pause.py); dockerd's 409s."""
     container = find(api, ref)
-    if container.state.status != "running":
-        raise conflict(f"Container {container.id} is not running")
-    if container.state.paused == (op == "pause"):
-        raise conflict(f"Container {container.id} is {'already paused' if op == 'pause' else 'not paused'}")
+    state = container.state
+    if op == "unpause":
+        if not (state.status == "running" and state.paused):
+            raise ApiError(500, f"Container {container.id} is not paused")  # dockerd's: a plain error
+    elif state.status == "restarting":
+        raise conflict(f"Container {container.id} is restarting, wait until the container is running")
+    elif state.status != "running":
+        raise conflict(f"container {container.id} is not running")
+    elif state.paused:
+        raise conflict(f"container {container.id} is already paused")
     try:
         monitor_call(api, {"op": op, "ref": container.id})
-    except InUse as err:
-        raise conflict(err.message) from None
+    except InUse as err:  # changed since it was read: a pause or unpause, a stop, in between
+        raise ApiError(500 if op == "unpause" else 409, err.message) from None
     publish(api, container, op)
     return Empty(204)
 

@@ -79,8 +79,9 @@ def status_text(state) -> str:
     if state.status == "running":
         health = (state.health or {}).get("Status")
         suffix = {"starting": " (health: starting)", "healthy": " (healthy)", "unhealthy": " (unhealthy)"}
-        paused = " (Paused)" if state.paused else ""
-        return f"Up {human_duration(_since(state.started))}{paused}{suffix.get(health or '', '')}"
+        if state.paused:  # as dockerd's State.String: no health then
+            return f"Up {human_duration(_since(state.started))} (Paused)"
+        return f"Up {human_duration(_since(state.started))}{suffix.get(health or '', '')}"
     if state.status == "restarting":
         return f"Restarting ({state.exit_code or 0}) {human_duration(_since(state.finished))} ago"
     if state.status == "exited":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -60,3 +61,54 @@ def test_a_paused_container_stops_and_is_removed(rhost):
     assert "frozen-rm" not in rhost.netctl("ps", "-a").stdout
     stopped = rhost.netctl("pause", "frozen-stop", check=False)
     assert stopped.returncode != 0 and "is not running" in stopped.stderr, stopped.stderr
+
+
+# Requests on their way to the monitor together: a removal that keeps its worker busy, the pause
+# (queued behind it), and a kill sent before the pause's answer.
+PAUSE_THEN_KILL = """
+import sys
+from runner import client
+from runner.paths import Layout
+
+layout = Layout.of(sys.argv[1])
+busy = client.Session(layout, {"op": "rm", "ref": sys.argv[3], "force": True})
+pause = client.Session(layout, {"op": "pause", "ref": sys.argv[2]})
+kill = client.Session(layout, {"op": "kill", "ref": sys.argv[2], "signal": 9})
+for name, session in (("pause", pause), ("kill", kill)):
+    try:
+        print(name, session.reply()["event"])
+    except Exception as err:
+        print(name, "refused:", err)
+"""
+
+
+def test_a_kill_right_after_a_pause_is_not_held_back(rhost):
+    """The kill arrives while the pause's freeze is still queued on the monitor's worker: the kill
+    ends the container all the same, and nothing is left frozen (the thaw it asks for is queued
+    after that freeze). Sequence check, not a timing reproduction: a SIGKILL sent before the freeze
+    usually ends the process before the freeze can hold it."""
+    for round_ in range(3):
+        name = f"racer{round_}"
+        rhost.start(name, command=TICKER)
+        rhost.start(f"ballast{round_}", network=None)
+        out = rhost.run(sys.executable, "-c", PAUSE_THEN_KILL, rhost.host.root, name, f"ballast{round_}", timeout=30)
+        assert "kill ok" in out.stdout, out.stdout + out.stderr
+        waited = rhost.netctl("wait", name, timeout=20)  # hangs (then fails) if left frozen
+        assert waited.stdout.strip() == "137"
+        state = rhost.inspect(name)["State"]
+        assert state["Status"] == "exited" and not state["Paused"]
+        rhost.netctl("rm", name)
+
+
+def test_only_a_kill_or_stop_signal_thaws(rhost):
+    """As dockerd: another signal waits, queued, until unpause."""
+    cid = rhost.start("hup", command=("sh", "-c", "trap 'echo hup >> /tmp/hups' HUP; while :; do sleep 0.05; done"))
+    rhost.netctl("pause", "hup")
+    rhost.netctl("kill", "-s", "HUP", "hup")
+    time.sleep(0.3)
+    assert rhost.inspect("hup")["State"]["Paused"]
+    hups = f"{rhost.host.root}/containers/{cid}/upper/tmp/hups"
+    assert rhost.run("sh", "-c", f"cat {hups} 2>/dev/null | wc -l").stdout.strip() == "0"
+    rhost.netctl("unpause", "hup")
+    wait_for(lambda: rhost.run("sh", "-c", f"cat {hups} 2>/dev/null | wc -l").stdout.strip() == "1",
+             what="the HUP delivered after unpause")

@@ -40,3 +40,26 @@ def test_docker_pause_and_unpause(dhost):
     d("rm", "p")
     dhost.doctor_clean()
     dhost.assert_no_traceback()
+
+
+def test_a_pause_does_not_fail_the_healthcheck(dhost):
+    """Probes are not started while paused, and one the pause froze half-way (its timeout passing
+    while frozen) is not judged: the container stays healthy (dockerd's behaviour)."""
+    d = dhost.docker
+    d("run", "-d", "--name", "h", "--health-cmd", "sleep 0.3", "--health-interval", "50ms", "--health-retries", "1",
+      "--health-timeout", "1s", "busybox", "sleep", "600")  # fmt: skip
+    status = lambda: d("inspect", "-f", "{{.State.Health.Status}}", "h").stdout.strip()  # noqa: E731
+    deadline = time.monotonic() + 15
+    while status() != "healthy":
+        assert time.monotonic() < deadline, status()
+        time.sleep(0.1)
+    for _ in range(3):  # a probe is running during most of each 0.35 s cycle
+        d("pause", "h")
+        assert "(Paused)" in d("ps", "--filter", "name=h", "--format", "{{.Status}}").stdout
+        time.sleep(1.5)  # longer than the probe's timeout
+        d("unpause", "h")
+        time.sleep(0.8)  # the frozen probe ends, and another runs
+        health = dhost.json("inspect", "h")[0]["State"]["Health"]  # its Log: the last five probes
+        assert health["Status"] == "healthy" and all(p["ExitCode"] == 0 for p in health["Log"]), health["Log"]
+    d("rm", "-f", "h")
+    dhost.assert_no_traceback()

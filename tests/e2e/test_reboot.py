@@ -285,7 +285,8 @@ def test_reboot_starts_the_containers_whose_restart_policy_says_so(machine, tmp_
         while not settled():
             assert time.monotonic() < deadline, (agent.log(), m.netctl("ps", "-a").stdout)
             time.sleep(0.1)
-        assert "containers left running by an earlier boot (always, failing, plain, unless)" in agent.log()
+        left = "containers left running by an earlier boot or a monitor that was killed (always, failing, plain, unless)"
+        assert left in agent.log()
         assert state("plain")["ExitCode"] == 255 and state("stopped")["Status"] == "exited"
         for name in ("always", "unless", "failing"):  # on their network again: the gateway answers
             m.netctl("exec", name, "ping", "-c", "1", "-W", "5", "10.81.0.1")
