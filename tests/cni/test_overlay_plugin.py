@@ -383,7 +383,11 @@ def test_an_add_killed_half_way_is_cleaned_up_by_del_or_gc(lab, cnis, pause, cle
         proc.stdin.write(json.dumps(conf))
         proc.stdin.close()
         ready, _, _ = select.select([proc.stderr], [], [], 30)
-        assert ready and proc.stderr.readline().strip() == f"paused at {pause}"
+        line = proc.stderr.readline().strip() if ready else "(nothing within 30 s)"
+        if line != f"paused at {pause}":  # it ended before the pause: say how (its CNI error is on stdout)
+            ended = proc.poll() if proc.poll() is not None else "still running"
+            raise AssertionError(f"the plugin did not pause: stderr {line!r} + {proc.stderr.read(4000)!r}, "
+                                 f"stdout {proc.stdout.read(4000) if proc.poll() is not None else ''!r}, exit {ended}")
         assert len(endpoint_addresses(lab)) == 2  # k1's address is taken in etcd
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # nsenter, env and the plugin: one group, started here

@@ -45,6 +45,9 @@ hostile = st.one_of(
     st.just(header() + b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f" + b"c" * 63 + b"\x3f" + b"d" * 63 + b"\x00"
             + b"\x00\x01\x00\x01"),  # a 257-byte name
     st.integers(1, 200).map(lambda n: header() + b"\x01a" * n),  # a name that never ends
+    st.tuples(st.integers(64, 191), st.binary(max_size=200))  # a label length over 63 (reserved label types)
+    .map(lambda t: header() + b"\x03web" + bytes([t[0]]) + t[1] + b"\x00\x00\x01\x00\x01"),
+    st.integers(5, 40).map(lambda n: header() + (b"\x3f" + b"x" * 63) * n + b"\x00\x00\x01\x00\x01"),  # huge
 )
 
 
@@ -59,9 +62,16 @@ def _check_reply(query: bytes, reply: bytes) -> None:
         DNSRecord.parse(reply)
 
 
+def agent_rss_kib(lab) -> int:
+    pid = lab.host.run("cat", f"{ROOT}/daemon.pid").stdout.split()[0]
+    status = lab.host.run("cat", f"/proc/{pid}/status").stdout
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
 def test_hostile_packets_get_an_error_or_nothing_and_the_server_goes_on(dns_lab):
     dns_lab.run("web")
     dns_lab.run("attacker")
+    before = agent_rss_kib(dns_lab)
     sock = sandbox_socket(dns_lab, "attacker")
     sock.settimeout(0.3)
     try:
@@ -80,8 +90,50 @@ def test_hostile_packets_get_an_error_or_nothing_and_the_server_goes_on(dns_lab)
         sock.close()
     assert dns_lab.addresses("attacker", "web") != []
     assert dns_lab.addresses("web", "attacker") != []
+    grown = agent_rss_kib(dns_lab) - before
+    assert grown < 16 * 1024, f"the agent grew by {grown} KiB answering 400 hostile packets"
     log = dns_lab.agent_log()
     assert "Traceback" not in log and "unexpected" not in log, log
+
+
+def test_any_and_zone_transfers_are_refused_over_udp_and_tcp(dns_lab):
+    """ANY is NOTIMP (as RFC 8482 allows a server), AXFR and IXFR REFUSED: nothing lists a network's
+    names. Asked of a container's name, from inside a container, on both transports."""
+    from dnslib import QTYPE
+
+    dns_lab.run("web")
+    dns_lab.run("asker")
+    for qtype, rcode in (("ANY", 4), ("AXFR", 5), ("IXFR", 5)):
+        query = DNSRecord.question("web.netctl.internal", qtype)
+        sock = sandbox_socket(dns_lab, "asker")
+        sock.settimeout(5)
+        try:
+            sock.sendto(query.pack(), SERVER)
+            reply = DNSRecord.parse(sock.recv(65535))
+        finally:
+            sock.close()
+        assert (reply.header.id, reply.header.rcode, reply.rr) == (query.header.id, rcode, []), (qtype, reply)
+        conn = sandbox_socket(dns_lab, "asker", socket.SOCK_STREAM)
+        conn.settimeout(5)
+        try:
+            conn.connect(SERVER)
+            packet = query.pack()
+            conn.sendall(struct.pack("!H", len(packet)) + packet)
+            size = struct.unpack("!H", _recv_exactly(conn, 2))[0]
+            reply = DNSRecord.parse(_recv_exactly(conn, size))
+        finally:
+            conn.close()
+        assert (reply.header.rcode, reply.rr, QTYPE[reply.q.qtype]) == (rcode, [], qtype), (qtype, reply)
+    assert dns_lab.addresses("asker", "web") != []
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        assert chunk, f"the server closed after {len(data)} of {size} bytes"
+        data += chunk
+    return data
 
 
 def test_a_forwarded_query_reaches_the_upstream_as_its_question_and_edns_only(dns_lab):

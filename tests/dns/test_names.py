@@ -3,6 +3,8 @@ busybox nslookup and a Python stub resolver inside containers, the agent serving
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 
@@ -38,6 +40,11 @@ def test_ptr_gives_the_container_name(dns_lab):
     (ptr,) = dns_lab.stub("client", f"{reverse}/PTR")
     assert ptr["rcode"] == "NOERROR" and ptr["answers"] == ["web.netctl.internal."]
     out = dns_lab.nslookup("client", v4)
+    assert "web.netctl.internal" in out.stdout, out.stdout + out.stderr
+    v6 = next(a.split("/")[0] for a in _addresses(dns_lab, "web") if ":" in a)  # ip6.arpa, nibble by nibble
+    (ptr6,) = dns_lab.stub("client", f"{ipaddress.ip_address(v6).reverse_pointer}/PTR")
+    assert ptr6["rcode"] == "NOERROR" and ptr6["answers"] == ["web.netctl.internal."], ptr6
+    out = dns_lab.nslookup("client", v6)
     assert "web.netctl.internal" in out.stdout, out.stdout + out.stderr
 
 
