@@ -43,3 +43,32 @@ def test_a_netctl_bridge_result_names_the_embedded_server_unless_the_config_name
     assert cni.add(conf, "a")["dns"] == {"nameservers": ["127.0.0.11"], "search": ["netctl.internal"]}
     conf["dns"] = {"nameservers": ["10.86.0.1"]}
     assert cni.add(conf, "b")["dns"] == {"nameservers": ["10.86.0.1"]}
+
+
+def test_podman_network_aliases_resolve(cni, podman):  # noqa: F811
+    """podman --network-alias reaches netctl-bridge as runtimeConfig.aliases (the conflist declares
+    the capability, as podman's own dnsname conflists do), and the name server answers for them."""
+    import json
+
+    from cni.test_podman import CONF_DIR, CONFLIST
+
+    conflist = json.loads(json.dumps(CONFLIST))
+    conflist["name"] = "aliasnet"
+    conflist["plugins"][0].update(bridge="alsbr0", capabilities={"aliases": True, "portMappings": True})
+    conflist["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.87.0.0/24"}]]
+    cni.host.run("sh", "-c", f"cat > {CONF_DIR}/net.d/aliasnet.conflist", input=json.dumps(conflist))
+    service = Service(cni.host)
+    try:
+        for name, alias in (("one", "db"), ("two", "db")):
+            podman("run", "-d", "--name", name, "--cgroup-parent", podman.cgroup_parent, "--network", "aliasnet",
+                   "--network-alias", alias, "--network-alias", f"{name}-alias", "localhost/busybox", "sleep", "120")
+        addresses = {podman("inspect", n, "--format", '{{(index .NetworkSettings.Networks "aliasnet").IPAddress}}')
+                     for n in ("one", "two")}
+        out = podman("exec", "one", "nslookup", "two-alias.netctl.internal", check=False)
+        assert podman("inspect", "two", "--format", '{{(index .NetworkSettings.Networks "aliasnet").IPAddress}}') \
+            in out, out
+        shared = podman("exec", "two", "nslookup", "db.netctl.internal", check=False)
+        assert all(address in shared for address in addresses), (addresses, shared)
+        assert "Traceback" not in service.log()
+    finally:
+        service.stop()
