@@ -95,7 +95,7 @@ class CniAttachments(Networks):
                 else:
                     ipam.release_addresses(tx, endpoint.id)
                     tx.delete_endpoint(endpoint.id)
-            if any(e.ports for e in endpoints):
+            if self._firewall_follows(tx, endpoints, joined=False):
                 self._sync_firewall(tx)
             sandbox.netns_path = netns_path
             tx.put_sandbox(sandbox)
@@ -130,7 +130,7 @@ class CniAttachments(Networks):
                 tx.delete_endpoint(endpoint.id)
             if not tx.list_endpoints(sandbox_id=sandbox.id):
                 tx.delete_sandbox(sandbox.id)
-            if endpoint.ports:
+            if self._firewall_follows(tx, [endpoint], joined=False):
                 self._sync_firewall(tx)
         if remove_links is not None and network.scope != "global":
             remove_links(network, endpoint, sandbox)
@@ -186,7 +186,7 @@ class CniAttachments(Networks):
                 removed.append(endpoint)
             if network.driver == "bridge":
                 self._remove_unowned_ports(tx, network)
-            if any(e.ports for e in removed):
+            if self._firewall_follows(tx, removed, joined=False):
                 self._sync_firewall(tx)
         self.events.endpoints_changed(ENDPOINT_LEFT, removed)
         return removed

@@ -308,6 +308,20 @@ class ControllerBase:
         with self.store.transaction() as tx:
             self._sync_firewall(tx)
 
+    def _firewall_follows(self, tx, endpoints, *, joined: bool) -> bool:
+        """Whether endpoints just added (joined) or removed change netctl's firewall: published ports
+        do, and so do a bridge network's first endpoint and its last. A network's rules exist while it
+        has endpoints (firewall_networks), so creating or removing an empty network leaves nftables
+        alone: ~2 ms of libnftables each, where podman's network create only writes a file."""
+        if any(e.ports for e in endpoints):
+            return True
+        left = 1 if joined else 0
+        for network_id in {e.network_id for e in endpoints}:
+            network = tx.get_network(network_id)
+            if network is not None and network.driver == "bridge" and tx.count_endpoints(network_id) == left:
+                return True
+        return False
+
     def _sync_firewall(self, tx) -> None:
         """Re-derive netctl's nftables tables from the store and apply them atomically. Called inside
         the write transaction, so concurrent processes apply in commit order and never regress."""
@@ -335,9 +349,12 @@ def firewall_networks(tx, bridge_driver) -> list:
     for network in tx.list_networks():
         if network.driver != "bridge":
             continue
+        endpoints = tx.list_endpoints(network_id=network.id)
+        if not endpoints:  # nothing to forward, isolate or masquerade yet (see firewall_follows)
+            continue
         published = [
             PublishedEndpoint(addresses=[a.split("/")[0] for a in e.addresses], ports=e.ports)
-            for e in tx.list_endpoints(network_id=network.id)
+            for e in endpoints
             if e.ports
         ]
         nets.append(

@@ -59,7 +59,7 @@ class Endpoints(GlobalNetworks):
         checkpoint("connect-before-join")
         driver.join(network, endpoint, sandbox, self.host)
         checkpoint("connect-after-join")
-        if endpoint.ports:
+        if self._firewall_follows(tx, [endpoint], joined=True):
             try:
                 self._sync_firewall(tx)
             except BaseException:
@@ -124,7 +124,7 @@ class Endpoints(GlobalNetworks):
                 remove_links = None
                 self._remove_endpoint(tx, network, endpoint, self.driver(network.driver))
             checkpoint("disconnect-after-leave")
-            if endpoint.ports:
+            if self._firewall_follows(tx, [endpoint], joined=False):
                 self._sync_firewall(tx)
         if remove_links is not None:
             remove_links(network, endpoint, sandbox)

@@ -70,12 +70,7 @@ class Networks(Endpoints):
                     ipam.set_dynamic_range(tx, network, subnet, first, last)
             driver.plan_network(network, tx.list_networks(), self.host)
             tx.put_network(network)
-            driver.create_network(network, self.host)
-            try:
-                self._sync_firewall(tx)
-            except BaseException:
-                driver.delete_network(network, self.host)
-                raise
+            driver.create_network(network, self.host)  # no rules yet: it has no endpoints (firewall_networks)
         return network
 
     @staticmethod
@@ -132,7 +127,8 @@ class Networks(Endpoints):
             driver.delete_network(network, self.host)
         ipam.release_pools(tx, network.id)
         tx.delete_network(network.id)
-        self._sync_firewall(tx)
+        if endpoints:  # an empty network had no rules (firewall_networks)
+            self._sync_firewall(tx)
         return endpoints, finish
 
     def list_networks(self, *, local_only: bool = False) -> list[Network]:

@@ -114,7 +114,7 @@ class Sandboxes(Endpoints):
             if not sandbox.external:
                 netns.delete(sandbox.netns_path)
             tx.delete_sandbox(sandbox.id)
-            if any(e.ports for e in endpoints):
+            if self._firewall_follows(tx, endpoints, joined=False):
                 self._sync_firewall(tx)
         self.events.endpoints_changed(ENDPOINT_LEFT, endpoints)
         return sandbox

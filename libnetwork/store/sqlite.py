@@ -152,6 +152,9 @@ class ReadTxn:
         rows = self.conn.execute(f"SELECT data FROM endpoints {clause} ORDER BY created, rowid", args)
         return [self._endpoint(d) for (d,) in rows]
 
+    def count_endpoints(self, network_id: str) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM endpoints WHERE network_id = ?", (network_id,)).fetchone()[0]
+
     # -- sandboxes -----------------------------------------------------------------------------
 
     def get_sandbox(self, ref: str) -> "Sandbox | None":

@@ -101,7 +101,8 @@ def _inspect(api: Api, ref: str) -> dict[str, Any]:
         return _predefined_view(name)
     with api.controller() as ctl:
         members = ctl.inspect_network(ref)
-    return network_view(members.network, members.endpoints, members.sandboxes, _container_names(api))
+    names = _container_names(api) if members.endpoints else {}  # every container's record read: only if used
+    return network_view(members.network, members.endpoints, members.sandboxes, names)
 
 
 def _not_found(err: Exception, ref: str) -> ApiError:

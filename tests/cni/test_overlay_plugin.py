@@ -374,6 +374,10 @@ def test_an_add_killed_half_way_is_cleaned_up_by_del_or_gc(lab, cnis, pause, cle
     c1, c2, _ = cnis
     h1 = lab.hosts[0]
     conf = overlay_conf("ov-kill", "10.79.0.0/24")
+    deadline = time.monotonic() + 20  # a test before may have stopped etcd: h1 registered, etcd answering
+    while not c1.run("netctl-overlay", "STATUS", conf).ok:
+        assert time.monotonic() < deadline, c1.run("netctl-overlay", "STATUS", conf).error()
+        time.sleep(0.2)
     k2 = c2.add(conf, "k2")["ips"][0]["address"]  # the network exists, another host holds an address in it
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "k1", "CNI_NETNS": c1.netns("k1"), "CNI_IFNAME": "eth0",
            "CNI_ARGS": "", "CNI_PATH": c1.path, "NETCTL_TEST_PAUSE": pause}
@@ -385,9 +389,12 @@ def test_an_add_killed_half_way_is_cleaned_up_by_del_or_gc(lab, cnis, pause, cle
         ready, _, _ = select.select([proc.stderr], [], [], 30)
         line = proc.stderr.readline().strip() if ready else "(nothing within 30 s)"
         if line != f"paused at {pause}":  # it ended before the pause: say how (its CNI error is on stdout)
-            ended = proc.poll() if proc.poll() is not None else "still running"
-            raise AssertionError(f"the plugin did not pause: stderr {line!r} + {proc.stderr.read(4000)!r}, "
-                                 f"stdout {proc.stdout.read(4000) if proc.poll() is not None else ''!r}, exit {ended}")
+            try:
+                ended: object = proc.wait(timeout=10)  # stderr closes as it exits, a moment before it is reaped
+            except subprocess.TimeoutExpired:
+                ended = "still running"
+            out = proc.stdout.read(4000) if ended != "still running" else ""
+            raise AssertionError(f"the plugin did not pause: stderr {line!r}, stdout {out!r}, exit {ended}")
         assert len(endpoint_addresses(lab)) == 2  # k1's address is taken in etcd
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # nsenter, env and the plugin: one group, started here
