@@ -111,3 +111,14 @@ def test_ip_range_gateway_and_aux_addresses_are_honoured(lab):
     assert result.returncode != 0 and "exhausted" in result.stderr
     assert lab.connect("ranged", "d", "--ip", "10.34.0.10") == ["10.34.0.10"]  # static outside the range
     assert lab.ping("a", "10.34.0.254")
+
+
+def test_a_subnet_on_a_host_route_is_refused_naming_the_route_and_its_link(lab):
+    lab.host.run("ip", "link", "add", "uplink7", "type", "veth", "peer", "name", "uplink7p")  # no dummy module here
+    lab.host.run("ip", "addr", "add", "192.0.2.1/24", "dev", "uplink7")
+    for link in ("uplink7", "uplink7p"):
+        lab.host.run("ip", "link", "set", link, "up")
+    refused = lab.netctl("network", "create", "--subnet", "192.0.2.0/25", "clash", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "overlaps host route 192.0.2.0/24 dev uplink7" in refused.stderr, refused.stderr
+    lab.network("free", "--subnet", "192.0.3.0/24")  # next to it is fine
