@@ -360,7 +360,7 @@ def firewall_networks(tx, bridge_driver) -> list:
         if network.driver != "bridge":
             continue
         endpoints = tx.list_endpoints(network_id=network.id)
-        if not endpoints:  # nothing to forward, isolate or masquerade yet (see firewall_follows)
+        if not endpoints:  # nothing to forward, isolate or masquerade yet (see _firewall_follows)
             continue
         published = [
             PublishedEndpoint(addresses=[a.split("/")[0] for a in e.addresses], ports=e.ports)

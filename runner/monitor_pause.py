@@ -44,7 +44,8 @@ class PauseOps(ContainerOps):
         if frozen and live.killed:
             raise InUse(f"container {container.name!r} is being killed; a pause would hold the kill back")
         live.pause_wanted = frozen
-        live.pauses += frozen
+        if frozen:
+            live.pauses += 1
         state = live.container.state
 
         def job() -> None:  # the worker runs jobs in order: a thaw after a signal comes after this

@@ -245,13 +245,7 @@ def test_a_flooding_container_does_not_starve_the_others_and_memory_stays_bounde
     dns_lab.run("web")
     dns_lab.run("flooder")
     dns_lab.run("victim")
-    pid = dns_lab.host.run("cat", f"{ROOT}/daemon.pid").stdout.split()[0]
-
-    def rss_kib() -> int:
-        status = dns_lab.host.run("cat", f"/proc/{pid}/status").stdout
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-
-    before = rss_kib()
+    before = agent_rss_kib(dns_lab)
     stop = threading.Event()
     sent = [0]
     local = DNSRecord.question("web").pack()
@@ -277,7 +271,7 @@ def test_a_flooding_container_does_not_starve_the_others_and_memory_stays_bounde
     try:
         time.sleep(0.5)
         answers = dns_lab.stub("victim", *["web/A"] * 20)
-        during = rss_kib()
+        during = agent_rss_kib(dns_lab)
     finally:
         stop.set()
         for thread in threads:

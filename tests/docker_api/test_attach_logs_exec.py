@@ -13,21 +13,22 @@ PTY_SESSION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 SUM_AND_EXIT_5 = "tty; echo sum=$((40+2)); exit 5\\r"
 
 
-def _on_pty(dhost, *docker_args: str) -> str:
+def on_pty(dhost, *docker_args: str, api_version: str | None = None) -> str:
+    """The docker CLI on a pseudo terminal: types a line that prints the tty, a sum, and exits 5."""
     import shutil
     import sys
 
     result = dhost.run(sys.executable, PTY_SESSION, "--type", SUM_AND_EXIT_5, "--", shutil.which("docker"),
-                       *docker_args, env=dhost.docker_env(), timeout=60)  # fmt: skip
+                       *docker_args, env=dhost.docker_env(api_version), timeout=60)  # fmt: skip
     return result.stdout
 
 
 def test_run_it_and_exec_it_on_a_terminal(dhost):
-    out = _on_pty(dhost, "run", "-it", "--rm", "--name", "term", "busybox", "sh")
+    out = on_pty(dhost, "run", "-it", "--rm", "--name", "term", "busybox", "sh")
     assert "sum=42" in out and "/dev/" in out, out
     assert out.strip().endswith("exit 5"), out
     dhost.docker("run", "-d", "--name", "box", "busybox", "sleep", "600")
-    out = _on_pty(dhost, "exec", "-it", "box", "sh")
+    out = on_pty(dhost, "exec", "-it", "box", "sh")
     assert "sum=42" in out and "/dev/pts/" in out, out
     assert out.strip().endswith("exit 5"), out
     dhost.docker("rm", "-f", "box")

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from docker_api.test_attach_logs_exec import PTY_SESSION, SUM_AND_EXIT_5
+from docker_api.test_attach_logs_exec import on_pty
 
 pytestmark = pytest.mark.kernel
 
@@ -49,19 +47,14 @@ class _Lines:
         self.proc.wait(timeout=10)
 
 
-def _pty(dhost, version: str | None, *docker_args: str) -> str:
-    return dhost.run(sys.executable, PTY_SESSION, "--type", SUM_AND_EXIT_5, "--", shutil.which("docker"),
-                     *docker_args, env=dhost.docker_env(version), timeout=60).stdout  # fmt: skip
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_terminals_follow_stop_restart(dhost, version):
     d = lambda *a, **kw: dhost.docker(*a, api_version=version, **kw)  # noqa: E731
-    out = _pty(dhost, version, "run", "-it", "--rm", "busybox", "sh")
+    out = on_pty(dhost, "run", "-it", "--rm", "busybox", "sh", api_version=version)
     assert "sum=42" in out and "/dev/" in out and out.strip().endswith("exit 5"), out
     d("run", "-d", "--name", "box", "busybox", "sh", "-c",
       "trap 'exit 0' TERM; i=0; while :; do i=$((i+1)); echo tick$i; sleep 0.2; done")  # fmt: skip
-    out = _pty(dhost, version, "exec", "-it", "box", "sh")
+    out = on_pty(dhost, "exec", "-it", "box", "sh", api_version=version)
     assert "sum=42" in out and "/dev/pts/" in out and out.strip().endswith("exit 5"), out
 
     # logs -f shows lines while the container is still writing them
