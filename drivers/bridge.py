@@ -52,6 +52,13 @@ def _normal(cidr: str) -> str:
     return str(ipaddress.ip_interface(cidr))
 
 
+def _switch_on(key: str) -> None:
+    """Set a machine-wide switch to 1 unless it is already: writing ip_forward costs ~115 us of the
+    kernel's time even when nothing changes, reading it ~15 us, and every bridge network create asks."""
+    if sysctl.read(key) != "1":
+        sysctl.write(key, "1")
+
+
 class BridgeDriver:
     name = "bridge"
     scope = "local"
@@ -88,7 +95,7 @@ class BridgeDriver:
                 raise AlreadyExists(
                     f"bridge {name} is already used by network {other.name!r}; choose another -o bridge=NAME"
                 )
-        if host.link(name) is not None:
+        if host.index_of(name) is not None:
             raise AlreadyExists(
                 f"a link named {name} already exists on this host; choose another -o bridge=NAME"
             )
@@ -108,42 +115,46 @@ class BridgeDriver:
         # gateway's MAC would change under running containers as endpoints come and go.
         index = host.add_bridge(name, mtu=network.mtu, up=False, mac=bridge_mac(network.id))
         try:
-            for address in gateway_addresses(network):
-                host.add_addr(index, address)
             self._enable_forwarding(network, name)
-            host.set_link(index, up=True)
+            with host.batch() as batch:  # one round trip: `docker network create` waits on it
+                for address in gateway_addresses(network):
+                    batch.add_addr(index, address)
+                batch.set_link(index, up=True)
         except BaseException:
             host.del_link(index)
             raise
 
     def _enable_forwarding(self, network, bridge: str) -> None:
         if network.pools_of(4):
-            sysctl.write("net.ipv4.ip_forward", "1")
+            _switch_on("net.ipv4.ip_forward")
             # Published ports reached as 127.0.0.1 from the host itself are DNATed onto the bridge.
             sysctl.write(f"net.ipv4.conf.{bridge}.route_localnet", "1")
         if network.pools_of(6):
-            sysctl.write("net.ipv6.conf.all.forwarding", "1")
+            _switch_on("net.ipv6.conf.all.forwarding")
 
     def delete_network(self, network, host) -> None:
         host.del_link(bridge_name(network), missing_ok=True)
 
     def retire_network(self, network, host):
-        """The contract's optional two-step delete_network: the bridge goes down, drops its addresses
-        (with them its routes, so the IPAM may hand its subnet out again) and takes a tombstone name
-        within netctl's mark (nc-z + 11 hex): ~1 ms. Deleting it, ~40 ms of the kernel's time, is
-        left to the caller's background thread; after a crash in between, doctor/gc find it by its mark."""
-        name = bridge_name(network)
-        bridge = host.link(name)
-        if bridge is None:
+        """The contract's optional two-step delete_network: the bridge goes down (taking its routes
+        along, so the IPAM may hand its subnet out again), drops its gateway addresses and takes a
+        tombstone name within netctl's mark (nc-z + 11 hex), so that the name is free and `ip link show
+        NAME` says it is gone, as after dockerd's rm. One write to the kernel: the agent measured ~0.75 ms
+        of kernel time for the three, and five round trips took ~1.2 ms. Deleting it, ~40 ms of the
+        kernel's time, is left to the caller's background thread; after a crash in between, doctor/gc
+        find it by its mark."""
+        index = host.index_of(bridge_name(network))
+        if index is None:
             return None
+        tombstone = BRIDGE_PREFIX + "z" + os.urandom(6).hex()[:IFNAMSIZ - len(BRIDGE_PREFIX) - 1]
         try:
-            host.set_link(bridge.index, up=False)
-            for addr in host.addrs(bridge.index):
-                host.del_addr(bridge.index, addr.address)
-            tombstone = BRIDGE_PREFIX + "z" + os.urandom(6).hex()[:IFNAMSIZ - len(BRIDGE_PREFIX) - 1]
-            host.set_link(bridge.index, name=tombstone)
+            with host.batch() as batch:  # in this order: a link is renamed down (before Linux 6.2)
+                batch.set_link(index, up=False)
+                for address in gateway_addresses(network):
+                    batch.del_addr(index, address)
+                batch.set_link(index, name=tombstone)
         except NetctlError:  # the kernel refused a step: delete it now, as delete_network does
-            host.del_link(bridge.index, missing_ok=True)
+            host.del_link(index, missing_ok=True)
             return None
         return lambda later: later.del_link(tombstone, missing_ok=True)
 

@@ -43,6 +43,7 @@ IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLA
 IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 15, 17
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
+SIOCGIFINDEX = 0x8933  # ioctl: a link's index by name
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS, IFA_F_NODAD = 1, 2, 4, 8, 0x2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 253, 255, 1
@@ -225,6 +226,18 @@ def _selector(name_or_index: str | int) -> tuple[int, bytes]:
     if isinstance(name_or_index, int):
         return name_or_index, b""
     return 0, _str(IFLA_IFNAME, _ifname(name_or_index))
+
+
+def _link_change(name_or_index: str | int, up: bool | None, master: int | None = None, mtu: int | None = None,
+                 mac: str | None = None, name: str | None = None) -> bytes:
+    """An RTM_NEWLINK body changing an existing link (`name` renames it: then address it by index)."""
+    index, selector = _selector(name_or_index)
+    attrs = _str(IFLA_IFNAME, _ifname(name)) if name is not None else b""
+    attrs += _u32(IFLA_MASTER, master) if master is not None else b""
+    attrs += _u32(IFLA_MTU, mtu) if mtu is not None else b""
+    attrs += _attr(IFLA_ADDRESS, _pack_mac(mac)) if mac is not None else b""
+    flags, change = (IFF_UP if up else 0), (IFF_UP if up is not None else 0)
+    return _IFINFOMSG.pack(0, 0, index, flags, change) + selector + attrs
 
 
 # --- decoding -------------------------------------------------------------------------------------

@@ -162,6 +162,52 @@ def test_set_link_renames_changes_mtu_mac_master_and_state():
     assert r["bridge_mac"] == "02:00:00:00:00:01"  # a fixed MAC does not follow the ports
 
 
+def test_index_of_answers_from_the_sockets_namespace():
+    r = in_throwaway_ns("""
+        netns.create("/run/t/ns1")
+        with Netlink("/run/t/ns1") as inside, Netlink() as here:
+            index = inside.add_bridge("br-inside")
+            result = {"index": index, "inside": inside.index_of("br-inside"), "here": here.index_of("br-inside"),
+                      "lo": inside.index_of("lo"), "ghost": inside.index_of("ghost")}
+    """)
+    assert r["inside"] == r["index"] and r["lo"] == 1
+    assert r["here"] is None and r["ghost"] is None  # the calling thread's namespace does not have it
+
+
+def test_a_batch_applies_every_request_in_order_and_raises_the_first_refusal_after_all():
+    r = in_throwaway_ns("""
+        with Netlink() as nl:
+            index = nl.add_bridge("nc-b", up=False)
+            with nl.batch() as batch:
+                batch.add_addr(index, "10.1.0.1/24")
+                batch.add_addr(index, "10.1.0.1/24")  # already there: fine, as add_addr
+                batch.add_addr(index, "fd00:1::1/64")
+                batch.set_link(index, up=True)
+            up = {"link": nl.link(index), "addrs": sorted(a.address for a in nl.addrs(index) if a.family == 2),
+                  "v6": sorted(a.address for a in nl.addrs(index) if a.family == 10 and not a.address.startswith("fe80"))}
+            batch = nl.batch()
+            batch.set_link(index, up=False)
+            batch.del_addr(index, "10.9.9.9/24")  # never there: fine, as del_addr
+            batch.set_link(99999, up=True)  # refused
+            batch.del_addr(index, "10.1.0.1/24")  # still carried out
+            batch.set_link(index, name="nc-renamed")  # renamed after the down, in the same write
+            try:
+                batch.commit()
+                refusal = "no error"
+            except NetlinkError as err:
+                refusal = [type(err).__name__, err.errno, str(err)]
+            after = {"link": nl.link(index), "addrs": [a.address for a in nl.addrs(index) if a.family == 2]}
+            nl.set_link(index, up=True)  # the replies stayed in step: a plain request after it works
+            again = nl.link("nc-renamed").up
+        result = {"up": up, "refusal": refusal, "after": after, "again": again}
+    """)
+    assert r["up"]["link"]["up"] and r["up"]["addrs"] == ["10.1.0.1/24"] and r["up"]["v6"] == ["fd00:1::1/64"]
+    assert r["refusal"] == ["NetlinkNotFound", 19, "cannot change link 99999: No such device"]
+    assert r["after"]["link"]["name"] == "nc-renamed" and not r["after"]["link"]["up"]
+    assert r["after"]["addrs"] == []
+    assert r["again"]
+
+
 def test_del_link_is_idempotent_and_takes_the_peer_along():
     r = in_throwaway_ns("""
         netns.create("/run/t/ns1")
