@@ -1,9 +1,9 @@
 """The Docker Engine API's socket: HTTP/1.1 over a Unix socket, served by the host agent.
 
-The HTTP parsing is the stdlib's (http.server.BaseHTTPRequestHandler: request line, headers,
-keep-alive, Expect: 100-continue); this module adds what Docker clients need on top: chunked request
-bodies (`docker load` streams its tarball chunked), chunked replies (events, progress, logs),
-connection hijacking (attach, exec), version prefixes and dockerd's error shape.
+The framing (request line, header fields, keep-alive, Expect: 100-continue, the reply's head) is
+http1.py's; this module adds what Docker clients need on top: chunked request bodies (`docker load`
+streams its tarball chunked), chunked replies (events, progress, logs), connection hijacking (attach,
+exec), version prefixes and dockerd's error shape.
 
 The socket is 0600 root, or 0660 root:GROUP with the agent's --group, and every connection's peer
 credentials are checked again (libnetwork/ipc.authorized): root, the agent's uid or the group. No TCP.
@@ -21,11 +21,11 @@ import socket
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from libnetwork import ipc, rootdir
 from libnetwork.errors import InvalidArgument, NetctlError
+from netctl.docker_api import http1
 from netctl.docker_api.api import Api
 from netctl.docker_api.http import (
     ApiError,
@@ -43,9 +43,25 @@ from netctl.docker_api.routing import MAX_VERSION, Router, split_version
 log = logging.getLogger("netctl.docker_api")
 
 MAX_CONNECTIONS = 128  # connections served at once: compose and testcontainers keep several open
+SPARE_ACCEPTORS = 2  # threads waiting in accept() for the next connection
 IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection (or a client that stalls mid-request) goes
 STOP_WAIT_S = 10.0  # a stopping agent waits this long for requests in flight
 SERVER_NAME = "netctl"
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+
+
+class _SocketWriter:
+    """The connection's write side: every write is sent whole at once (nothing buffered to flush)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def write(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def default_socket(root: str) -> str:
@@ -53,7 +69,7 @@ def default_socket(root: str) -> str:
 
 
 class DockerApiServer:
-    """Accepts on the socket in a thread of its own; stop() closes it and ends the connections."""
+    """Serves the socket from a pool of threads (_acceptor); stop() closes it and ends the connections."""
 
     def __init__(self, root: str, path: str = "", *, group: str = "", deferred: object | None = None,
                  agent_stopping: threading.Event | None = None):
@@ -68,7 +84,7 @@ class DockerApiServer:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
-        self._thread: threading.Thread | None = None
+        self._waiting = 0  # threads in accept()
         self._inode = 0
 
     def start(self) -> DockerApiServer:
@@ -85,8 +101,8 @@ class DockerApiServer:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._listener = ipc.listen(self.path, group=self.group)
         self._inode = os.stat(self.path).st_ino
-        self._thread = threading.Thread(target=self._accept_loop, name="docker-api", daemon=True)
-        self._thread.start()
+        for _ in range(SPARE_ACCEPTORS):
+            self._spawn_acceptor()
         log.info("Docker Engine API on %s", self.path)
         return self
 
@@ -96,8 +112,6 @@ class DockerApiServer:
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(STOP_WAIT_S)
         with self._lock:
             connections = list(self._connections)
         for conn in connections:  # streams and hijacked connections end with their socket
@@ -115,20 +129,52 @@ class DockerApiServer:
                     os.unlink(self.path)
         self.api.close()
 
-    def _accept_loop(self) -> None:
+    def _spawn_acceptor(self) -> None:
+        if not self._slots.acquire(blocking=False):
+            return  # MAX_CONNECTIONS threads already: the next connection waits in the backlog
+        threading.Thread(target=self._acceptor, name="docker-api-conn", daemon=True).start()
+
+    def _acceptor(self) -> None:
+        """Wait in accept() and serve what comes, in turn, while at most SPARE_ACCEPTORS wait. The
+        thread the kernel wakes serves the connection itself: no thread to start and hand it to, which
+        cost each new connection ~0.1 ms and a switch (every docker CLI call opens one)."""
+        try:
+            while True:
+                with self._lock:
+                    if self._waiting >= SPARE_ACCEPTORS:
+                        return
+                    self._waiting += 1
+                try:
+                    conn = self._accept()
+                finally:
+                    with self._lock:
+                        self._waiting -= 1
+                        nobody_left = self._waiting == 0
+                if conn is None:
+                    return
+                if nobody_left:  # keep one waiting while this thread serves
+                    self._spawn_acceptor()
+                self._serve(conn)
+        finally:
+            self._slots.release()
+
+    def _accept(self) -> socket.socket | None:
+        """The next connection; None once the server stops."""
         assert self._listener is not None
         while not self.stopping.is_set():
-            self._slots.acquire()
             try:
                 conn, _ = self._listener.accept()
             except OSError as err:
-                self._slots.release()
                 if self.stopping.is_set():
-                    return
+                    return None
                 log.warning("Docker API accept: %s", err)
                 time.sleep(0.1)
                 continue
-            threading.Thread(target=self._serve, args=(conn,), name="docker-api-conn", daemon=True).start()
+            if self.stopping.is_set():
+                conn.close()
+                return None
+            return conn
+        return None
 
     def _serve(self, conn: socket.socket) -> None:
         with self._lock:
@@ -144,54 +190,57 @@ class DockerApiServer:
                 self._connections.discard(conn)
             with contextlib.suppress(OSError):
                 conn.close()
-            self._slots.release()
 
 
-class ConnectionHandler(BaseHTTPRequestHandler):
-    """One connection: requests in turn while the client keeps it alive."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = SERVER_NAME
-    sys_version = ""
-    timeout = IDLE_TIMEOUT_S
-    server: Any
+class ConnectionHandler:
+    """One connection: requests in turn while the client keeps it alive (the framing: http1.py)."""
 
     def __init__(self, conn: socket.socket, server: DockerApiServer):
+        self.connection = conn
+        self.server = server
         self.authorized = ipc.authorized(conn, server.api.gid)
-        super().__init__(conn, ("", 0), server)  # type: ignore[arg-type]  # a server of our own
+        self.command = self.path = ""
+        self.headers = http1.Headers()
+        self.close_connection = False
+        conn.settimeout(IDLE_TIMEOUT_S)
+        self.rfile = conn.makefile("rb")
+        self.wfile = _SocketWriter(conn)
+        try:
+            while not self.close_connection:
+                self._one_request()
+        finally:
+            self.rfile.close()
 
-    def address_string(self) -> str:
-        return "unix"
-
-    def version_string(self) -> str:
-        return SERVER_NAME
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The stdlib parser's refusals (a malformed request line or header, 414, 431...) in dockerd's
-        JSON shape, not its HTML page; the connection is closed after it."""
-        self.close_connection = True
-        if getattr(self, "request_version", "") in ("", "HTTP/0.9"):  # we never speak 0.9: a status line always
-            self.request_version = "HTTP/1.1"
-        phrase = self.responses.get(code, ("error",))[0]
-        self._send_error(code, message or explain or phrase)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # A line per change (as the netctl protocol's "served ..."), none per read: `docker ps` in a
-        # loop must not fill the log.
-        command, path = getattr(self, "command", "") or "", getattr(self, "path", "") or ""
-        if command not in ("GET", "HEAD"):
-            log.info("docker api: %s %s: %s", command or "(unparsable request)", path.split("?", 1)[0], code)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the stdlib's name)
-        log.debug("docker api: " + format, *args)
-
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.info("docker api: " + format, *args)
-
-    def do_GET(self) -> None:
+    def _one_request(self) -> None:
+        self.command = self.path = ""
+        try:
+            head = http1.read_head(self.rfile)
+        except http1.BadRequest as err:
+            self.close_connection = True
+            self._send_error(err.status, err.message)
+            return
+        except TimeoutError:  # idle past IDLE_TIMEOUT_S, or stalled mid-head
+            self.close_connection = True
+            return
+        if head is None:
+            self.close_connection = True
+            return
+        self.command, self.path, self.headers = head.method, head.target, head.headers
+        self.close_connection = not head.keep_alive
+        if self.command not in METHODS:
+            self.close_connection = True
+            self._send_error(501, f"unsupported method {self.command[:20]!r}")
+            return
+        if head.expects_continue:
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._dispatch()
 
-    do_POST = do_PUT = do_DELETE = do_HEAD = do_GET
+    def _log_reply(self, status: int) -> None:
+        # A line per change (as the netctl protocol's "served ..."), none per read: `docker ps` in a
+        # loop must not fill the log.
+        if self.command not in ("GET", "HEAD"):
+            log.info("docker api: %s %s: %s", self.command or "(unparsable request)", self.path.split("?", 1)[0],
+                     status)
 
     # --- one request -------------------------------------------------------------------------------
 
@@ -246,46 +295,40 @@ class ConnectionHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         return BodyReader(self.rfile, size, chunked)
 
-    def _headers(self, status: int, content_type: str | None, extra: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Api-Version", MAX_VERSION)
-        self.send_header("Docker-Experimental", "false")
-        self.send_header("Ostype", "linux")
+    def _head(self, status: int, content_type: str | None, extra: dict[str, str] | None = None,
+              length: int | None = None) -> bytes:
+        fields = [("Server", SERVER_NAME), ("Date", http1.http_date()), ("Api-Version", MAX_VERSION),
+                  ("Docker-Experimental", "false"), ("Ostype", "linux")]
         if content_type:
-            self.send_header("Content-Type", content_type)
-        for key, value in (extra or {}).items():
-            self.send_header(key, value)
+            fields.append(("Content-Type", content_type))
+        fields += (extra or {}).items()
+        if length is not None:
+            fields.append(("Content-Length", str(length)))
+        if self.close_connection:
+            fields.append(("Connection", "close"))
+        self._log_reply(status)
+        return http1.reply_head(status, fields)
 
     def _send_error(self, status: int, message: str) -> None:
         if status in (204, 304):
-            self._headers(status, None)
-            self.end_headers()
+            self.wfile.write(self._head(status, None))
             return
         body = json.dumps({"message": message}).encode() + b"\n"
         self._send_body(status, body, "application/json")
 
     def _send_body(self, status: int, body: bytes, content_type: str | None,
                    extra: dict[str, str] | None = None) -> None:
-        self._headers(status, content_type, extra)
-        self.send_header("Content-Length", str(len(body)))
-        if self.command == "HEAD" or not hasattr(self, "_headers_buffer"):  # (no buffer: an HTTP/0.9 line)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-            return
-        # Headers and body in one write (http.server's own buffer, as its end_headers fills it): two
-        # writes let a client's single read see the headers alone, and cost a syscall per answer.
-        self._headers_buffer.append(b"\r\n" + body)
-        self.flush_headers()
+        head = self._head(status, content_type, extra, len(body))
+        # Head and body in one write: two let a client's single read see the head alone, and cost a
+        # syscall per answer.
+        self.wfile.write(head if self.command == "HEAD" else head + body)
 
     def _send_reply(self, reply: Any) -> None:
         if isinstance(reply, Json):
             self._send_body(reply.status, json.dumps(reply.obj).encode() + b"\n", "application/json", reply.headers)
         elif isinstance(reply, Empty):
-            self._headers(reply.status, None, reply.headers)
-            if reply.status not in (204, 304):
-                self.send_header("Content-Length", "0")
-            self.end_headers()
+            length = None if reply.status in (204, 304) else 0
+            self.wfile.write(self._head(reply.status, None, reply.headers, length))
         elif isinstance(reply, Raw) and isinstance(reply.data, bytes):
             self._send_body(reply.status, reply.data, reply.content_type, reply.headers)
         elif isinstance(reply, (Stream, Raw)):
@@ -302,16 +345,12 @@ class ConnectionHandler(BaseHTTPRequestHandler):
         """`owner`: what `chunks` reads (a Raw reply's file or stream), closed here too: a client gone
         before the first chunk leaves a generator unstarted, and closing that runs none of its code."""
         try:
-            self._headers(status, content_type, {**extra, "Transfer-Encoding": "chunked"})
-            self.end_headers()
+            self.wfile.write(self._head(status, content_type, {**extra, "Transfer-Encoding": "chunked"}))
             self.connection.settimeout(None)  # a stream lasts as long as its producer (events, logs -f)
-            self.wfile.flush()
             for chunk in chunks:
                 if chunk and self.command != "HEAD":
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the client went: the producer is closed below
         except Exception:  # after the headers, an error can only end the connection
@@ -336,8 +375,8 @@ class ConnectionHandler(BaseHTTPRequestHandler):
             head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
         head += f"Api-Version: {MAX_VERSION}\r\nDocker-Experimental: false\r\nOstype: linux\r\n\r\n"
         self.close_connection = True
+        self._log_reply(101 if upgrade else 200)
         self.wfile.write(head.encode())
-        self.wfile.flush()
         self.connection.settimeout(None)
         try:
             reply.run(self.connection, self.rfile)
