@@ -282,19 +282,22 @@ class ControllerBase:
             raise NotFound(f"sandbox {ref!r} not found; `netctl sandbox ls` lists the sandboxes")
         return sandbox
 
-    def _host_routes(self) -> list[tuple[str, str]]:
+    def _host_routes(self, found: list | None = None) -> list[tuple[str, str]]:
+        """The host's routes an IPAM pool must not overlap; `found`: a dump already made (one family
+        is enough for a network of that family alone)."""
         routes = []
-        for route in self.host.routes():
+        for route in self.host.routes() if found is None else found:
             if route.dst in ("0.0.0.0/0", "::/0") or route.dst.startswith("fe80:"):
                 continue
             via = f" via {route.gateway}" if route.gateway else ""
             routes.append((route.dst, f"host route {route.dst}{via} dev {_link_name(route.oif)}"))
         return routes
 
-    def _uplink_mtu(self) -> int:
+    def _uplink_mtu(self, found: list | None = None) -> int:
         """MTU of the interface holding the default route: a bridge network inherits it, so a host on a
-        1400-byte uplink (VPN, cloud) does not get containers that black-hole large packets."""
-        for route in self.host.routes(2):
+        1400-byte uplink (VPN, cloud) does not get containers that black-hole large packets. `found`: a
+        dump of the IPv4 routes (at least) already made."""
+        for route in self.host.routes(2) if found is None else found:
             if route.dst == "0.0.0.0/0" and route.oif:
                 link = self.host.link(route.oif)
                 if link is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from socket import AF_INET
 from typing import TYPE_CHECKING
 
 from libnetwork import ipam
@@ -56,9 +57,11 @@ class Networks(Endpoints):
             ipv6=spec.ipv6,
             created=now(),
         )
-        host_routes = self._host_routes() if driver.uses_ipam else []
-        if driver.uses_ipam:
-            network.mtu = spec.mtu or self._uplink_mtu()
+        host_routes: list[tuple[str, str]] = []
+        if driver.uses_ipam:  # one dump for both; IPv6 routes only for a network that has IPv6
+            found = self.host.routes(0 if spec.ipv6 else AF_INET)
+            host_routes = self._host_routes(found)
+            network.mtu = spec.mtu or self._uplink_mtu(found)
         with self.store.transaction() as tx:
             clash = tx.get_network(spec.name)
             if clash is not None and clash.name == spec.name:

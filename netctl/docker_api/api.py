@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from netctl.docker_api.events import EventBus
@@ -48,6 +48,18 @@ class Api:
     def later(self):
         """Controller.delete_network's `later`, or None (delete now) once the agent is stopping."""
         return None if self._agent_stopping.is_set() else getattr(self._deferred, "later", None)
+
+    @contextlib.contextmanager
+    def replying(self) -> Iterator[Callable[[], None]]:
+        """One request's block: the kernel deletions it hands to the agent's background thread (`later`,
+        `remove_links`) start once release() is called, after the reply is written, or at the block's
+        end, so that the thread does not take the interpreter from the reply."""
+        holding = getattr(self._deferred, "holding", None)
+        if holding is None:
+            yield lambda: None
+            return
+        with holding() as release:
+            yield release
 
     @property
     def remove_links(self):

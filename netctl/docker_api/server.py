@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from libnetwork import ipc, rootdir
@@ -48,6 +49,10 @@ IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection (or a client that stalls
 STOP_WAIT_S = 10.0  # a stopping agent waits this long for requests in flight
 SERVER_NAME = "netctl"
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+
+
+def _nothing() -> None:
+    pass
 
 
 class _SocketWriter:
@@ -202,6 +207,7 @@ class ConnectionHandler:
         self.command = self.path = ""
         self.headers = http1.Headers()
         self.close_connection = False
+        self._release: Callable[[], None] = _nothing  # the request's held kernel deletions (Api.replying)
         conn.settimeout(IDLE_TIMEOUT_S)
         self.rfile = conn.makefile("rb")
         self.wfile = _SocketWriter(conn)
@@ -235,7 +241,10 @@ class ConnectionHandler:
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._dispatch()
 
-    def _log_reply(self, status: int) -> None:
+    def _replied(self, status: int) -> None:
+        """The reply's head is out: the request's held deletions may start, and a change is logged
+        (both after the write, off the client's wait)."""
+        self._release()
         # A line per change (as the netctl protocol's "served ..."), none per read: `docker ps` in a
         # loop must not fill the log.
         if self.command not in ("GET", "HEAD"):
@@ -245,8 +254,18 @@ class ConnectionHandler:
     # --- one request -------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        server: DockerApiServer = self.server
         reader = self._body_reader()
+        with self.server.api.replying() as self._release:
+            reply = self._handle(reader)
+            if reply is not None:
+                self._send_reply(reply)
+        self._release = _nothing
+        if not self.close_connection and not reader.drain():
+            self.close_connection = True
+
+    def _handle(self, reader: BodyReader) -> Any:
+        """The handler's reply; None once an error has been answered (or the client has left)."""
+        server: DockerApiServer = self.server
         try:
             if self._bad_length:
                 raise ApiError(400, f"invalid Content-Length header: {self.headers.get('Content-Length')!r}")
@@ -263,7 +282,7 @@ class ConnectionHandler:
                               query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
                               headers=self.headers, sock=self.connection, rfile=self.rfile, reader=reader)
             handler, groups = server.router.find(self.command, path)
-            reply = handler(server.api, request, **groups)
+            return handler(server.api, request, **groups)
         except ApiError as err:
             self._send_error(err.status, err.message)
         except NetctlError as err:
@@ -271,14 +290,10 @@ class ConnectionHandler:
         except (ConnectionError, TimeoutError) as err:
             log.info("Docker API client left: %s", err)
             self.close_connection = True
-            return
         except Exception as err:  # a bug: the client gets a 500 with one line, the log the traceback
             log.exception("Docker API %s %s failed", self.command, self.path)
             self._send_error(500, f"internal error: {err}")
-        else:
-            self._send_reply(reply)
-        if not self.close_connection and not reader.drain():
-            self.close_connection = True
+        return None
 
     def _body_reader(self) -> BodyReader:
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
@@ -306,12 +321,12 @@ class ConnectionHandler:
             fields.append(("Content-Length", str(length)))
         if self.close_connection:
             fields.append(("Connection", "close"))
-        self._log_reply(status)
         return http1.reply_head(status, fields)
 
     def _send_error(self, status: int, message: str) -> None:
         if status in (204, 304):
             self.wfile.write(self._head(status, None))
+            self._replied(status)
             return
         body = json.dumps({"message": message}).encode() + b"\n"
         self._send_body(status, body, "application/json")
@@ -322,6 +337,7 @@ class ConnectionHandler:
         # Head and body in one write: two let a client's single read see the head alone, and cost a
         # syscall per answer.
         self.wfile.write(head if self.command == "HEAD" else head + body)
+        self._replied(status)
 
     def _send_reply(self, reply: Any) -> None:
         if isinstance(reply, Json):
@@ -329,6 +345,7 @@ class ConnectionHandler:
         elif isinstance(reply, Empty):
             length = None if reply.status in (204, 304) else 0
             self.wfile.write(self._head(reply.status, None, reply.headers, length))
+            self._replied(reply.status)
         elif isinstance(reply, Raw) and isinstance(reply.data, bytes):
             self._send_body(reply.status, reply.data, reply.content_type, reply.headers)
         elif isinstance(reply, (Stream, Raw)):
@@ -346,6 +363,7 @@ class ConnectionHandler:
         before the first chunk leaves a generator unstarted, and closing that runs none of its code."""
         try:
             self.wfile.write(self._head(status, content_type, {**extra, "Transfer-Encoding": "chunked"}))
+            self._replied(status)
             self.connection.settimeout(None)  # a stream lasts as long as its producer (events, logs -f)
             for chunk in chunks:
                 if chunk and self.command != "HEAD":
@@ -375,8 +393,8 @@ class ConnectionHandler:
             head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
         head += f"Api-Version: {MAX_VERSION}\r\nDocker-Experimental: false\r\nOstype: linux\r\n\r\n"
         self.close_connection = True
-        self._log_reply(101 if upgrade else 200)
         self.wfile.write(head.encode())
+        self._replied(101 if upgrade else 200)
         self.connection.settimeout(None)
         try:
             reply.run(self.connection, self.rfile)
