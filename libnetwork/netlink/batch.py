@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno as _errno
 from typing import TYPE_CHECKING
 
-from libnetwork.netlink.codec import NLM_F_CREATE, NLM_F_EXCL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK, _link_change
+from libnetwork.netlink.codec import (
+    ADDR_GONE, NLM_F_CREATE, NLM_F_EXCL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK, _addr_change, _link_change,
+)
 
 if TYPE_CHECKING:
     from libnetwork.netlink.rtnetlink import Netlink
@@ -35,22 +37,21 @@ class Batch:
         if exc_type is None:
             self.commit()
 
-    def set_link(self, index: int, *, up: bool | None = None, name: str | None = None,
-                 mtu: int | None = None) -> None:
+    def set_link(self, index: int, *, up: bool | None = None, name: str | None = None) -> None:
         """As Netlink.set_link, addressed by index only."""
-        self._add(RTM_NEWLINK, 0, _link_change(index, up, mtu=mtu, name=name), f"change link {index}")
+        self._add(RTM_NEWLINK, 0, _link_change(index, up, name=name), f"change link {index}")
 
     def add_addr(self, index: int, cidr: str) -> None:
         """As Netlink.add_addr: already present is fine."""
         what = f"add address {cidr} to link {index}"
-        body = self._netlink._addr_message(index, cidr, what)
+        body = _addr_change(index, cidr, what)
         self._add(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, what, ok=(_errno.EEXIST,))
 
     def del_addr(self, index: int, cidr: str) -> None:
         """As Netlink.del_addr: already gone is fine."""
         what = f"delete address {cidr} from link {index}"
-        body = self._netlink._addr_message(index, cidr, what)
-        self._add(RTM_DELADDR, 0, body, what, ok=(_errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT))
+        body = _addr_change(index, cidr, what)
+        self._add(RTM_DELADDR, 0, body, what, ok=ADDR_GONE)
 
     def _add(self, msg_type: int, flags: int, body: bytes, what: str, ok: tuple[int, ...] = ()) -> None:
         self._requests.append((msg_type, flags, body, what, ok))

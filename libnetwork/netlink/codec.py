@@ -44,6 +44,7 @@ IFLA_VXLAN_PORT, IFLA_VXLAN_LOCAL6 = 15, 17
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 SIOCGIFINDEX = 0x8933  # ioctl: a link's index by name
+ADDR_GONE = (_errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT)  # deleting an address that is not there
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS, IFA_F_NODAD = 1, 2, 4, 8, 0x2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 RTPROT_BOOT, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RTN_UNICAST = 3, 0, 253, 255, 1
@@ -238,6 +239,18 @@ def _link_change(name_or_index: str | int, up: bool | None, master: int | None =
     attrs += _attr(IFLA_ADDRESS, _pack_mac(mac)) if mac is not None else b""
     flags, change = (IFF_UP if up else 0), (IFF_UP if up is not None else 0)
     return _IFINFOMSG.pack(0, 0, index, flags, change) + selector + attrs
+
+
+def _addr_change(index: int, cidr: str, what: str) -> bytes:
+    """An RTM_NEWADDR/RTM_DELADDR body for `cidr` on link `index`."""
+    family, packed, prefix = _parse_cidr(cidr, what)
+    if family == AF_INET:
+        attrs = _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
+        attrs += _attr(IFA_BROADCAST, _broadcast(packed, prefix)) if prefix < 31 else b""
+        return _IFADDRMSG.pack(family, prefix, 0, 0, index) + attrs
+    # No duplicate address detection: the address is usable at once, not "tentative" for ~1 s.
+    attrs = _attr(IFA_ADDRESS, packed) + _u32(IFA_FLAGS, IFA_F_NODAD)
+    return _IFADDRMSG.pack(family, prefix, IFA_F_NODAD, 0, index) + attrs
 
 
 # --- decoding -------------------------------------------------------------------------------------

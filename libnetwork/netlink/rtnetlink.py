@@ -20,19 +20,18 @@ from typing import Self
 from libnetwork.errors import InvalidArgument
 from libnetwork.netlink.codec import (  # the wire format; underscore names are the package's own
     _DUMP_ATTEMPTS, _IFADDRMSG, _IFINFOMSG, _NDMSG, _NLMSGHDR, _RECV_BUFFER, _RTMSG, AF_BRIDGE, AF_INET, AF_INET6,
-    IFA_ADDRESS, IFA_BROADCAST, IFA_F_NODAD, IFA_FLAGS, IFA_LOCAL, IFF_UP, IFLA_ADDRESS, IFLA_BRPORT_MODE,
-    IFLA_EXT_MASK, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU,
-    IFLA_NET_NS_FD, IFLA_PROTINFO, IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL,
-    IFLA_VXLAN_LOCAL6, IFLA_VXLAN_PORT, IFLA_VXLAN_PROXY, NDA_DST, NDA_IFINDEX, NDA_LLADDR, NETLINK_CAP_ACK,
-    NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK, NLA_F_NESTED, NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NTF_MASTER,
-    NTF_SELF, NUD_NOARP, NUD_PERMANENT, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RTA_DST,
-    RTA_GATEWAY, RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTEXT_FILTER_SKIP_STATS, RTM_DELADDR, RTM_DELLINK, RTM_DELNEIGH,
-    RTM_DELROUTE, RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH,
-    RTM_NEWROUTE, RTM_SETLINK, RTN_UNICAST, RTPROT_BOOT, SIOCGIFINDEX, SOL_NETLINK, VETH_INFO_PEER, Addr, Link, Neigh,
-    NetlinkError, NetlinkExists, NetlinkNotFound, Route, _attr, _broadcast, _error, _extack, _ifname, _pack_ip,
-    _link_change, _pack_mac, _pad, _parse_addr, _parse_cidr, _parse_link, _parse_neigh, _parse_route, _selector, _str,
-    _u8, _u32,
+    IFF_UP, IFLA_ADDRESS, IFLA_BRPORT_MODE, IFLA_EXT_MASK, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO,
+    IFLA_MASTER, IFLA_MTU, IFLA_NET_NS_FD, IFLA_PROTINFO, IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK,
+    IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6, IFLA_VXLAN_PORT, IFLA_VXLAN_PROXY, NDA_DST, NDA_IFINDEX, NDA_LLADDR,
+    NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK, NLA_F_NESTED, NLM_F_ACK, NLM_F_CAPPED, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PERMANENT, RT_SCOPE_LINK, RT_SCOPE_NOWHERE, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
+    RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PRIORITY, RTA_TABLE, RTEXT_FILTER_SKIP_STATS, RTM_DELADDR, RTM_DELLINK,
+    RTM_DELNEIGH, RTM_DELROUTE, RTM_GETADDR, RTM_GETLINK, RTM_GETNEIGH, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK,
+    RTM_NEWNEIGH, RTM_NEWROUTE, RTM_SETLINK, RTN_UNICAST, RTPROT_BOOT, SIOCGIFINDEX, SOL_NETLINK, VETH_INFO_PEER, Addr,
+    Link, Neigh, ADDR_GONE, NetlinkError, NetlinkExists, NetlinkNotFound, Route, _attr, _error, _extack, _ifname,
+    _pack_ip, _addr_change, _link_change, _pack_mac, _pad, _parse_addr, _parse_cidr, _parse_link, _parse_neigh,
+    _parse_route, _selector, _str, _u8, _u32,
 )
 from libnetwork.netlink.batch import Batch
 
@@ -292,30 +291,20 @@ class Netlink:
 
     # --- addresses --------------------------------------------------------------------------------
 
-    def _addr_message(self, index: int, cidr: str, what: str) -> bytes:
-        family, packed, prefix = _parse_cidr(cidr, what)
-        if family == AF_INET:
-            attrs = _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
-            attrs += _attr(IFA_BROADCAST, _broadcast(packed, prefix)) if prefix < 31 else b""
-            return _IFADDRMSG.pack(family, prefix, 0, 0, index) + attrs
-        # No duplicate address detection: the address is usable at once, not "tentative" for ~1 s.
-        attrs = _attr(IFA_ADDRESS, packed) + _u32(IFA_FLAGS, IFA_F_NODAD)
-        return _IFADDRMSG.pack(family, prefix, IFA_F_NODAD, 0, index) + attrs
-
     def add_addr(self, index: int, cidr: str) -> None:
         """Add an address ("10.0.0.1/24", "fd00::1/64"); already present is fine."""
         what = f"add address {cidr} to link {index}"
         try:
-            self._request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, self._addr_message(index, cidr, what), what)
+            self._request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, _addr_change(index, cidr, what), what)
         except NetlinkExists:
             pass
 
     def del_addr(self, index: int, cidr: str, *, missing_ok: bool = True) -> bool:
         what = f"delete address {cidr} from link {index}"
         try:
-            self._request(RTM_DELADDR, 0, self._addr_message(index, cidr, what), what)
+            self._request(RTM_DELADDR, 0, _addr_change(index, cidr, what), what)
         except NetlinkError as err:
-            if missing_ok and err.errno in (_errno.EADDRNOTAVAIL, _errno.ENODEV, _errno.ENOENT):
+            if missing_ok and err.errno in ADDR_GONE:
                 return False
             raise
         return True
@@ -432,7 +421,6 @@ class Netlink:
                 return False
             raise
         return True
-
 
 
 def _refusal(reply_flags: int, payload: bytes, what: str) -> NetlinkError | None:

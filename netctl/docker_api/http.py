@@ -152,7 +152,7 @@ class Request:
     path: str  # without the /v1.xx prefix
     version: str  # the negotiated API version
     query: dict[str, list[str]]
-    headers: Any  # email.message.Message: .get(name) is case-insensitive
+    headers: Any  # http1.Headers: .get(name) is case-insensitive
     sock: socket.socket
     rfile: Any  # the connection's buffered reader (BufferedIOBase)
     reader: BodyReader

@@ -56,7 +56,7 @@ def _nothing() -> None:
 
 
 class _SocketWriter:
-    """The connection's write side: every write is sent whole at once (nothing buffered to flush)."""
+    """The connection's write side: every write is sent whole at once (nothing is buffered)."""
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
@@ -64,9 +64,6 @@ class _SocketWriter:
     def write(self, data: bytes) -> int:
         self._sock.sendall(data)
         return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def default_socket(root: str) -> str:
