@@ -115,20 +115,19 @@ class BridgeDriver:
         # gateway's MAC would change under running containers as endpoints come and go.
         index = host.add_bridge(name, mtu=network.mtu, up=False, mac=bridge_mac(network.id))
         try:
-            self._enable_forwarding(network, name)
+            self._enable_forwarding(network)
             with host.batch() as batch:  # one round trip: `docker network create` waits on it
                 for address in gateway_addresses(network):
                     batch.add_addr(index, address)
-                batch.set_link(index, up=True)
+                # Published ports reached as 127.0.0.1 from the host itself are DNATed onto the bridge.
+                batch.set_link(index, up=True, route_localnet=True if network.pools_of(4) else None)
         except BaseException:
             host.del_link(index)
             raise
 
-    def _enable_forwarding(self, network, bridge: str) -> None:
+    def _enable_forwarding(self, network) -> None:
         if network.pools_of(4):
             _switch_on("net.ipv4.ip_forward")
-            # Published ports reached as 127.0.0.1 from the host itself are DNATed onto the bridge.
-            sysctl.write(f"net.ipv4.conf.{bridge}.route_localnet", "1")
         if network.pools_of(6):
             _switch_on("net.ipv6.conf.all.forwarding")
 

@@ -6,7 +6,8 @@ import errno as _errno
 from typing import TYPE_CHECKING
 
 from libnetwork.netlink.codec import (
-    ADDR_GONE, NLM_F_CREATE, NLM_F_EXCL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK, _addr_change, _link_change,
+    ADDR_GONE, IPV4_DEVCONF_ROUTE_LOCALNET, NLM_F_CREATE, NLM_F_EXCL, RTM_DELADDR, RTM_NEWADDR, RTM_NEWLINK,
+    _addr_change, _link_change,
 )
 
 if TYPE_CHECKING:
@@ -37,9 +38,12 @@ class Batch:
         if exc_type is None:
             self.commit()
 
-    def set_link(self, index: int, *, up: bool | None = None, name: str | None = None) -> None:
-        """As Netlink.set_link, addressed by index only."""
-        self._add(RTM_NEWLINK, 0, _link_change(index, up, name=name), f"change link {index}")
+    def set_link(self, index: int, *, up: bool | None = None, name: str | None = None,
+                 route_localnet: bool | None = None) -> None:
+        """As Netlink.set_link, addressed by index only; `route_localnet` sets
+        net.ipv4.conf.DEV.route_localnet in the same message."""
+        conf = {IPV4_DEVCONF_ROUTE_LOCALNET: int(route_localnet)} if route_localnet is not None else None
+        self._add(RTM_NEWLINK, 0, _link_change(index, up, name=name, ipv4_conf=conf), f"change link {index}")
 
     def add_addr(self, index: int, cidr: str) -> None:
         """As Netlink.add_addr: already present is fine."""
