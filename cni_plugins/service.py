@@ -15,6 +15,12 @@ DEL answers once the records are gone and the container's interface has been ren
 the veth itself, ~25 ms of kernel time to delete, goes in a background thread. A later ADD neither
 waits for that nor collides with it (its name is free). If the agent dies first, the orphan host
 veth is what `netctl doctor` reports and `netctl gc` or a CNI GC removes.
+
+A removed network's bridge (renamed out of the way, down, without addresses: drivers/bridge.py
+retire_network) is deleted once the agent is quiet: no request served for QUIET_S. Deleting a bridge
+holds the kernel's RTNL lock for ~20 ms of its ~40 (br_vlan_flush waits for an RCU grace period under
+it), and every link change on the host waits behind it: a `docker network create` that came right
+after an rm waited those 20 ms. Bounded: at most MAX_WAITING wait, none longer than MAX_WAIT_S.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ log = logging.getLogger("netctl.cni")
 PLUGINS = ("bridge", "overlay", "null", "ipam")
 STOP_TIMEOUT_S = 30.0
 FLUSH_TIMEOUT_S = 10.0
+QUIET_S = 0.1  # no request for this long: a script's next command would have come (a CLI starts in ~15 ms)
+MAX_WAITING = 16  # bridges waiting for a quiet agent; beyond this many, the oldest goes at once
+MAX_WAIT_S = 10.0  # none waits longer, in an agent that is never quiet
+_FLUSH = object()  # queued by flush_removals: the waiting steps run now
 _TOMBSTONE_PREFIX = "nd"  # a container interface on its way out: "nd" + 13 hex
 
 
@@ -51,6 +61,8 @@ class CniService:
         self._removals: queue.Queue = queue.Queue()
         self._held = threading.local()  # holding(): this thread's steps, queued once its reply is out
         self._held_count = 0  # steps held by any thread: flush_removals and stop wait for them too
+        self._serving = 0  # requests inside holding() whose reply is not out yet
+        self._last_request = 0.0  # time.monotonic() of the last holding() entry or release
         self._stopped = False
         self._remover = threading.Thread(target=self._remove_links, name="cni-link-remover", daemon=True)
 
@@ -122,29 +134,41 @@ class CniService:
         driver = type(self)._driver(network.driver)
         self.later(lambda host: driver.leave(network, endpoint, sandbox, host), endpoint.host_ifname)
 
-    def later(self, step, what: str = "a network's devices") -> None:
+    def later(self, step, what: str = "a network's devices", *, when_quiet: bool = False) -> None:
         """Run `step(host_netlink)` in the background thread: the kernel's slow deletions (a veth pair
-        ~25 ms, a bridge ~40 ms) after the answer. Failures are logged; doctor/gc find the rest."""
+        ~25 ms, a bridge ~40 ms) after the answer; `when_quiet`: once the agent is quiet (see the
+        module's doc). Failures are logged; doctor/gc find the rest."""
+        item = (step, what, when_quiet)
         held = getattr(self._held, "steps", None)
         if held is None:
-            self._removals.put((step, what))
+            self._removals.put(item)
             return
         with self._lock:
             self._held_count += 1
-        held.append((step, what))
+        held.append(item)
+
+    def later_when_quiet(self, step, what: str = "a removed network's bridge") -> None:
+        """Controller.delete_network's `later`: a retired bridge is deleted once the agent is quiet."""
+        self.later(step, what, when_quiet=True)
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[Callable[[], None]]:
         """Within the block, the steps this thread hands to later() wait until release() (yielded;
         the block's end calls it too). A request handler releases them once its reply is written:
         woken at once, the background thread took the interpreter for its first steps while the reply
-        was still being made (0.2-0.6 ms of every `docker network rm` on a 2-vCPU VM)."""
+        was still being made (0.2-0.6 ms of every `docker network rm` on a 2-vCPU VM). Until release(),
+        the agent counts as busy: a removed network's bridge is not deleted meanwhile (later_when_quiet)."""
         steps: list = []
         self._held.steps = steps
+        self._request_started()
+        served: list[bool] = []
 
         def release() -> None:
             if self._held.steps is steps:
                 self._held.steps = None
+            if not served:
+                served.append(True)
+                self._request_served()
             self._queue_held(steps)
 
         try:
@@ -152,11 +176,21 @@ class CniService:
         finally:
             release()
 
+    def _request_started(self) -> None:
+        with self._lock:
+            self._serving += 1
+            self._last_request = time.monotonic()
+
+    def _request_served(self) -> None:
+        with self._lock:
+            self._serving -= 1
+            self._last_request = time.monotonic()
+
     def _queue_held(self, steps: list) -> None:
         while steps:
             item = steps.pop(0)
             if self._stopped:
-                self._run_now(*item)
+                self._run_now(*item[:2])
             else:
                 self._removals.put(item)  # counted as unfinished before it stops being held
             with self._lock:
@@ -196,6 +230,8 @@ class CniService:
         """Wait (bounded) until the devices queued for deletion are gone: `doctor` and `gc` must not
         report, or remove, what the agent is about to delete anyway."""
         self._queue_held(getattr(self._held, "steps", None) or [])  # this thread's own: wanted now
+        if not self._stopped and self._remover.is_alive():
+            self._removals.put(_FLUSH)  # and the bridges waiting for a quiet agent
         deadline = time.monotonic() + timeout
         while (self._removals.unfinished_tasks or self._held_count) and time.monotonic() < deadline:
             time.sleep(0.002)
@@ -203,15 +239,52 @@ class CniService:
     def _remove_links(self) -> None:
         from libnetwork.netlink import Netlink
 
+        waiting: list[tuple] = []  # when-quiet steps, oldest first: (step, what, time queued)
         with Netlink() as host:
             while True:
-                item = self._removals.get()
-                if item is None:
-                    return
-                step, what = item
                 try:
-                    step(host)
-                except Exception as err:  # left for doctor/gc; the agent keeps going
-                    log.warning("removing %s: %s; `netctl gc` removes it later", what, err)
-                finally:
+                    item = self._removals.get(timeout=self._next_look(waiting))
+                except queue.Empty:
+                    item = ()  # a look at the waiting steps
+                if item is None or item is _FLUSH:  # stop, or doctor/gc: the waiting steps go now
+                    for step, what, _ in waiting:
+                        self._remove(host, step, what)
+                    waiting.clear()
+                    if item is None:
+                        return
                     self._removals.task_done()
+                    continue
+                if item:
+                    step, what, when_quiet = item
+                    if when_quiet:
+                        waiting.append((step, what, time.monotonic()))
+                    else:
+                        self._remove(host, step, what)
+                while waiting and self._due(waiting):  # one at a time: a request may come meanwhile
+                    step, what, _ = waiting.pop(0)
+                    self._remove(host, step, what)
+
+    def _remove(self, host, step, what: str) -> None:
+        try:
+            step(host)
+        except Exception as err:  # left for doctor/gc; the agent keeps going
+            log.warning("removing %s: %s; `netctl gc` removes it later", what, err)
+        finally:
+            self._removals.task_done()
+
+    def _due(self, waiting: list[tuple]) -> bool:
+        """Whether the oldest waiting step runs now: the agent is quiet, or the wait is over its bounds."""
+        now = time.monotonic()
+        if len(waiting) > MAX_WAITING or now - waiting[0][2] >= MAX_WAIT_S:
+            return True
+        with self._lock:
+            return self._serving == 0 and now - self._last_request >= QUIET_S
+
+    def _next_look(self, waiting: list[tuple]) -> float | None:
+        """How long the background thread may wait for the next step before it looks at the waiting."""
+        if not waiting:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            quiet_in = QUIET_S - (now - self._last_request) if self._serving == 0 else QUIET_S
+        return max(0.001, min(quiet_in, MAX_WAIT_S - (now - waiting[0][2])))

@@ -96,26 +96,31 @@ class RequestServer:
                 if not ipc.same_network_namespace(conn):  # its command means another namespace than ours
                     conn.sendall(ipc.message({"event": "not-mine"}))
                     return
-                if request.get("op") == "cli":
-                    conn.settimeout(None)
-                    self._answer(conn, *self._run_cli(request))
-                elif request.get("op") == "cni":
-                    # Plugins run as root with the caller's CNI_PATH, CNI_NETNS...: only for callers who
-                    # could run them as root themselves. Anyone else (a --group member) runs its plugin
-                    # call itself, with its own privileges, as without an agent.
-                    if ipc.peer_credentials(conn)[1] not in (0, os.getuid()):
-                        conn.sendall(ipc.message({"event": "not-mine"}))
-                        return
-                    self._serve_cni(conn, request, frames)
-                else:
-                    conn.sendall(ipc.message({"event": "refused",
-                                              "message": "the agent does not understand this client"}))
+                # The kernel deletions the request hands to the background thread start after its
+                # answer, and the agent counts as busy meanwhile (cni_plugins/service.py).
+                with self.cni.holding():
+                    self._serve_request(conn, request, frames)
         except OSError as err:  # a client that vanished must not take a thread's slot for good
             log.warning("request failed: %s", err)
         except Exception:  # a bug: logged, the agent keeps serving
             log.exception("request failed")
         finally:
             self._slots.release()
+
+    def _serve_request(self, conn: socket.socket, request: dict, frames) -> None:
+        if request.get("op") == "cli":
+            conn.settimeout(None)
+            self._answer(conn, *self._run_cli(request))
+        elif request.get("op") == "cni":
+            # Plugins run as root with the caller's CNI_PATH, CNI_NETNS...: only for callers who
+            # could run them as root themselves. Anyone else (a --group member) runs its plugin
+            # call itself, with its own privileges, as without an agent.
+            if ipc.peer_credentials(conn)[1] not in (0, os.getuid()):
+                conn.sendall(ipc.message({"event": "not-mine"}))
+                return
+            self._serve_cni(conn, request, frames)
+        else:
+            conn.sendall(ipc.message({"event": "refused", "message": "the agent does not understand this client"}))
 
     @staticmethod
     def _request(frames) -> dict | None:
@@ -184,7 +189,7 @@ class RequestServer:
                 try:
                     cli_main(["--root", self.root, *argv], obj={"warm_controller": self._warm_controller(),
                                                               "remove_links": self.cni.defer_link_removal,
-                                                              "later": self.cni.later})
+                                                              "later": self.cni.later_when_quiet})
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -47,7 +47,7 @@ class Api:
     @property
     def later(self):
         """Controller.delete_network's `later`, or None (delete now) once the agent is stopping."""
-        return None if self._agent_stopping.is_set() else getattr(self._deferred, "later", None)
+        return None if self._agent_stopping.is_set() else getattr(self._deferred, "later_when_quiet", None)
 
     @contextlib.contextmanager
     def replying(self) -> Iterator[Callable[[], None]]:

@@ -6,6 +6,7 @@ socket on the test's own namespace, which they do not use)."""
 from __future__ import annotations
 
 import threading
+import time
 
 from cni_plugins.service import CniService
 
@@ -59,3 +60,60 @@ def test_steps_released_after_the_service_stopped_run_in_the_releasing_thread(tm
     with service.holding():
         service.later(lambda host: ran.append(threading.current_thread().name))
     assert ran[-1] == threading.current_thread().name  # stopped: run at once by the releasing thread
+
+
+def test_a_bridge_deletion_waits_for_a_quiet_agent_within_bounds(tmp_path, monkeypatch):
+    """later_when_quiet (a removed network's bridge, which holds the kernel's RTNL lock ~20 ms) runs
+    once no request is being served and none came for QUIET_S; never later than MAX_WAIT_S, never more
+    than MAX_WAITING at once; flush_removals (doctor, gc) and stop run the waiting ones at once."""
+    from cni_plugins import service as module
+
+    monkeypatch.setattr(module, "QUIET_S", 0.3)
+    service = CniService(str(tmp_path)).start()
+    ran: list[str] = []
+    served = threading.Event()
+    try:
+        with service.holding():  # a request being served: the agent is busy
+            service.later_when_quiet(lambda host: (ran.append("bridge"), served.set()))
+            service.later(lambda host: ran.append("veth"))  # other steps do not wait for quiet
+        started = time.monotonic()
+        assert served.wait(5) and ran == ["veth", "bridge"]
+        assert time.monotonic() - started >= 0.25  # not before QUIET_S after the request
+
+        with service.holding():
+            service.later_when_quiet(lambda host: ran.append("flushed"))
+            service.flush_removals(timeout=10)  # doctor/gc: no wait for quiet
+            assert ran[-1] == "flushed"
+
+        busy, done = threading.Event(), threading.Event()
+
+        def long_request() -> None:  # a request whose reply is not out: the agent is never quiet
+            with service.holding():
+                done.wait(20)
+
+        requester = threading.Thread(target=long_request)
+        requester.start()
+        try:
+            monkeypatch.setattr(module, "MAX_WAITING", 2)
+            for n in range(3):
+                service.later_when_quiet(lambda host, n=n: (ran.append(f"many {n}"), busy.set()))
+            assert busy.wait(5) and ran[-1] == "many 0"  # the third made the oldest due
+            time.sleep(0.4)
+            assert "many 1" not in ran  # the other two wait: busy, and not too many
+
+            monkeypatch.setattr(module, "MAX_WAIT_S", 0.5)
+            aged = threading.Event()
+            service.later_when_quiet(lambda host: aged.set())  # the clock of the first two runs out too
+            assert aged.wait(5) and {"many 1", "many 2"} <= set(ran)  # never quiet, none past MAX_WAIT_S
+
+            monkeypatch.setattr(module, "MAX_WAIT_S", 60.0)
+            service.later_when_quiet(lambda host: ran.append("at stop"))
+            time.sleep(0.2)
+            assert ran[-1] != "at stop"
+        finally:
+            done.set()
+            requester.join(10)
+        service.stop()
+        assert ran[-1] == "at stop"
+    finally:
+        service.stop()
