@@ -17,7 +17,9 @@ waits for that nor collides with it (its name is free). If the agent dies first,
 veth is what `netctl doctor` reports and `netctl gc` or a CNI GC removes.
 
 A removed network's bridge (renamed out of the way, down, without addresses: drivers/bridge.py
-retire_network) is deleted once the agent is quiet: no request served for QUIET_S. Deleting a bridge
+retire_network) is deleted once the agent is quiet: no request in progress and none for QUIET_S (a
+request counts until its answer is out: a slow one, such as a delegated IPAM call or an image load,
+keeps bridges waiting, up to MAX_WAIT_S). Deleting a bridge
 holds the kernel's RTNL lock for ~20 ms of its ~40 (br_vlan_flush waits for an RCU grace period under
 it), and every link change on the host waits behind it: a `docker network create` that came right
 after an rm waited those 20 ms. Bounded: at most MAX_WAITING wait, none longer than MAX_WAIT_S.
@@ -45,6 +47,7 @@ QUIET_S = 0.1  # no request for this long: a script's next command would have co
 MAX_WAITING = 16  # bridges waiting for a quiet agent; beyond this many, the oldest goes at once
 MAX_WAIT_S = 10.0  # none waits longer, in an agent that is never quiet
 _FLUSH = object()  # queued by flush_removals: the waiting steps run now
+_LOOK = object()  # not queued: the background thread woke to look at the waiting steps
 _TOMBSTONE_PREFIX = "nd"  # a container interface on its way out: "nd" + 13 hex
 
 
@@ -63,7 +66,8 @@ class CniService:
         self._held_count = 0  # steps held by any thread: flush_removals and stop wait for them too
         self._serving = 0  # requests inside holding() whose reply is not out yet
         self._last_request = 0.0  # time.monotonic() of the last holding() entry or release
-        self._stopped = False
+        self._flushing = 0  # flush_removals calls waiting: the agent counts as quiet (doctor/gc is a request)
+        self._stopped = False  # set under _lock with the stop marker: nothing is queued behind it
         self._remover = threading.Thread(target=self._remove_links, name="cni-link-remover", daemon=True)
 
     def start(self) -> "CniService":
@@ -74,8 +78,9 @@ class CniService:
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         while self._held_count and time.monotonic() < deadline:  # replies still being written
             time.sleep(0.002)
-        self._stopped = True  # steps released from now on run in the releasing thread
-        self._removals.put(None)
+        with self._lock:
+            self._stopped = True  # steps released from now on run in the releasing thread
+            self._removals.put(None)
         self._remover.join(STOP_TIMEOUT_S)
         with self._lock:
             contexts, self._all = self._all, []
@@ -141,11 +146,19 @@ class CniService:
         item = (step, what, when_quiet)
         held = getattr(self._held, "steps", None)
         if held is None:
-            self._removals.put(item)
+            self._queue(item)
             return
         with self._lock:
             self._held_count += 1
         held.append(item)
+
+    def _queue(self, item: tuple) -> None:
+        """To the background thread; once it has stopped, run here and now."""
+        with self._lock:
+            if not self._stopped:
+                self._removals.put(item)
+                return
+        self._run_now(*item[:2])
 
     def later_when_quiet(self, step, what: str = "a removed network's bridge") -> None:
         """Controller.delete_network's `later`: a retired bridge is deleted once the agent is quiet."""
@@ -161,13 +174,14 @@ class CniService:
         steps: list = []
         self._held.steps = steps
         self._request_started()
-        served: list[bool] = []
+        served = False
 
         def release() -> None:
+            nonlocal served
             if self._held.steps is steps:
                 self._held.steps = None
             if not served:
-                served.append(True)
+                served = True
                 self._request_served()
             self._queue_held(steps)
 
@@ -188,11 +202,7 @@ class CniService:
 
     def _queue_held(self, steps: list) -> None:
         while steps:
-            item = steps.pop(0)
-            if self._stopped:
-                self._run_now(*item[:2])
-            else:
-                self._removals.put(item)  # counted as unfinished before it stops being held
+            self._queue(steps.pop(0))  # counted as unfinished before it stops being held
             with self._lock:
                 self._held_count -= 1
 
@@ -230,11 +240,17 @@ class CniService:
         """Wait (bounded) until the devices queued for deletion are gone: `doctor` and `gc` must not
         report, or remove, what the agent is about to delete anyway."""
         self._queue_held(getattr(self._held, "steps", None) or [])  # this thread's own: wanted now
-        if not self._stopped and self._remover.is_alive():
-            self._removals.put(_FLUSH)  # and the bridges waiting for a quiet agent
-        deadline = time.monotonic() + timeout
-        while (self._removals.unfinished_tasks or self._held_count) and time.monotonic() < deadline:
-            time.sleep(0.002)
+        with self._lock:
+            self._flushing += 1  # steps other requests release meanwhile do not wait for quiet either
+            if not self._stopped and self._remover.is_alive():
+                self._removals.put(_FLUSH)  # and the bridges waiting for a quiet agent
+        try:
+            deadline = time.monotonic() + timeout
+            while (self._removals.unfinished_tasks or self._held_count) and time.monotonic() < deadline:
+                time.sleep(0.002)
+        finally:
+            with self._lock:
+                self._flushing -= 1
 
     def _remove_links(self) -> None:
         from libnetwork.netlink import Netlink
@@ -245,16 +261,16 @@ class CniService:
                 try:
                     item = self._removals.get(timeout=self._next_look(waiting))
                 except queue.Empty:
-                    item = ()  # a look at the waiting steps
+                    item = _LOOK
                 if item is None or item is _FLUSH:  # stop, or doctor/gc: the waiting steps go now
                     for step, what, _ in waiting:
                         self._remove(host, step, what)
                     waiting.clear()
+                    self._removals.task_done()
                     if item is None:
                         return
-                    self._removals.task_done()
                     continue
-                if item:
+                if item is not _LOOK:
                     step, what, when_quiet = item
                     if when_quiet:
                         waiting.append((step, what, time.monotonic()))
@@ -278,7 +294,7 @@ class CniService:
         if len(waiting) > MAX_WAITING or now - waiting[0][2] >= MAX_WAIT_S:
             return True
         with self._lock:
-            return self._serving == 0 and now - self._last_request >= QUIET_S
+            return self._flushing > 0 or (self._serving == 0 and now - self._last_request >= QUIET_S)
 
     def _next_look(self, waiting: list[tuple]) -> float | None:
         """How long the background thread may wait for the next step before it looks at the waiting."""

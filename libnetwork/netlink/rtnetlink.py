@@ -221,8 +221,8 @@ class Netlink:
 
         With `netns_fd` the device is created inside that namespace while its UDP socket (and the
         routing of its packets) stays in this one, as Docker's overlay does by moving it, without the
-        cost of a move. The kernel does not echo a link made elsewhere: 0 is returned, look the device
-        up from inside."""
+        cost of a move. Its index is not known here (index_of asks this namespace): 0 is returned, look
+        the device up from inside."""
         data = _u32(IFLA_VXLAN_ID, vni) + _u8(IFLA_VXLAN_LEARNING, int(learning))
         data += _u8(IFLA_VXLAN_PROXY, 1) if proxy else b""
         data += _attr(IFLA_VXLAN_PORT, struct.pack("!H", port))  # network byte order

@@ -28,8 +28,9 @@ class Api:
     def __init__(self, root: str, *, gid: int = -1, deferred: object | None = None,
                  agent_stopping: threading.Event | None = None):
         """`deferred`: the agent's queue of slow kernel deletions (cni_plugins/service.py CniService:
-        later, defer_link_removal), so that `network rm` and `disconnect` answer before the kernel has
-        deleted the bridge or the veth pair, as the CLI's requests do; None: delete at once.
+        later_when_quiet, defer_link_removal, holding), so that `network rm` and `disconnect` answer
+        before the kernel has deleted the bridge or the veth pair, as the CLI's requests do; None:
+        delete at once.
         `agent_stopping`: set when the agent stops, whose queue may then no longer be worked off."""
         from runner.paths import Layout
 

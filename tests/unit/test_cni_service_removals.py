@@ -104,6 +104,7 @@ def test_a_bridge_deletion_waits_for_a_quiet_agent_within_bounds(tmp_path, monke
             monkeypatch.setattr(module, "MAX_WAIT_S", 0.5)
             aged = threading.Event()
             service.later_when_quiet(lambda host: aged.set())  # the clock of the first two runs out too
+            # four waiting, over MAX_WAITING: one more goes at once; the rest, older than MAX_WAIT_S now
             assert aged.wait(5) and {"many 1", "many 2"} <= set(ran)  # never quiet, none past MAX_WAIT_S
 
             monkeypatch.setattr(module, "MAX_WAIT_S", 60.0)
@@ -117,3 +118,39 @@ def test_a_bridge_deletion_waits_for_a_quiet_agent_within_bounds(tmp_path, monke
         assert ran[-1] == "at stop"
     finally:
         service.stop()
+
+
+def test_a_flush_does_not_wait_for_quiet_and_a_stopped_service_does_not_keep_it_waiting(tmp_path):
+    """doctor/gc flush from inside their own request: a bridge another request releases meanwhile
+    (after the flush's marker was taken) must not wait for a quiet agent, which the flushing request
+    itself keeps busy. After stop, a flush returns at once: nothing is left to wait for."""
+    service = CniService(str(tmp_path)).start()
+    ran: list[str] = []
+    release_other, other_released = threading.Event(), threading.Event()
+
+    def other_request() -> None:  # a `network rm` over the Docker API, answered during the flush
+        with service.holding() as release:
+            service.later_when_quiet(lambda host: (time.sleep(0.05), ran.append("other")))
+            release_other.wait(10)
+            release()
+            other_released.set()
+
+    other = threading.Thread(target=other_request)
+    other.start()
+    try:
+        with service.holding():  # doctor's own request
+            flusher = threading.Thread(target=service.flush_removals)
+            started = time.monotonic()
+            flusher.start()
+            time.sleep(0.1)  # the flush's marker is taken; then the other request answers
+            release_other.set()
+            flusher.join(20)
+            assert other_released.is_set() and ran == ["other"]
+            assert time.monotonic() - started < 5  # not MAX_WAIT_S (10 s): the flush counts as quiet
+    finally:
+        release_other.set()
+        other.join(10)
+        service.stop()
+    started = time.monotonic()
+    service.flush_removals(timeout=5)
+    assert time.monotonic() - started < 1
