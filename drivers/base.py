@@ -51,6 +51,7 @@ class KernelObject:
 
     kind: str  # "bridge", "veth", ...
     name: str
+    note: str = ""  # what the driver knows of it, e.g. "a removed network's bridge, waiting for deletion"
 
 
 @dataclass

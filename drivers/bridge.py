@@ -15,6 +15,7 @@ from libnetwork import netns, sysctl
 from libnetwork.errors import AlreadyExists, InvalidArgument, KernelError, NetctlError
 
 BRIDGE_PREFIX = "nc-"
+TOMBSTONE_PREFIX = BRIDGE_PREFIX + "z"  # a removed network's bridge, renamed until it is deleted
 VETH_PREFIX = "nv"
 
 # Docker's option names are accepted too, so `-o com.docker.network.bridge.name=br0` works.
@@ -145,7 +146,7 @@ class BridgeDriver:
         index = host.index_of(bridge_name(network))
         if index is None:
             return None
-        tombstone = BRIDGE_PREFIX + "z" + os.urandom(6).hex()[:IFNAMSIZ - len(BRIDGE_PREFIX) - 1]
+        tombstone = TOMBSTONE_PREFIX + os.urandom(6).hex()[:IFNAMSIZ - len(TOMBSTONE_PREFIX)]
         try:
             with host.batch() as batch:  # in this order: a link is renamed down (before Linux 6.2)
                 batch.set_link(index, up=False)
@@ -266,7 +267,10 @@ class BridgeDriver:
     def marked_objects(self, host) -> list[KernelObject]:
         found = []
         for link in host.links():
-            if link.kind == "bridge" and link.name.startswith(BRIDGE_PREFIX):
+            if link.kind == "bridge" and link.name.startswith(TOMBSTONE_PREFIX):
+                # the agent deletes it once it is quiet (cni_plugins/service.py); a crash leaves it to gc
+                found.append(KernelObject("bridge", link.name, "a removed network's bridge, waiting for deletion"))
+            elif link.kind == "bridge" and link.name.startswith(BRIDGE_PREFIX):
                 found.append(KernelObject("bridge", link.name))
             elif link.kind == "veth" and link.name.startswith(VETH_PREFIX):
                 found.append(KernelObject("veth", link.name))

@@ -59,7 +59,9 @@ class Doctor(Sandboxes):
         known_links = {n.driver_state.get("bridge") for n in networks} | {e.host_ifname for e in endpoints}
         for obj in bridge.marked_objects(self.host):
             if obj.name not in known_links:
-                problems.append(Problem("orphan-link", obj.name, f"{obj.kind} {obj.name} has no record in the store"))
+                note = f" ({obj.note})" if obj.note else ""
+                problems.append(Problem("orphan-link", obj.name,
+                                        f"{obj.kind} {obj.name} has no record in the store{note}"))
         for network in networks:
             if not self.driver(network.driver).network_present(network, self.host):
                 problems.append(Problem("stale-network", network.name, f"network {network.name!r} has no "

@@ -117,3 +117,16 @@ def test_kill_during_disconnect_leaves_a_stale_record_that_gc_removes(lab):
     lab.netctl("gc")
     assert lab.inspect("crash")["Containers"] == {}
     assert lab.netctl("doctor", check=False).returncode == 0
+
+
+def test_a_removed_networks_bridge_left_by_a_killed_agent_is_named_so_and_gc_removes_it(lab):
+    """Between `network rm` and the bridge's deletion (once the agent is quiet), the bridge carries a
+    tombstone name (drivers/bridge.py retire_network); an agent killed meanwhile leaves it behind."""
+    lab.network("keep", "--subnet", "10.43.0.0/24")
+    lab.host.run("ip", "link", "add", "nc-z0123456789a", "type", "bridge")
+    problems = json.loads(lab.netctl("doctor", "--format", "json", check=False).stdout)
+    assert [(p["kind"], p["object"]) for p in problems] == [("orphan-link", "nc-z0123456789a")]
+    assert "a removed network's bridge, waiting for deletion" in problems[0]["detail"]
+    lab.netctl("gc")
+    assert "nc-z0123456789a" not in lab.host.ip_link_names()
+    assert lab.netctl("doctor", check=False).returncode == 0
