@@ -237,14 +237,16 @@ class Podman(Engine):
 
 
 def settle(timeout: float = 30.0) -> None:
-    """Wait (bounded) until netctl's agent has deleted the bridges of removed networks (`nc-z...`, the
-    tombstone names of drivers/bridge.py), so that their deletion falls in no series' timed window."""
+    """Wait (bounded) until netctl's agent has deleted the bridges of removed networks (their tombstone
+    names, drivers/bridge.py), so that their deletion falls in no series' timed window."""
+    from drivers.bridge import TOMBSTONE_PREFIX
+
     def links() -> list[str]:  # /proc/net/dev: the links of this process's network namespace (the host's)
         with open("/proc/net/dev") as f:
             return [line.split(":", 1)[0].strip() for line in f.readlines()[2:]]
 
     deadline = time.monotonic() + timeout
-    while any(name.startswith("nc-z") for name in links()):
+    while any(name.startswith(TOMBSTONE_PREFIX) for name in links()):
         if time.monotonic() > deadline:
             raise CommandError(f"netctl's removed bridges were still there after {timeout:.0f} s")
         time.sleep(0.05)

@@ -173,7 +173,7 @@ class CniService:
         the agent counts as busy: a removed network's bridge is not deleted meanwhile (later_when_quiet)."""
         steps: list = []
         self._held.steps = steps
-        self._request_started()
+        self._count_request(+1)
         served = False
 
         def release() -> None:
@@ -182,7 +182,7 @@ class CniService:
                 self._held.steps = None
             if not served:
                 served = True
-                self._request_served()
+                self._count_request(-1)
             self._queue_held(steps)
 
         try:
@@ -190,14 +190,10 @@ class CniService:
         finally:
             release()
 
-    def _request_started(self) -> None:
+    def _count_request(self, change: int) -> None:
+        """A request starts (+1) or its reply is out (-1): either way the agent was busy just now."""
         with self._lock:
-            self._serving += 1
-            self._last_request = time.monotonic()
-
-    def _request_served(self) -> None:
-        with self._lock:
-            self._serving -= 1
+            self._serving += change
             self._last_request = time.monotonic()
 
     def _queue_held(self, steps: list) -> None:

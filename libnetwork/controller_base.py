@@ -15,6 +15,7 @@ NETCTL_STORE, no ROOT/global.json) the etcd client is never imported.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
@@ -185,8 +186,6 @@ class ControllerBase:
         if not self._host_name:
             self._host_name = self._env.get("NETCTL_HOST_NAME") or self._global_file().get("host", "")
             if not self._host_name:
-                import socket
-
                 self._host_name = socket.gethostname()
         return self._host_name
 
@@ -235,8 +234,6 @@ class ControllerBase:
         configured = self._global_file().get("vtep", "")
         if configured:
             return configured
-        import socket
-
         from libnetwork.store.etcd import parse_url
 
         _, address, port = parse_url(self.store_url)
@@ -282,11 +279,11 @@ class ControllerBase:
             raise NotFound(f"sandbox {ref!r} not found; `netctl sandbox ls` lists the sandboxes")
         return sandbox
 
-    def _host_routes(self, found: list | None = None) -> list[tuple[str, str]]:
-        """The host's routes an IPAM pool must not overlap; `found`: a dump already made (one family
-        is enough for a network of that family alone)."""
+    def _host_routes(self, found: list) -> list[tuple[str, str]]:
+        """Of the routes `found` (a dump; one family is enough for a network of that family alone), those
+        an IPAM pool must not overlap, each with the words that name it."""
         routes = []
-        for route in self.host.routes() if found is None else found:
+        for route in found:
             if route.dst in ("0.0.0.0/0", "::/0") or route.dst.startswith("fe80:"):
                 continue
             via = f" via {route.gateway}" if route.gateway else ""
@@ -297,7 +294,7 @@ class ControllerBase:
         """MTU of the interface holding the default route: a bridge network inherits it, so a host on a
         1400-byte uplink (VPN, cloud) does not get containers that black-hole large packets. `found`: a
         dump of the IPv4 routes (at least) already made."""
-        for route in self.host.routes(2) if found is None else found:
+        for route in self.host.routes(socket.AF_INET) if found is None else found:
             if route.dst == "0.0.0.0/0" and route.oif:
                 link = self.host.link(route.oif)
                 if link is not None:
