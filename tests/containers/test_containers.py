@@ -59,8 +59,10 @@ def test_memory_limit_oom_kill(rhost):
 
 def test_pids_limit_contains_a_fork_bomb(rhost):
     cid = rhost.start("bomb", "--pids-limit", "10", network="none",
-                      command=("sh", "-c", "bomb() { bomb | bomb & }; bomb; exec sleep 600"))  # fmt: skip
-    # (exec: no fork left for sleep would otherwise end the container when the bomb got there first)
+                      command=("sh", "-c", "bomb() { bomb | bomb & }; bomb & exec sleep 600"))  # fmt: skip
+    # The container's shell forks once, before the bomb has started, then becomes sleep (exec): it must
+    # never fork after the bomb has the pids (sh ends at a failed fork). `bomb; exec sleep` forked twice
+    # for the pipeline, and under load the first child filled the limit before the second fork.
     time.sleep(1.0)
     current = int(rhost.cgroup_file("pids", cid, "pids.current"))
     assert current <= 10
