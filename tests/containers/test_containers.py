@@ -78,7 +78,7 @@ def test_cpus_limit_is_measured(rhost):
     """--cpus 0.5: a busy loop gets 50 % of a CPU (cgroup usage over a wall-clock window), +-20 %.
 
     The limit must hold in every window; reaching it needs a free half CPU, which a loaded CI machine
-    (2 CPUs, two test workers) does not always leave in one window: up to three windows are measured."""
+    (2 CPUs, four test workers) does not always leave in one window: up to three windows are measured."""
     cid = rhost.start("spin", "--cpus", "0.5", network="none", command=("sh", "-c", "while :; do :; done"))
     quota, period = (int(rhost.cgroup_file("cpu", cid, name)) for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
     assert quota / period == 0.5
