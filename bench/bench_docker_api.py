@@ -30,6 +30,9 @@ engine in a row, then the other's, as a script creating and removing networks in
 create ~15 ms after the previous rm). netctl's agent deletes a removed network's bridge once it is quiet
 (cni_plugins/service.py), or at once beyond 16 waiting; before each series the bench waits until no
 such bridge is left, so that none is deleted in another series' timed window.
+The network operation's spread (`network-spread`, no goal): the same round-robin on two canned engines
+that answer its requests at once and do nothing (canned_docker.py). Their ratio is what noise alone
+gives two identical engines: a netctl/podman ratio within it is parity, not a difference.
 Everything runs inside one throwaway host (tests/harness.py), the timing loop included; cgroups
 (machine-wide) are made under one parent and removed at the end.
 """
@@ -47,6 +50,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import canned_docker  # noqa: E402
 from bench_run import remove_cgroups, use_bytecode_cache  # noqa: E402
 from common import (  # noqa: E402
     REPO_DIR, CommandError, Progress, Series, answer_worker_task, driver_parser, fmt_ms, format_table,
@@ -62,6 +66,8 @@ SERVICE_TIMEOUT = 60.0  # seconds for an engine's socket to answer /_ping
 GOALS = {"run": 1 / 3, "network": 1.0, "compose": 1 / 2}
 OPERATIONS = ("run", "network", "compose")
 BACK_TO_BACK = "network-b2b"  # the network operation, n in a row per engine (reported, no goal)
+SPREAD = "network-spread"  # the network operation on two canned engines (reported, no goal)
+CANNED = ("canned-a", "canned-b")
 
 
 # ---- inside the throwaway host ----------------------------------------------------------------------
@@ -236,6 +242,30 @@ class Podman(Engine):
         stop_process(self.proc)
 
 
+class Canned(Engine):
+    """An engine that answers the network operation's requests at once and does nothing."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.socket = f"{WORK}/{name}.sock"
+        self.server = canned_docker.serve(self.socket)
+        self.env = self.client_env()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def measure_spread(n: int, warmup: int) -> list[Series]:
+    """The network operation round-robin on two identical canned engines."""
+    canned = [Canned(name) for name in CANNED]
+    try:
+        return measure_rounds(SPREAD, {c.name: command_lines(c, "network") for c in canned}, n, warmup)
+    finally:
+        for engine in canned:
+            engine.close()
+
+
 def settle(timeout: float = 30.0) -> None:
     """Wait (bounded) until netctl's agent has deleted the bridges of removed networks (their tombstone
     names, drivers/bridge.py), so that their deletion falls in no series' timed window."""
@@ -290,6 +320,7 @@ def worker(task: dict) -> dict:
                 for engine in engines:  # one engine at a time: n rounds in a row
                     settle()
                     measured += measure_rounds(BACK_TO_BACK, {engine.name: actions[engine.name]}, n, warmup)
+                measured += measure_spread(n, warmup)
             for result in measured:
                 print(f"measured {result.tool} {result.operation}: median {result.median:.1f} ms", file=sys.stderr,
                       flush=True)  # fmt: skip
@@ -324,7 +355,16 @@ def summarise(series: list[Series]) -> tuple[str, list[dict]]:
                      fmt_ms(peer.median), fmt_ms(peer.minimum), fmt_ms(peer.cpu_median), f"{ratio:.2f}",
                      f"<= {goal:.2f}" if goal else "-", verdict])  # fmt: skip
     headers = ["operation", "netctl med", "min", "cpu", "podman med", "min", "cpu", "ratio", "goal", ""]
-    return format_table(headers, rows, numeric=(1, 2, 3, 4, 5, 6, 7)), comparisons
+    table = format_table(headers, rows, numeric=(1, 2, 3, 4, 5, 6, 7))
+    a, b = (by.get((name, SPREAD)) for name in CANNED)
+    if a is not None and b is not None:
+        comparisons.append({"operation": SPREAD, "tool": a.tool, "median_ms": round(a.median, 2), "peer": b.tool,
+                            "peer_median_ms": round(b.median, 2), "ratio": round(a.median / b.median, 3),
+                            "goal": None})  # fmt: skip
+        table += (f"\n{SPREAD}: two canned engines that do nothing, round-robin: medians {fmt_ms(a.median)} and "
+                  f"{fmt_ms(b.median)} ms, ratio {a.median / b.median:.2f} (what noise alone gives the network "
+                  "operation)")
+    return table, comparisons
 
 
 def main() -> int:
@@ -350,7 +390,7 @@ def main() -> int:
     table, comparisons = summarise(series)
     print(table)
     for s in series:
-        if not any(c["operation"] == s.operation for c in comparisons):
+        if not any(c["operation"] == s.operation for c in comparisons) and s.operation != SPREAD:
             print(f"{s.tool} {s.operation}: median {fmt_ms(s.median)} ms, min {fmt_ms(s.minimum)} ms")
     for key, value in result["extra"].items():
         print(f"{key}: {value}")
