@@ -32,7 +32,9 @@ create ~15 ms after the previous rm). netctl's agent deletes a removed network's
 such bridge is left, so that none is deleted in another series' timed window.
 The network operation's spread (`network-spread`, no goal): the same round-robin on two canned engines
 that answer its requests at once and do nothing (canned_docker.py). Their ratio is what noise alone
-gives two identical engines: a netctl/podman ratio within it is parity, not a difference.
+gives two identical engines: a netctl/podman ratio within it is parity, not a difference. (The canned
+servers are threads of the timing process: their `cpu` figures include their own work; the ratio is of
+wall-clock medians.)
 Everything runs inside one throwaway host (tests/harness.py), the timing loop included; cgroups
 (machine-wide) are made under one parent and removed at the end.
 """
@@ -320,6 +322,7 @@ def worker(task: dict) -> dict:
                 for engine in engines:  # one engine at a time: n rounds in a row
                     settle()
                     measured += measure_rounds(BACK_TO_BACK, {engine.name: actions[engine.name]}, n, warmup)
+                settle()
                 measured += measure_spread(n, warmup)
             for result in measured:
                 print(f"measured {result.tool} {result.operation}: median {result.median:.1f} ms", file=sys.stderr,
@@ -360,7 +363,7 @@ def summarise(series: list[Series]) -> tuple[str, list[dict]]:
     if a is not None and b is not None:
         comparisons.append({"operation": SPREAD, "tool": a.tool, "median_ms": round(a.median, 2), "peer": b.tool,
                             "peer_median_ms": round(b.median, 2), "ratio": round(a.median / b.median, 3),
-                            "goal": None})  # fmt: skip
+                            "goal": None, "met": None})  # fmt: skip
         table += (f"\n{SPREAD}: two canned engines that do nothing, round-robin: medians {fmt_ms(a.median)} and "
                   f"{fmt_ms(b.median)} ms, ratio {a.median / b.median:.2f} (what noise alone gives the network "
                   "operation)")

@@ -13,6 +13,7 @@ import json
 import os
 import socketserver
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
 API_VERSION = "1.41"  # podman's: the docker CLI then sends the same requests to every engine
@@ -44,8 +45,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.networks[body.get("Name", "")] = network_id
         self._reply(201, {"Id": network_id, "Warning": ""})
 
+    def _name(self) -> str:  # /vX/networks/NAME[?...]
+        return urllib.parse.urlsplit(self.path).path.rsplit("/", 1)[-1]
+
     def do_GET(self) -> None:  # /vX/networks/NAME
-        name = self.path.rsplit("/", 1)[-1]
+        name = self._name()
         if name not in self.networks:
             self._reply(404, {"message": f"network {name} not found"})
             return
@@ -55,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
                           "Containers": {}, "Options": {}, "Labels": {}})  # fmt: skip
 
     def do_DELETE(self) -> None:  # /vX/networks/NAME
-        found = self.networks.pop(self.path.rsplit("/", 1)[-1], None)
+        found = self.networks.pop(self._name(), None)
         self._reply(204) if found else self._reply(404, {"message": "network not found"})
 
     def address_string(self) -> str:  # a Unix socket's peer has no address

@@ -17,7 +17,8 @@ done
 # Two workers a CPU (at most 8, more untried): a test mostly waits on the kernel, daemons and
 # clients. On a 2-CPU machine the suite took 751-810 s with one worker a CPU (-n auto, ~45% of the
 # CPUs busy) and 505-630 s with two. A later -n in the arguments wins.
-workers=$(( $(nproc) * 2 ))
+cpus=$(.venv/bin/python -c 'import os; print(len(os.sched_getaffinity(0)))')  # nproc obeys OMP_NUM_THREADS
+workers=$(( cpus * 2 ))
 workers=$(( workers > 8 ? 8 : workers ))
 exec timeout --foreground --kill-after=30 "${NETCTL_SUITE_TIMEOUT:-3600}" \
     .venv/bin/python -m pytest -n "$workers" -p no:cacheprovider "${targets[@]}" "$@"

@@ -198,15 +198,16 @@ def _close(conn: socket.socket) -> None:
     """Close a connection after reading what the client sent and no one read (a body of a request
     answered before it was read, input to a hijacked stream that ended). On a Unix socket, a close with
     unread bytes makes the client's next read fail with ECONNRESET where it expected the end of the
-    reply: http.client then loses an attach's output (seen under load in test_wrong_types). Only what
-    is already queued is read, at most DRAIN_LIMIT bytes; the client sees the end first (SHUT_WR)."""
+    reply: under load, http.client lost an attach's output so. After SHUT_RDWR the client reads the end
+    and can send nothing more (EPIPE), and what it had sent is still queued here: read it out (at most
+    DRAIN_LIMIT bytes), then close."""
     with contextlib.suppress(OSError):
-        conn.shutdown(socket.SHUT_WR)  # already shut down after a hijacked stream: fine
+        conn.shutdown(socket.SHUT_RDWR)  # already shut down after a hijacked stream: fine
     with contextlib.suppress(OSError):
         conn.setblocking(False)
         drained = 0
         while drained < DRAIN_LIMIT:
-            data = conn.recv(65536)  # BlockingIOError (an OSError) once the queue is empty
+            data = conn.recv(65536)  # b"" once the queue is empty (BlockingIOError, an OSError, also ends it)
             if not data:
                 break
             drained += len(data)

@@ -209,34 +209,36 @@ def test_a_bad_body_length_is_400_at_once(dhost, framing, expected):
     assert "cl" not in dhost.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
 
 
-
-
 def test_output_read_after_the_server_closed_ends_with_eof_not_a_reset(dhost):
     """A Unix socket closed with unread bytes makes the client's next read fail with ECONNRESET instead
     of the end of the reply: under load, http.client lost the output of an attach sent with a body the
     attach never reads. The server reads what is queued before it closes. Here the body comes once the
-    server is past reading the request, and the client reads the output only after the close."""
+    server is past reading the request (it has written its reply's head) and before it goes on (it waits
+    until the head is read whole), and the client reads the output only after the close."""
     dhost.docker("run", "--name", "eofc", "busybox", "echo", "hi")
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(5)
-        sock.connect(dhost.outside_socket)
-        sock.sendall(b"POST /containers/eofc/attach?logs=1&stream=0&stdout=1 HTTP/1.1\r\nHost: docker\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n")  # fmt: skip
-        time.sleep(0.2)  # the server has read the request and waits for its reply's head to be read
-        sock.sendall(b"{}")
-        head = b""
-        while not head.endswith(b"\r\n\r\n") and len(head) < 4096:  # the head alone: the server then goes on
-            head += sock.recv(1)
-        time.sleep(0.5)  # the server has sent the logs and closed
-        output = b""
-        for _ in range(100):
-            chunk = sock.recv(4096)  # ConnectionResetError here, before
-            if not chunk:
-                break
-            output += chunk
-    assert head.startswith(b"HTTP/1.1 200 "), head
-    assert output.endswith(b"hi\n"), output
-    dhost.docker("rm", "eofc")
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(dhost.outside_socket)
+            sock.sendall(b"POST /containers/eofc/attach?logs=1&stream=0&stdout=1 HTTP/1.1\r\nHost: docker\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n")  # fmt: skip
+            head = b""
+            while not head.endswith(b"\r\n\r") and len(head) < 4096:  # all of the head but its last byte
+                head += sock.recv(1)
+            sock.sendall(b"{}")
+            head += sock.recv(1)  # the last byte: the server goes on, sends the logs and closes
+            time.sleep(0.5)  # read only once it has closed
+            output = b""
+            for _ in range(100):
+                chunk = sock.recv(4096)  # ConnectionResetError here, before
+                if not chunk:
+                    break
+                output += chunk
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n"), head
+        assert output.endswith(b"hi\n"), output
+    finally:
+        dhost.docker("rm", "-f", "eofc")
+
 
 STRANGER_CLIENT = r"""
 import socket, sys
