@@ -17,12 +17,12 @@ waits for that nor collides with it (its name is free). If the agent dies first,
 veth is what `netctl doctor` reports and `netctl gc` or a CNI GC removes.
 
 A removed network's bridge (renamed out of the way, down, without addresses: drivers/bridge.py
-retire_network) is deleted once the agent is quiet: no request in progress and none for QUIET_S (a
-request counts until its answer is out: a slow one, such as a delegated IPAM call or an image load,
-keeps bridges waiting, up to MAX_WAIT_S). Deleting a bridge
-holds the kernel's RTNL lock for ~20 ms of its ~40 (br_vlan_flush waits for an RCU grace period under
-it), and every link change on the host waits behind it: a `docker network create` that came right
-after an rm waited those 20 ms. Bounded: at most MAX_WAITING wait, none longer than MAX_WAIT_S.
+retire_network) is deleted once the agent is quiet: no request in progress and none for QUIET_S. A
+request counts until its answer is out, so a slow one (a delegated IPAM call, an image load) keeps
+bridges waiting. Why: deleting a bridge holds the kernel's RTNL lock for ~20 ms of its ~40
+(br_vlan_flush waits for an RCU grace period under it), and every link change on the host waits
+behind it: a `docker network create` that came right after an rm waited those 20 ms. Bounded: at most
+MAX_WAITING wait (beyond, the oldest goes at once), none longer than MAX_WAIT_S.
 """
 
 from __future__ import annotations
