@@ -349,10 +349,10 @@ def logs(ctx, follow, timestamps, ref):
 
 
 def _still_running(records, container_id: str) -> bool:
-    from runner.state import is_alive
+    from runner.state import output_may_grow
 
     current = records.load(container_id)
-    return current is not None and current.state.running and is_alive(current.state)
+    return current is not None and output_may_grow(current.state)
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})

@@ -39,7 +39,7 @@ from runner.images import ImageStore
 from runner.paths import Layout
 from runner.process import InitSpec
 from runner.spec import NETWORK_HOST, ContainerConfig, RunRequest
-from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id
+from runner.state import EXITED, RUNNING, Container, ContainerState, Records, check_name, new_id, process_start_time
 from runner.volumes import discard_made, resolve_binds
 
 if TYPE_CHECKING:
@@ -442,5 +442,6 @@ class Runtime:
         state.pid_start = pid_start
         state.started = now()
         state.monitor_pid = os.getpid()
+        state.monitor_start = process_start_time(state.monitor_pid)
         state.networks = networks
         self.records.write_state(container_id, state)

@@ -39,6 +39,7 @@ class ContainerState:
     oom_killed: bool = False
     error: str = ""
     monitor_pid: int = 0
+    monitor_start: int = 0  # the monitor's starttime, as pid_start (0 in records written before it)
     networks: dict[str, dict] = field(default_factory=dict)  # network name -> endpoint view at start
     restart_count: int = 0  # starts made by the restart policy since the last start by hand
     manually_stopped: bool = False  # stop/kill by a client: always and unless-stopped leave it stopped
@@ -208,3 +209,18 @@ def process_start_time(pid: int) -> int:
 
 def is_alive(state: ContainerState) -> bool:
     return bool(state.pid) and process_start_time(state.pid) == state.pid_start
+
+
+def output_may_grow(state: ContainerState) -> bool:
+    """Whether the container's log can still grow, for `logs --follow`. The monitor reaps the init,
+    drains its pipes into the log and only then records the exit: while the record says running and
+    the monitor that wrote it lives, more output may come even though the init is gone. A record
+    left running by a monitor that died is over once its init is gone too."""
+    if state.status == RESTARTING:
+        return True
+    if not state.running:
+        return False
+    if is_alive(state):
+        return True
+    started = process_start_time(state.monitor_pid) if state.monitor_pid else 0
+    return bool(started) and (not state.monitor_start or started == state.monitor_start)

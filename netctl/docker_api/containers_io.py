@@ -227,7 +227,7 @@ def _time_arg(req: Request, name: str) -> float:
 
 def logs(api, req: Request, ref: str) -> Stream:
     from runner import logs as logs_mod
-    from runner.state import Records, is_alive
+    from runner.state import Records, output_may_grow
 
     container = find(api, ref)
     want = {1: req.flag("stdout"), 2: req.flag("stderr")}
@@ -246,7 +246,7 @@ def logs(api, req: Request, ref: str) -> Stream:
         current = records.load(container.id)
         if current is None or req.client_gone() or api.stopping.is_set():
             return False
-        return current.state.status == "restarting" or (current.state.running and is_alive(current.state))
+        return output_may_grow(current.state)
 
     def chunks():
         for line in logs_mod.read(path, since=since, until=until, tail=tail, follow=req.flag("follow"),
