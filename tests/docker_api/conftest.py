@@ -3,7 +3,8 @@ the real `docker` CLI run inside it, and docker-py clients on that socket.
 
 - ``dhost``: a DockerHost (below): host + own cgroup parent + busybox image (tagged ``busybox``) +
   `netctl daemon` started by hand (its log in /run/netctl-agent.log inside the host). Teardown stops
-  the agent, checks that its log holds no traceback, removes the host and its cgroups.
+  the agent, checks that its log and the container monitor's (ROOT/monitor.log: a process of its own,
+  whose errors the agent's log never shows) hold no traceback, removes the host and its cgroups.
 - ``DockerHost.docker(*args)``: `docker ARGS` inside the host's namespaces with DOCKER_HOST on the
   agent's socket and a DOCKER_CONFIG of its own (never the machine's ~/.docker); ``api_version=`` pins
   DOCKER_API_VERSION (e.g. "1.41").
@@ -88,8 +89,14 @@ class DockerHost:
             stop_group(agent, signal.SIGTERM)
 
     def agent_log(self) -> str:
+        return self._read(AGENT_LOG)
+
+    def monitor_log(self) -> str:
+        return self._read(f"{self.root}/monitor.log")
+
+    def _read(self, inner: str) -> str:
         try:
-            with open(self.host.path(AGENT_LOG), errors="replace") as f:
+            with open(self.host.path(inner), errors="replace") as f:
                 return f.read()
         except FileNotFoundError:
             return ""
@@ -167,8 +174,8 @@ class DockerHost:
         return self.host.py(code, timeout=20).stdout
 
     def assert_no_traceback(self) -> None:
-        log = self.agent_log()
-        assert "Traceback" not in log, f"the agent logged a traceback:\n{log}"
+        for name, log in (("agent", self.agent_log()), ("container monitor", self.monitor_log())):
+            assert "Traceback" not in log, f"the {name} logged a traceback:\n{log}"
 
     def json(self, *docker_args: str, **kw) -> Any:
         """`docker ARGS` whose output is JSON (inspect, --format '{{json .}}')."""
@@ -195,16 +202,17 @@ def make_docker_host(name: str = "dhost", *, image: bool = True, agent_args: tup
 
 
 def close_docker_host(dh: DockerHost, *, check: bool = True) -> None:
-    log = ""
+    logs = {}
     try:
         dh.stop_agent()
-        log = dh.agent_log()
+        logs = {"agent": dh.agent_log(), "container monitor": dh.monitor_log()}
     finally:
         dh.host.close()
         left = remove_cgroup_tree(dh.cgroup_parent)
     assert not left, f"cgroups left behind: {left}"
     if check:
-        assert "Traceback" not in log, f"the agent logged a traceback:\n{log}"
+        for name, log in logs.items():
+            assert "Traceback" not in log, f"the {name} logged a traceback:\n{log}"
 
 
 @pytest.fixture
