@@ -154,6 +154,8 @@ def host() -> Iterator[Host]:
     """A throwaway host: own netns, mount ns (fresh /run), pid ns; NETCTL_ROOT=/run/netctl."""
     with Host.start("host") as h:
         yield h
+        logged = h.tracebacks()
+    assert not logged, logged
 
 
 @pytest.fixture
@@ -170,11 +172,14 @@ def hosts() -> Iterator[Callable[[int], list[Host]]]:
             made.extend(new)
         return new
 
+    logged = []
     try:
         yield make
     finally:
         for h in made:
+            logged.append(h.tracebacks())
             h.close()
+    assert not any(logged), "\n".join(logged)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from typing import Callable
 
 NETCTL_ROOT = "/run/netctl"
 START_TIMEOUT = 10.0  # seconds for a host to come up
+SERVICE_LOGS = ("monitor.log", "agent.log")  # under NETCTL_ROOT: runner/paths.py, libnetwork/rootdir.py
 STOP_TIMEOUT = 10.0  # seconds for a host (and everything in it) to be gone
 
 # Runs as the host's PID 1 once the mounts are in place. It reaps orphans (daemons that double-fork end
@@ -330,6 +331,21 @@ class Host:
     def path(self, inner_path: str) -> str:
         """Where a path inside the host (e.g. /run/netctl/netctl.db) is reachable from outside."""
         return f"/proc/{self.pid}/root{inner_path}"
+
+    def tracebacks(self) -> str:
+        """The logs of this host's netctl services under its root that hold a traceback, whole ("" when
+        none does): the container monitor's and the agent's. Their errors reach no command's output,
+        so a fixture reads them before it closes the host."""
+        found = []
+        for name in SERVICE_LOGS:
+            try:
+                with open(self.path(f"{self.root}/{name}"), errors="replace") as f:
+                    text = f.read()
+            except OSError:  # never written, or the host is already gone
+                continue
+            if "Traceback" in text:
+                found.append(f"--- {self.root}/{name} in host {self.name}:\n{text}")
+        return "\n".join(found)
 
     def processes(self) -> list[int]:
         """Machine-side PIDs of every process now in this host's PID namespace (init included)."""

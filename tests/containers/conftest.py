@@ -120,9 +120,7 @@ def rhost() -> Iterator[RunnerHost]:
         runner.netctl("network", "create", "--subnet", "10.88.0.0/24", "net")
         yield runner
     finally:
-        host.close()
-        left = remove_cgroup_tree(parent)
-        assert not left, f"cgroups left behind: {left}"
+        close_runner_host(host, parent)
 
 
 @pytest.fixture
@@ -133,9 +131,20 @@ def bare_rhost() -> Iterator[RunnerHost]:
     try:
         yield RunnerHost(host, parent)
     finally:
+        close_runner_host(host, parent)
+
+
+def close_runner_host(host: Host, parent: str) -> None:
+    """Remove the host and its cgroups; then fail if the container monitor (a process of its own, whose
+    errors no command prints) or an agent logged a traceback."""
+    logged = ""
+    try:
+        logged = host.tracebacks()
+    finally:
         host.close()
         left = remove_cgroup_tree(parent)
-        assert not left, f"cgroups left behind: {left}"
+    assert not left, f"cgroups left behind: {left}"
+    assert not logged, logged
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):

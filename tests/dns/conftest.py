@@ -134,6 +134,8 @@ def dns_lab() -> Iterator[DnsLab]:
         yield lab
         log = lab.agent_log()
         assert "Traceback" not in log, log
+        logged = host.tracebacks()
+        assert not logged, logged
     finally:
         host.close()
         left = remove_cgroup_tree(lab._parent)  # type: ignore[attr-defined]

@@ -78,8 +78,11 @@ def lab_host() -> Iterator[LabHost]:
     require_lab_tools()
     parent = new_test_cgroup_parent()
     host = Host.start("labhost")
+    logged = ""
     try:
         yield LabHost(host, parent)
+        logged = host.tracebacks()
     finally:
         host.close()  # every process of the lab dies with the host's PID namespace
         remove_cgroup_tree(parent)
+    assert not logged, logged

@@ -399,13 +399,16 @@ class NetctlLab:
 def _switch_and_hosts(host_names: list[str]) -> Iterator[list[Host]]:
     """Throwaway hosts "sw" and `host_names`, in that order; all closed on exit, also on failure."""
     made: list[Host] = []
+    logged: list[str] = []
     try:
         for name in ["sw", *host_names]:
             made.append(Host.start(name))
         yield made
     finally:
         for host in made:
+            logged.append(host.tracebacks())
             host.close()
+    assert not any(logged), "\n".join(logged)
 
 
 @contextlib.contextmanager

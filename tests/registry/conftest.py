@@ -63,13 +63,16 @@ class RegistryHost(RunnerHost):
 def rhost() -> Iterator[RegistryHost]:
     parent = new_test_cgroup_parent()
     host = Host.start("reghost")
+    logged = ""
     try:
         host.run("sh", "-c", _PRIVATE_DIRS)
         yield RegistryHost(host, parent)
+        logged = host.tracebacks()
     finally:
         host.close()
         left = remove_cgroup_tree(parent)
         assert not left, f"cgroups left behind: {left}"
+    assert not logged, logged
 
 
 @pytest.fixture
