@@ -344,15 +344,12 @@ def logs(ctx, follow, timestamps, ref):
     records = Records(_layout(ctx))
     container = records.find(ref)
     path = os.path.join(records.directory(container.id), "container.log")
-    logs_mod.show(path, follow=follow, timestamps=timestamps,
-                  still_running=lambda: _still_running(records, container.id))
 
+    def record():
+        current = records.load(container.id)
+        return None if current is None else current.state
 
-def _still_running(records, container_id: str) -> bool:
-    from runner.state import output_may_grow
-
-    current = records.load(container_id)
-    return current is not None and output_may_grow(current.state)
+    logs_mod.show(path, follow=follow, timestamps=timestamps, still_running=logs_mod.follow_condition(record))
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})

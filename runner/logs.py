@@ -13,7 +13,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
+from runner.state import DONE, DRAINING, GROWING, ContainerState, output_phase
+
 FOLLOW_POLL_S = 0.1
+# How long a follower waits for a record that says running after its init is gone. The monitor drains
+# an exited init's pipes for at most 2 s (OUTPUT_DRAIN_S) before it records the exit; a record that
+# stays "running" longer (its write failed) must not hold a follower forever.
+DRAIN_WAIT_S = 10.0
 
 
 def records(path: str, follow: bool = False, still_running: Callable[[], bool] = lambda: False) -> Iterator[dict]:
@@ -46,6 +52,25 @@ def records(path: str, follow: bool = False, still_running: Callable[[], bool] =
                         pass
                 return
             time.sleep(FOLLOW_POLL_S)
+
+
+def follow_condition(load_state: Callable[[], ContainerState | None]) -> Callable[[], bool]:
+    """`still_running` for records(follow=True), from the container's record as load_state() reads it
+    (None: removed): true while its output may grow (runner.state.output_phase), for at most
+    DRAIN_WAIT_S of the phase after the init is gone."""
+    draining_since: list[float] = []
+
+    def still_running() -> bool:
+        state = load_state()
+        phase = output_phase(state) if state is not None else DONE
+        if phase != DRAINING:
+            draining_since.clear()
+            return phase == GROWING
+        if not draining_since:
+            draining_since.append(time.monotonic())
+        return time.monotonic() - draining_since[0] < DRAIN_WAIT_S
+
+    return still_running
 
 
 def show(path: str, *, follow: bool = False, timestamps: bool = False,

@@ -211,16 +211,26 @@ def is_alive(state: ContainerState) -> bool:
     return bool(state.pid) and process_start_time(state.pid) == state.pid_start
 
 
-def output_may_grow(state: ContainerState) -> bool:
-    """Whether the container's log can still grow, for `logs --follow`. The monitor reaps the init,
-    drains its pipes into the log and only then records the exit: while the record says running and
-    the monitor that wrote it lives, more output may come even though the init is gone. A record
-    left running by a monitor that died is over once its init is gone too."""
+GROWING, DRAINING, DONE = "growing", "draining", "done"  # output_phase()
+
+
+def output_phase(state: ContainerState) -> str:
+    """Where a container's log stands, for `logs --follow`. GROWING: its init lives (or it is
+    restarting under a live monitor). DRAINING: the init is gone but the record still says running and
+    the monitor that wrote it lives: the monitor reaps the init, drains its pipes into the log and only
+    then records the exit, so more output may still come. DONE: nothing more will be written."""
     if state.status == RESTARTING:
-        return True
+        return GROWING if _monitor_alive(state) else DONE
     if not state.running:
-        return False
+        return DONE
     if is_alive(state):
-        return True
-    started = process_start_time(state.monitor_pid) if state.monitor_pid else 0
-    return bool(started) and (not state.monitor_start or started == state.monitor_start)
+        return GROWING
+    return DRAINING if _monitor_alive(state) else DONE
+
+
+def _monitor_alive(state: ContainerState) -> bool:
+    """The monitor that wrote the record still runs (its pid not recycled: the starttime matches).
+    Records written before the starttime was kept cannot tell, and say no."""
+    if not (state.monitor_pid and state.monitor_start):
+        return False
+    return process_start_time(state.monitor_pid) == state.monitor_start

@@ -227,7 +227,7 @@ def _time_arg(req: Request, name: str) -> float:
 
 def logs(api, req: Request, ref: str) -> Stream:
     from runner import logs as logs_mod
-    from runner.state import Records, output_may_grow
+    from runner.state import Records
 
     container = find(api, ref)
     want = {1: req.flag("stdout"), 2: req.flag("stderr")}
@@ -242,11 +242,14 @@ def logs(api, req: Request, ref: str) -> Stream:
     records = Records(api.layout)
     path = os.path.join(records.directory(container.id), "container.log")
 
-    def still_running() -> bool:
+    def record():
         current = records.load(container.id)
-        if current is None or req.client_gone() or api.stopping.is_set():
-            return False
-        return output_may_grow(current.state)
+        return None if current is None else current.state
+
+    output_may_grow = logs_mod.follow_condition(record)
+
+    def still_running() -> bool:
+        return not req.client_gone() and not api.stopping.is_set() and output_may_grow()
 
     def chunks():
         for line in logs_mod.read(path, since=since, until=until, tail=tail, follow=req.flag("follow"),

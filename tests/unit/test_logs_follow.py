@@ -9,11 +9,14 @@ import json
 import os
 import subprocess
 import threading
+import time
 
 import pytest
 
 from runner import logs
-from runner.state import EXITED, RESTARTING, RUNNING, ContainerState, output_may_grow, process_start_time
+from runner.state import (
+    DONE, DRAINING, EXITED, GROWING, RESTARTING, RUNNING, ContainerState, output_phase, process_start_time,
+)  # fmt: skip
 
 BOUND_S = 10.0
 
@@ -40,47 +43,81 @@ def state_with(status: str = RUNNING, *, init_alive: bool = False, monitor: str 
     return ContainerState(status=status, pid=pid, pid_start=start, monitor_pid=monitor_pid, monitor_start=monitor_start)
 
 
-@pytest.mark.parametrize("status, init_alive, monitor, grows", [
-    (RUNNING, True, "alive", True),
-    (RUNNING, False, "alive", True),  # reaped, output still draining: the case that lost output
-    (RUNNING, False, "alive, from an older record", True),
-    (RUNNING, False, "gone", False),  # the monitor died and left the record running
-    (RUNNING, False, "its pid reused", False),
-    (RUNNING, False, "none", False),
-    (RUNNING, True, "gone", True),  # adopted later by a new monitor: the init still writes
-    (RESTARTING, False, "gone", True),
-    (EXITED, False, "alive", False),
+@pytest.mark.parametrize("status, init_alive, monitor, phase", [
+    (RUNNING, True, "alive", GROWING),
+    (RUNNING, False, "alive", DRAINING),  # reaped, output still draining: the case that lost output
+    (RUNNING, False, "alive, from an older record", DONE),  # cannot tell: as before the starttime was kept
+    (RUNNING, False, "gone", DONE),  # the monitor died and left the record running
+    (RUNNING, False, "its pid reused", DONE),
+    (RUNNING, False, "none", DONE),
+    (RUNNING, True, "gone", GROWING),  # adopted later by a new monitor: the init still writes
+    (RESTARTING, False, "alive", GROWING),
+    (RESTARTING, False, "gone", DONE),  # no monitor will start it again
+    (EXITED, False, "alive", DONE),
 ])  # fmt: skip
-def test_output_may_grow(status, init_alive, monitor, grows):
-    assert output_may_grow(state_with(status, init_alive=init_alive, monitor=monitor)) is grows
+def test_output_phase(status, init_alive, monitor, phase):
+    assert output_phase(state_with(status, init_alive=init_alive, monitor=monitor)) == phase
+
+
+def write_record(path, state: ContainerState) -> None:
+    """As the runner does: whole or not at all (a follower must never read half a record)."""
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(state.to_dict(), f)
+    os.replace(f"{path}.tmp", path)
+
+
+def read_record(path) -> ContainerState:
+    with open(path) as f:
+        return ContainerState.from_dict(json.load(f))
 
 
 def test_a_follower_gets_the_output_drained_after_the_init_was_reaped(tmp_path):
     """The order the monitor keeps: init reaped (the record still says running), output written, exit
-    recorded. The follower looks once in the middle and must still see the output."""
-    path = str(tmp_path / "container.log")
+    recorded. The output is written only once the follower has asked twice whether to go on (or has
+    ended, as it did before the fix): it must still get it, then end at the exit's record."""
+    path, record = str(tmp_path / "container.log"), str(tmp_path / "state.json")
     open(path, "w").close()
-    state_file = tmp_path / "state.json"
-    state_file.write_text(json.dumps(state_with(RUNNING, init_alive=False).to_dict()))
-    looked = threading.Event()
+    write_record(record, state_with(RUNNING, init_alive=False))
+    asked = [threading.Event(), threading.Event()]
+    calls = [0]
+    condition = logs.follow_condition(lambda: read_record(record))
 
     def still_running() -> bool:
-        grows = output_may_grow(ContainerState.from_dict(json.loads(state_file.read_text())))
-        looked.set()
-        return grows
+        answer = condition()
+        calls[0] += 1
+        asked[min(calls[0], 2) - 1].set()
+        return answer
 
     got: list[str] = []
     follow = lambda: got.extend(r["d"] for r in logs.read(path, follow=True, still_running=still_running))  # noqa: E731
     follower = threading.Thread(target=follow)
     follower.start()
     try:
-        assert looked.wait(BOUND_S), "the follower never asked whether the container still runs"
+        deadline = time.monotonic() + BOUND_S
+        while not asked[1].wait(0.01) and follower.is_alive() and time.monotonic() < deadline:
+            pass
+        assert asked[0].is_set(), "the follower never asked whether the container still runs"
         with open(path, "a") as f:
             f.write(json.dumps({"t": 1.0, "s": 1, "d": "tagged\n"}) + "\n")
-        exited = ContainerState.from_dict(json.loads(state_file.read_text()))
+        exited = read_record(record)
         exited.status, exited.exit_code = EXITED, 0
-        state_file.write_text(json.dumps(exited.to_dict()))
+        write_record(record, exited)
     finally:
         follower.join(BOUND_S)
     assert not follower.is_alive(), "the follower did not end once the exit was recorded"
     assert got == ["tagged\n"]
+
+
+def test_a_record_left_running_ends_the_follow_after_the_drain_bound(tmp_path, monkeypatch):
+    """The exit's record failed (the monitor lives on): the follow ends DRAIN_WAIT_S after the init is
+    seen gone, not never."""
+    monkeypatch.setattr(logs, "DRAIN_WAIT_S", 0.3)
+    path, record = str(tmp_path / "container.log"), str(tmp_path / "state.json")
+    with open(path, "w") as f:
+        f.write(json.dumps({"t": 1.0, "s": 1, "d": "last\n"}) + "\n")
+    write_record(record, state_with(RUNNING, init_alive=False))
+    began = time.monotonic()
+    condition = logs.follow_condition(lambda: read_record(record))
+    got = [r["d"] for r in logs.read(path, follow=True, still_running=condition)]
+    assert got == ["last\n"]
+    assert 0.3 <= time.monotonic() - began < BOUND_S
