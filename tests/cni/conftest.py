@@ -34,6 +34,8 @@ def module_cni(plugin_dir) -> Iterator[Cni]:
         pytest.skip(reason)
     with harness.Host.start("cni-module") as host:
         yield Cni(host, plugin_dir)
+        logged = host.tracebacks()
+    assert not logged, logged
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def shared(request):
     
     from harness import Host
 
-    from containers.conftest import RunnerHost, remove_cgroup_tree
+    from containers.conftest import RunnerHost, close_runner_host
 
     parent = new_test_cgroup_parent()
     host = Host.start("badinput")
@@ -81,8 +81,7 @@ def shared(request):
         rhost.start("taken")
         yield rhost
     finally:
-        host.close()
-        assert not remove_cgroup_tree(parent)
+        close_runner_host(host, parent)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])

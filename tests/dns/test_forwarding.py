@@ -77,6 +77,8 @@ def test_a_loopback_only_host_resolver_is_reached_from_the_host_side():
         assert "203.0.113.7" in out.stdout, out.stdout + out.stderr
         assert "udp outside.example. A" in forwarder.stdout.readline()
         assert "Traceback" not in lab.agent_log()
+        logged = host.tracebacks()
+        assert not logged, logged
     finally:
         host.close()
         assert not remove_cgroup_tree(lab._parent)  # type: ignore[attr-defined]

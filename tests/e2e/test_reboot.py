@@ -91,9 +91,14 @@ class Machine:
         return MachineCni(self.host, self.plugin_dir, self.env)
 
     def close(self) -> None:
-        self.host.close()
-        left = remove_cgroup_tree(self.cgroup_parent)
+        logged = ""
+        try:
+            logged = self.host.tracebacks()  # the root's logs, every boot's
+        finally:
+            self.host.close()
+            left = remove_cgroup_tree(self.cgroup_parent)
         assert not left, f"cgroups left behind: {left}"
+        assert not logged, logged
 
 
 class MachineCni(Cni):

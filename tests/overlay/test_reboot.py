@@ -94,7 +94,9 @@ def test_reboot_releases_vanished_overlay_endpoints_and_a_new_container_reaches_
         cni.delete(conf, cid="k1")
         assert lab.netctl(new, "doctor").stdout == "no problems found\n"
     finally:
+        logged = new.tracebacks()  # h1's root: both boots' logs
         new.close()
+    assert not logged, logged
 
 
 def install_plugins(directory: str) -> str:
@@ -168,4 +170,6 @@ def test_reboot_with_etcd_away_repairs_the_local_part_and_releases_the_rest_at_t
         assert list(endpoints_by_sandbox(lab, h2, "ov")) == ["b1"]
         assert lab.netctl(new, "doctor").stdout == "no problems found\n"
     finally:
+        logged = new.tracebacks()  # h1's root: both boots' logs
         new.close()
+    assert not logged, logged
