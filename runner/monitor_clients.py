@@ -55,6 +55,12 @@ class ClientServer(EventLoop):
         else:
             super()._event(kind, obj, fd, events)
 
+    def _drop_failed(self, kind: str, obj: object, fd: int) -> None:
+        if kind == "client":
+            self._drop(cast(Client, obj))
+        else:
+            super()._drop_failed(kind, obj, fd)
+
     def _request(self, client: Client, request: dict, fds: list[int]) -> None:
         raise NotImplementedError
 

@@ -242,6 +242,13 @@ class ExecOps(ContainerWatcher):
         else:
             super()._event(kind, obj, fd, events)
 
+    def _drop_failed(self, kind: str, obj: object, fd: int) -> None:
+        if kind == "exec_output":
+            log.error("no longer reading an output of exec %s after that failure", cast(str, obj)[:12])
+            self._close_exec_output(self.execs.get(cast(str, obj)), fd)
+        else:
+            super()._drop_failed(kind, obj, fd)
+
     def _exec_output(self, exec_id: str, fd: int) -> None:
         record = self.execs.get(exec_id)
         try:

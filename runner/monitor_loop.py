@@ -82,6 +82,7 @@ class EventLoop:
                     self._event(kind, obj, key.fd, events)
             except Exception:  # noqa: BLE001
                 log.exception("event %s failed", kind)
+                self._after_failure(key)
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, fn = heapq.heappop(self.timers)
@@ -90,6 +91,28 @@ class EventLoop:
     def _event(self, kind: str, obj: object, fd: int, events: int) -> None:
         """One ready registration of `kind` (not "wake")."""
         raise NotImplementedError(kind)
+
+    def _after_failure(self, key: selectors.SelectorKey) -> None:
+        """_event() raised for `key`. Still registered and still ready, a descriptor would fail again on
+        every turn of the loop (level-triggered: a spinning loop, a log growing by megabytes), so the
+        layer that owns its kind lets go of it (_drop_failed). A registration the handler already
+        removed is left alone: its descriptor may be closed, its number someone else's."""
+        try:
+            current = self.selector.get_key(key.fd)
+        except (KeyError, ValueError):
+            return
+        if current.data is not key.data:
+            return
+        kind, obj = key.data
+        try:
+            self._drop_failed(kind, obj, key.fd)
+        except Exception:  # noqa: BLE001
+            log.exception("dropping %s after its failure", kind)
+
+    def _drop_failed(self, kind: str, obj: object, fd: int) -> None:
+        """Let go of a registration whose handler raised. By default keep it: the listener or a pidfd
+        failing once (out of descriptors, say) must not end the monitor's service; layers above drop
+        the kinds that can go."""
 
     def _wake(self) -> None:
         try:

@@ -72,6 +72,13 @@ class ContainerWatcher(ClientServer):
         else:
             super()._event(kind, obj, fd, events)
 
+    def _drop_failed(self, kind: str, obj: object, fd: int) -> None:
+        if kind == "output":  # the container's output from here on is lost: said in the log
+            log.error("no longer reading an output of %s after that failure", cast(str, obj)[:12])
+            self._close_output(self.live.get(cast(str, obj)), fd)
+        else:
+            super()._drop_failed(kind, obj, fd)
+
     def _woken(self) -> None:
         self._reap()
 
