@@ -101,7 +101,7 @@ class EventLoop:
             current = self.selector.get_key(key.fd)
         except (KeyError, ValueError):
             return
-        if current.data is not key.data:
+        if current.data != key.data:  # the same registration, not a new one on a reused number
             return
         kind, obj = key.data
         try:
