@@ -25,47 +25,45 @@ def turn(w: ContainerWatcher) -> None:
     w._tick()
 
 
-def test_an_output_whose_handler_raises_is_read_no_more(watcher, caplog):
+@pytest.fixture
+def output(watcher):
+    """Container c1's output pipe, registered and readable: (read end, its Live)."""
     r, w = os.pipe2(os.O_NONBLOCK)
-    try:
-        live = Live(container=None, pid=0, outputs={r: 1})  # type: ignore[arg-type]
-        watcher.live["c1"] = live
-        watcher.selector.register(r, 1, ("output", "c1"))
-        os.write(w, b"hello\n")
-        calls = []
-
-        def failing(container_id: str, fd: int) -> None:
-            calls.append(fd)
-            raise RuntimeError("a bug in the handler")
-
-        watcher._output = failing  # type: ignore[method-assign]
-        for _ in range(TURNS):
-            turn(watcher)
-        assert calls == [r]
-        assert live.outputs == {}
-        with pytest.raises(KeyError):
-            watcher.selector.get_key(r)
-        assert "no longer reading an output of c1" in caplog.text
-    finally:
-        os.close(w)
+    live = Live(container=None, pid=0, outputs={r: 1})  # type: ignore[arg-type]
+    watcher.live["c1"] = live
+    watcher.selector.register(r, 1, ("output", "c1"))
+    os.write(w, b"hello\n")
+    yield r, live
+    os.close(w)
 
 
-def test_a_registration_its_handler_removed_is_left_alone(watcher):
-    r, w = os.pipe2(os.O_NONBLOCK)
-    try:
-        live = Live(container=None, pid=0, outputs={r: 1})  # type: ignore[arg-type]
-        watcher.live["c1"] = live
-        watcher.selector.register(r, 1, ("output", "c1"))
-        os.write(w, b"hello\n")
-        dropped = []
+def test_an_output_whose_handler_raises_is_read_no_more(watcher, output, caplog):
+    r, live = output
+    calls = []
 
-        def closes_then_raises(container_id: str, fd: int) -> None:
-            watcher._close_output(live, fd)  # unregistered and closed, as at EOF
-            raise RuntimeError("a bug after the close")
+    def failing(container_id: str, fd: int) -> None:
+        calls.append(fd)
+        raise RuntimeError("a bug in the handler")
 
-        watcher._output = closes_then_raises  # type: ignore[method-assign]
-        watcher._drop_failed = lambda *a: dropped.append(a)  # type: ignore[method-assign]
+    watcher._output = failing  # type: ignore[method-assign]
+    for _ in range(TURNS):
         turn(watcher)
-        assert dropped == []
-    finally:
-        os.close(w)
+    assert calls == [r]
+    assert live.outputs == {}
+    with pytest.raises(KeyError):
+        watcher.selector.get_key(r)
+    assert "no longer reading an output of c1" in caplog.text
+
+
+def test_a_registration_its_handler_removed_is_left_alone(watcher, output):
+    r, live = output
+    dropped = []
+
+    def closes_then_raises(container_id: str, fd: int) -> None:
+        watcher._close_output(live, fd)  # unregistered and closed, as at EOF
+        raise RuntimeError("a bug after the close")
+
+    watcher._output = closes_then_raises  # type: ignore[method-assign]
+    watcher._drop_failed = lambda *a: dropped.append(a)  # type: ignore[method-assign]
+    turn(watcher)
+    assert dropped == []
