@@ -52,6 +52,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "kernel: needs root and creates kernel objects inside a throwaway host namespace"
     )
     config.addinivalue_line("markers", "timeout(seconds): per-test time limit overriding --test-timeout")
+    _teardown_on_sigterm()
+
+
+def _teardown_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a CI job cancelled, a supervisor) ends the session as ^C does, through
+    pytest's teardown: by default it killed the process on the spot, and what only a fixture's
+    teardown removes stayed on the machine (a test's cgroup parent: a host dies with its holder, its
+    cgroups do not). In this process and in every xdist worker (a signal to the group reaches them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set there; such a process keeps the default
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}: tearing down")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -83,7 +99,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         session.config.stash[_root_before] = _root_snapshot()
 
 
-@pytest.hookimpl(tryfirst=True)
+# trylast: after pytest's own sessionfinish, which tears down what an interrupted session left set up.
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     before = config.stash.get(_root_before, None)
