@@ -344,12 +344,8 @@ def logs(ctx, follow, timestamps, ref):
     records = Records(_layout(ctx))
     container = records.find(ref)
     path = os.path.join(records.directory(container.id), "container.log")
-
-    def record():
-        current = records.load(container.id)
-        return None if current is None else current.state
-
-    logs_mod.show(path, follow=follow, timestamps=timestamps, still_running=logs_mod.follow_condition(record))
+    logs_mod.show(path, follow=follow, timestamps=timestamps,
+                  still_running=logs_mod.follow_condition(lambda: records.state(container.id)))
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})

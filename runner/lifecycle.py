@@ -87,6 +87,16 @@ class Undo:
         self.steps.clear()
 
 
+_this: tuple[int, int] = (0, 0)  # this process's (pid, starttime): read once, again after a fork
+
+
+def _this_process() -> tuple[int, int]:
+    global _this
+    if _this[0] != os.getpid():
+        _this = (os.getpid(), process_start_time(os.getpid()))
+    return _this
+
+
 class Runtime:
     def __init__(self, layout: Layout, controller: Controller | None = None):
         """`controller`: a warm one to use (the agent's), not closed by close()."""
@@ -430,6 +440,16 @@ class Runtime:
         state.error = error or state.error
         self.records.write_state(container_id, state)
 
+    @staticmethod
+    def claim(state: ContainerState) -> bool:
+        """Name this process the container's monitor in `state` (its pid and starttime, which tell
+        `logs --follow` whether the record can still change); whether that changed anything."""
+        mine = _this_process()
+        if (state.monitor_pid, state.monitor_start) == mine:
+            return False
+        state.monitor_pid, state.monitor_start = mine
+        return True
+
     def record_running(self, container_id: str, state: ContainerState, pid: int, pid_start: int,
                        networks: dict, *, health: bool = False) -> None:
         state.status = RUNNING
@@ -441,7 +461,6 @@ class Runtime:
         state.pid = pid
         state.pid_start = pid_start
         state.started = now()
-        state.monitor_pid = os.getpid()
-        state.monitor_start = process_start_time(state.monitor_pid)
+        self.claim(state)
         state.networks = networks
         self.records.write_state(container_id, state)

@@ -58,17 +58,18 @@ def follow_condition(load_state: Callable[[], ContainerState | None]) -> Callabl
     """`still_running` for records(follow=True), from the container's record as load_state() reads it
     (None: removed): true while its output may grow (runner.state.output_phase), for at most
     DRAIN_WAIT_S of the phase after the init is gone."""
-    draining_since: list[float] = []
+    draining_since: float | None = None
 
     def still_running() -> bool:
+        nonlocal draining_since
         state = load_state()
         phase = output_phase(state) if state is not None else DONE
         if phase != DRAINING:
-            draining_since.clear()
+            draining_since = None
             return phase == GROWING
-        if not draining_since:
-            draining_since.append(time.monotonic())
-        return time.monotonic() - draining_since[0] < DRAIN_WAIT_S
+        if draining_since is None:
+            draining_since = time.monotonic()
+        return time.monotonic() - draining_since < DRAIN_WAIT_S
 
     return still_running
 

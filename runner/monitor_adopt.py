@@ -39,7 +39,8 @@ def adopt_or_finish_all(runtime: Runtime, call_soon: Callable[[Callable[[], None
                 pidfd = -1
             if pidfd >= 0:
                 paused = runtime.frozen(container.config)  # paused or unpaused while no monitor ran
-                if paused != state.paused:
+                claimed = runtime.claim(state)  # this monitor now records its exit (logs --follow asks)
+                if paused != state.paused or claimed:
                     state.paused = paused
                     safely(functools.partial(runtime.records.write_state, container.id, state))
                 call_soon(functools.partial(adopt, container, pidfd))

@@ -154,12 +154,15 @@ class Records:
                 config = ContainerConfig.from_dict(json.load(f))
         except (FileNotFoundError, NotADirectoryError, ValueError):
             return None
+        return Container(config, self.state(container_id) or ContainerState())
+
+    def state(self, container_id: str) -> ContainerState | None:
+        """The state record alone (None: not written, or the container is gone)."""
         try:
-            with open(os.path.join(directory, "state.json")) as f:
-                state = ContainerState.from_dict(json.load(f))
-        except (FileNotFoundError, ValueError):
-            state = ContainerState()
-        return Container(config, state)
+            with open(os.path.join(self.directory(container_id), "state.json")) as f:
+                return ContainerState.from_dict(json.load(f))
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
 
     def ids(self) -> list[str]:
         try:

@@ -242,11 +242,7 @@ def logs(api, req: Request, ref: str) -> Stream:
     records = Records(api.layout)
     path = os.path.join(records.directory(container.id), "container.log")
 
-    def record():
-        current = records.load(container.id)
-        return None if current is None else current.state
-
-    output_may_grow = logs_mod.follow_condition(record)
+    output_may_grow = logs_mod.follow_condition(lambda: records.state(container.id))
 
     def still_running() -> bool:
         return not req.client_gone() and not api.stopping.is_set() and output_may_grow()

@@ -14,8 +14,9 @@ import time
 import pytest
 
 from runner import logs
+from runner.paths import Layout
 from runner.state import (
-    DONE, DRAINING, EXITED, GROWING, RESTARTING, RUNNING, ContainerState, output_phase, process_start_time,
+    DONE, DRAINING, EXITED, GROWING, RESTARTING, RUNNING, ContainerState, Records, output_phase, process_start_time,
 )  # fmt: skip
 
 BOUND_S = 10.0
@@ -59,28 +60,24 @@ def test_output_phase(status, init_alive, monitor, phase):
     assert output_phase(state_with(status, init_alive=init_alive, monitor=monitor)) == phase
 
 
-def write_record(path, state: ContainerState) -> None:
-    """As the runner does: whole or not at all (a follower must never read half a record)."""
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(state.to_dict(), f)
-    os.replace(f"{path}.tmp", path)
+@pytest.fixture
+def records(tmp_path) -> Records:
+    """The runner's own records, for container c1."""
+    made = Records(Layout(str(tmp_path)))
+    os.makedirs(made.directory("c1"))
+    return made
 
 
-def read_record(path) -> ContainerState:
-    with open(path) as f:
-        return ContainerState.from_dict(json.load(f))
-
-
-def test_a_follower_gets_the_output_drained_after_the_init_was_reaped(tmp_path):
+def test_a_follower_gets_the_output_drained_after_the_init_was_reaped(tmp_path, records):
     """The order the monitor keeps: init reaped (the record still says running), output written, exit
     recorded. The output is written only once the follower has asked twice whether to go on (or has
     ended, as it did before the fix): it must still get it, then end at the exit's record."""
-    path, record = str(tmp_path / "container.log"), str(tmp_path / "state.json")
+    path = str(tmp_path / "container.log")
     open(path, "w").close()
-    write_record(record, state_with(RUNNING, init_alive=False))
+    records.write_state("c1", state_with(RUNNING, init_alive=False))
     asked = [threading.Event(), threading.Event()]
     calls = [0]
-    condition = logs.follow_condition(lambda: read_record(record))
+    condition = logs.follow_condition(lambda: records.state("c1"))
 
     def still_running() -> bool:
         answer = condition()
@@ -99,25 +96,37 @@ def test_a_follower_gets_the_output_drained_after_the_init_was_reaped(tmp_path):
         assert asked[0].is_set(), "the follower never asked whether the container still runs"
         with open(path, "a") as f:
             f.write(json.dumps({"t": 1.0, "s": 1, "d": "tagged\n"}) + "\n")
-        exited = read_record(record)
+        exited = records.state("c1")
+        assert exited is not None
         exited.status, exited.exit_code = EXITED, 0
-        write_record(record, exited)
+        records.write_state("c1", exited)
     finally:
         follower.join(BOUND_S)
     assert not follower.is_alive(), "the follower did not end once the exit was recorded"
     assert got == ["tagged\n"]
 
 
-def test_a_record_left_running_ends_the_follow_after_the_drain_bound(tmp_path, monkeypatch):
+def test_a_record_left_running_ends_the_follow_after_the_drain_bound(tmp_path, records, monkeypatch):
     """The exit's record failed (the monitor lives on): the follow ends DRAIN_WAIT_S after the init is
     seen gone, not never."""
     monkeypatch.setattr(logs, "DRAIN_WAIT_S", 0.3)
-    path, record = str(tmp_path / "container.log"), str(tmp_path / "state.json")
+    path = str(tmp_path / "container.log")
     with open(path, "w") as f:
         f.write(json.dumps({"t": 1.0, "s": 1, "d": "last\n"}) + "\n")
-    write_record(record, state_with(RUNNING, init_alive=False))
+    records.write_state("c1", state_with(RUNNING, init_alive=False))
     began = time.monotonic()
-    condition = logs.follow_condition(lambda: read_record(record))
+    condition = logs.follow_condition(lambda: records.state("c1"))
     got = [r["d"] for r in logs.read(path, follow=True, still_running=condition)]
     assert got == ["last\n"]
     assert 0.3 <= time.monotonic() - began < BOUND_S
+
+
+def test_a_monitor_that_adopts_a_container_names_itself_in_its_record():
+    """An adopted container's record named the monitor that died; once the new one claims it, a
+    restart by the new one is followed (runner/monitor_adopt.py)."""
+    from runner.lifecycle import Runtime
+
+    state = state_with(RESTARTING, monitor="gone")
+    assert output_phase(state) == DONE
+    assert Runtime.claim(state) is True and Runtime.claim(state) is False
+    assert output_phase(state) == GROWING
