@@ -204,10 +204,9 @@ def _close(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)  # already shut down after a hijacked stream: fine
     with contextlib.suppress(OSError):
-        conn.setblocking(False)
         drained = 0
         while drained < DRAIN_LIMIT:
-            data = conn.recv(65536)  # b"" once the queue is empty (BlockingIOError, an OSError, also ends it)
+            data = conn.recv(65536, socket.MSG_DONTWAIT)  # b"" once the queue is empty (or BlockingIOError)
             if not data:
                 break
             drained += len(data)
